@@ -1,0 +1,14 @@
+"""vmic: the catalogue of virtual-machine images, and the code all three parts share.
+
+Shared by :mod:`distributor` and :mod:`nodecache`:
+
+- :mod:`vmic.imagelist` -- the HEPiX image-list model, signing, verification and policy.
+- :mod:`vmic.config` -- TOML + environment configuration.
+- :mod:`vmic.errors` -- the error hierarchy.
+- :mod:`vmic.log` -- structured logging.
+- :mod:`vmic.pki` -- a test CA and endorser certificates for demos and tests.
+
+The catalogue service itself lives in :mod:`vmic.catalogue`, its CLI in :mod:`vmic.cli`.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,186 @@
+"""The content-addressed blob store, and the streaming, hashing writer that fills it.
+
+Layout under the data directory (one filesystem, so moves are atomic renames)::
+
+    blobs/sha512/<2 hex>/<128 hex>    complete, verified, immutable image bytes (0444)
+    uploads/<upload id>.part          bytes of an upload in progress
+
+A blob appears under its hash only once all its bytes are on disk and synced; a part
+file is never read by anyone but the upload that writes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import StorageError
+
+#: bytes handed to the hashing and writing threads at a time
+CHUNK = 4 * 2**20
+
+
+@dataclass
+class HashState:
+    """A running sha512 over the first ``count`` bytes of a part file."""
+
+    hasher: "hashlib._Hash" = field(default_factory=hashlib.sha512)
+    count: int = 0
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.blob_dir = self.root / "blobs" / "sha512"
+        self.part_dir = self.root / "uploads"
+        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self.part_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- blobs ------------------------------------------------------------------------
+
+    def path(self, sha512: str) -> Path:
+        return self.blob_dir / sha512[:2] / sha512
+
+    def has(self, sha512: str) -> bool:
+        return self.path(sha512).is_file()
+
+    def sha512s(self) -> set[str]:
+        return {p.name for p in self.blob_dir.glob("*/*") if p.is_file()}
+
+    def remove(self, sha512: str) -> None:
+        self.path(sha512).unlink(missing_ok=True)
+
+    def used_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.blob_dir.glob("*/*") if p.is_file())
+
+    # --- part files -------------------------------------------------------------------
+
+    def part(self, upload_id: str) -> Path:
+        return self.part_dir / f"{upload_id}.part"
+
+    def create_part(self, upload_id: str) -> None:
+        self.part(upload_id).touch(mode=0o600, exist_ok=False)
+
+    def part_size(self, upload_id: str) -> int | None:
+        try:
+            return self.part(upload_id).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def delete_part(self, upload_id: str) -> None:
+        self.part(upload_id).unlink(missing_ok=True)
+
+    def part_ids(self) -> set[str]:
+        return {p.name.removesuffix(".part") for p in self.part_dir.glob("*.part")}
+
+    async def rehash(self, upload_id: str) -> HashState:
+        """Hash a part file from its start (after a restart, or a write that failed)."""
+
+        def run() -> HashState:
+            state = HashState()
+            with open(self.part(upload_id), "rb") as handle:
+                while block := handle.read(CHUNK):
+                    state.hasher.update(block)
+                    state.count += len(block)
+            return state
+
+        return await asyncio.get_running_loop().run_in_executor(None, run)
+
+    async def append(self, upload_id: str, state: HashState, chunks: AsyncIterator[bytes], limit: int) -> int:
+        """Append ``chunks`` to the part file, hashing on the way; return bytes taken.
+
+        Receiving, hashing and writing overlap: while one chunk is hashed and written (in
+        two threads; hashlib releases the GIL), the event loop receives the next. At most
+        ``limit`` bytes are taken; one more byte raises ``OverflowError``. ``state``
+        advances only over bytes both hashed and written; a write that fails (disk full)
+        truncates the file back to ``state.count``, so the part file and ``state`` agree.
+        Writes, truncation and closing run in order on one thread of their own, so a
+        cancelled request never closes the file under a running write.
+        """
+        loop = asyncio.get_running_loop()
+        writer = ThreadPoolExecutor(1, thread_name_prefix="vmic-write")
+        hasher_pool = ThreadPoolExecutor(1, thread_name_prefix="vmic-hash")
+        fd = os.open(self.part(upload_id), os.O_WRONLY | os.O_APPEND)
+        start = state.count
+        pending: asyncio.Future[None] | None = None
+
+        def write_all(data: bytes) -> None:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+
+        async def hash_and_write(data: bytes) -> None:
+            hasher = state.hasher.copy()
+            await asyncio.gather(
+                loop.run_in_executor(hasher_pool, hasher.update, data),
+                loop.run_in_executor(writer, write_all, data),
+            )
+            state.hasher, state.count = hasher, state.count + len(data)
+
+        async def submit(data: bytes) -> None:
+            nonlocal pending
+            if pending is not None:
+                await pending
+            pending = asyncio.ensure_future(hash_and_write(data))
+
+        try:
+            buffer = bytearray()
+            async for chunk in chunks:
+                room = limit - (state.count - start) - len(buffer)
+                if len(chunk) > room:
+                    buffer += chunk[: max(room, 0)]
+                    await submit(bytes(buffer))
+                    await pending  # type: ignore[misc]
+                    raise OverflowError("more bytes than the upload's length")
+                buffer += chunk
+                if len(buffer) >= CHUNK:
+                    await submit(bytes(buffer))
+                    buffer.clear()
+            if buffer:
+                await submit(bytes(buffer))
+            if pending is not None:
+                await pending
+        except OSError as exc:
+            await loop.run_in_executor(writer, os.ftruncate, fd, state.count)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageError(
+                    "the catalogue's disk is full; the upload keeps what was stored and can resume later"
+                ) from None
+            raise StorageError(f"cannot write upload: {exc.strerror}") from None
+        finally:
+            writer.submit(os.close, fd)  # after any write still queued
+            writer.shutdown(wait=False)
+            hasher_pool.shutdown(wait=False)
+        return state.count - start
+
+    async def commit(self, upload_id: str, sha512: str) -> Path:
+        """Sync the part file and move it under its hash (kept if that blob exists)."""
+
+        def run() -> Path:
+            part, target = self.part(upload_id), self.path(sha512)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_file():
+                part.unlink()
+                return target
+            with open(part, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.chmod(part, 0o444)
+            os.replace(part, target)
+            dir_fd = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+            return target
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, run)
+        except OSError as exc:
+            raise StorageError(f"cannot store blob: {exc.strerror}") from None
+

@@ -1,0 +1,102 @@
+"""Settings of the catalogue service: the ``[catalogue]`` table of the TOML config.
+
+Example::
+
+    [catalogue]
+    data_dir = "/var/lib/vmic"
+    port = 8470
+    public_url = "https://images.example.org"
+    endorser_cert = "/etc/vmic/endorser.pem"
+    endorser_key = "/etc/vmic/endorser.key"
+    # database = "postgresql://vmic@db/vmic"   (default: SQLite in data_dir)
+
+    [catalogue.publishers.alice]
+    token_sha256 = "..."          # from `vmic token alice`
+    namespaces = ["alice", "cern-batch"]
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import load_section, read_toml
+from ..errors import ConfigError
+from .names import check_name
+
+
+@dataclass(frozen=True)
+class Publisher:
+    name: str
+    token_sha256: str
+    namespaces: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CatalogueConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8470
+    #: the URL subscribers reach this catalogue at (default: http://host:port)
+    public_url: str = ""
+    endorser_cert: Path | None = None
+    endorser_key: Path | None = None
+    endorser_email: str = ""
+    #: empty: SQLite file ``<data_dir>/catalogue.sqlite``; or ``postgresql://...``
+    database: str = ""
+    list_title: str = "vmic image list"
+    list_description: str = "Images published through vmic"
+    #: the list's dc:identifier; empty: generated once and kept in the database
+    list_identifier: str = ""
+    #: how long a signed list stays valid; it is re-signed at half of that
+    list_lifetime_hours: float = 168.0
+    max_upload_bytes: int = 64 * 2**30
+    publishers: tuple[Publisher, ...] = field(default_factory=tuple)
+    log_level: str = "info"
+
+    @property
+    def url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def cert_path(self) -> Path:
+        return self.endorser_cert or self.data_dir / "keys" / "endorser.pem"
+
+    @property
+    def key_path(self) -> Path:
+        return self.endorser_key or self.data_dir / "keys" / "endorser.key"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _publishers(table: Any) -> tuple[Publisher, ...]:
+    if not isinstance(table, dict):
+        raise ConfigError("[catalogue.publishers] must be a table of tables")
+    result = []
+    for name, entry in table.items():
+        check_name(name, "publisher name")
+        if not isinstance(entry, dict) or not isinstance(entry.get("token_sha256"), str):
+            raise ConfigError(f"[catalogue.publishers.{name}] needs token_sha256 (see `vmic token {name}`)")
+        namespaces = entry.get("namespaces", [name])
+        if not isinstance(namespaces, list):
+            raise ConfigError(f"[catalogue.publishers.{name}] namespaces must be a list")
+        result.append(
+            Publisher(
+                name=name,
+                token_sha256=entry["token_sha256"].lower(),
+                namespaces=tuple(check_name(n, "namespace") for n in namespaces),
+            )
+        )
+    return tuple(result)
+
+
+def load_catalogue_config(path: Path | None = None, env: dict[str, str] | None = None, **overrides: Any) -> CatalogueConfig:
+    """Read ``[catalogue]`` from ``path`` (optional), the environment, then ``overrides``."""
+    table = dict(read_toml(path).get("catalogue", {}))
+    table.update({k: v for k, v in overrides.items() if v is not None})
+    publishers = _publishers(table.pop("publishers", {}))
+    return load_section(CatalogueConfig, "catalogue", table, env, publishers=publishers)

@@ -1,0 +1,154 @@
+"""One small SQL interface over SQLite (the embedded default) and PostgreSQL.
+
+Queries are written once, in PostgreSQL's ``$1, $2`` parameter style; for SQLite the
+``$n`` become ``?n`` (SQLite's numbered parameters). Rows come back as dicts.
+
+    db = await connect("sqlite:///var/lib/vmic/catalogue.sqlite")   # or postgresql://...
+    async with db.transaction() as tx:
+        await tx.execute("INSERT INTO t VALUES ($1, $2)", a, b)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import ConfigError
+
+Row = dict[str, Any]
+
+
+class Queries(Protocol):
+    async def execute(self, sql: str, *args: Any) -> None: ...
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+    async def fetchone(self, sql: str, *args: Any) -> Row | None: ...
+
+
+class Database(Queries, Protocol):
+    def transaction(self) -> Any: ...
+    async def close(self) -> None: ...
+
+
+_PARAM = re.compile(r"\$(\d+)")
+
+
+class _SqliteQueries:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self._conn.execute(_PARAM.sub(r"?\1", sql), args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async with self._conn.execute(_PARAM.sub(r"?\1", sql), args) as cursor:
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row)) for row in await cursor.fetchall()]
+
+    async def fetchone(self, sql: str, *args: Any) -> Row | None:
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+
+class SqliteDatabase:
+    """One connection in autocommit mode; transactions take a lock (one writer)."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._lock = asyncio.Lock()
+        self._queries = _SqliteQueries(conn)
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        async with self._lock:
+            await self._queries.execute(sql, *args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async with self._lock:
+            return await self._queries.fetch(sql, *args)
+
+    async def fetchone(self, sql: str, *args: Any) -> Row | None:
+        async with self._lock:
+            return await self._queries.fetchone(sql, *args)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Queries]:
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._queries
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            await self._conn.execute("COMMIT")
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+
+class _PgQueries:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self._conn.execute(sql, *args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return [dict(r) for r in await self._conn.fetch(sql, *args)]
+
+    async def fetchone(self, sql: str, *args: Any) -> Row | None:
+        row = await self._conn.fetchrow(sql, *args)
+        return dict(row) if row is not None else None
+
+
+class PostgresDatabase:
+    """An asyncpg pool; every statement and transaction takes a pooled connection."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        async with self._pool.acquire() as conn:
+            await _PgQueries(conn).execute(sql, *args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async with self._pool.acquire() as conn:
+            return await _PgQueries(conn).fetch(sql, *args)
+
+    async def fetchone(self, sql: str, *args: Any) -> Row | None:
+        async with self._pool.acquire() as conn:
+            return await _PgQueries(conn).fetchone(sql, *args)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Queries]:
+        async with self._pool.acquire() as conn:
+            async with conn.transaction():
+                yield _PgQueries(conn)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+async def connect(url: str) -> Database:
+    """``sqlite:///path``, a plain file path, or ``postgresql://user@host/db``."""
+    if url.startswith(("postgresql://", "postgres://")):
+        import asyncpg
+
+        try:
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=8)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise ConfigError(f"cannot connect to database {url}: {exc}") from None
+        return PostgresDatabase(pool)
+    import aiosqlite
+
+    path = Path(url.removeprefix("sqlite://"))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=FULL")
+    except (OSError, aiosqlite.Error) as exc:
+        raise ConfigError(f"cannot open database {path}: {exc}") from None
+    return SqliteDatabase(conn)

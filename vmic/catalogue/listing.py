@@ -1,0 +1,144 @@
+"""Builds, signs and caches the catalogue's HEPiX image list.
+
+The list is signed once per change, never per request: :meth:`ListSigner.refresh`
+re-signs only when the set of current images differs from the signed one, or when
+half of the list's lifetime has passed (so subscribers never see it expire while the
+catalogue runs). Each signing takes a new, higher ``hv:version``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from ..imagelist.model import EXT_COMPRESSION, EXT_CREATED, EXT_EXPIRES, EXT_PUBLISHER, Endorser, Image, ImageList, format_date
+from ..imagelist.smime import Signer
+from ..log import event
+from .store import ImageRecord, MetadataStore, utcnow
+
+log = logging.getLogger("vmic.catalogue.listing")
+
+EXT_NAMESPACE = "vmic:namespace"
+EXT_NAME = "vmic:name"
+
+
+@dataclass(frozen=True)
+class SignedList:
+    image_list: ImageList
+    content: bytes  #: canonical JSON, exactly what the signature covers
+    signed: bytes  #: detached S/MIME message
+    etag: str
+
+
+@dataclass(frozen=True)
+class ListSettings:
+    identifier: str
+    title: str
+    description: str
+    url: str
+    email: str
+    lifetime: dt.timedelta
+
+
+def image_entry(record: ImageRecord, base_url: str) -> Image:
+    meta = record.metadata
+    extra: dict[str, Any] = {
+        EXT_NAMESPACE: record.namespace,
+        EXT_NAME: record.name,
+        EXT_PUBLISHER: record.publisher,
+        EXT_COMPRESSION: meta.get("compression", "none"),
+        EXT_CREATED: format_date(record.created),
+    }
+    if record.expires is not None:
+        extra[EXT_EXPIRES] = format_date(record.expires)
+    return Image(
+        identifier=record.identifier,
+        uri=f"{base_url}/images/{record.identifier}",
+        size=record.size,
+        sha512=record.sha512,
+        version=record.version,
+        title=meta.get("title") or f"{record.namespace}/{record.name}",
+        description=meta.get("description", ""),
+        hypervisor=meta.get("hypervisor", "QEMU,KVM"),
+        format=meta.get("format", "raw"),
+        os=meta.get("os", ""),
+        osversion=meta.get("osversion", ""),
+        arch=meta.get("arch", "x86_64"),
+        comments=meta.get("comments", ""),
+        ram_minimum=int(meta.get("ram_minimum", 0)),
+        core_minimum=int(meta.get("core_minimum", 0)),
+        extra=extra,
+    )
+
+
+class ListSigner:
+    def __init__(self, store: MetadataStore, signer: Signer, settings: ListSettings) -> None:
+        self.store = store
+        self.signer = signer
+        self.settings = settings
+        self._current: SignedList | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def current(self) -> SignedList:
+        assert self._current is not None, "refresh() first"
+        return self._current
+
+    def _stale(self, images: tuple[Image, ...], now: dt.datetime) -> bool:
+        if self._current is None:
+            return True
+        signed = self._current.image_list
+        return images != signed.images or now >= signed.created + self.settings.lifetime / 2
+
+    async def refresh(self) -> SignedList:
+        """Re-sign if the current images changed or the list is half-way to expiry."""
+        async with self._lock:
+            now = utcnow()
+            records = [r for r in await self.store.images() if r.current(now)]
+            images = tuple(image_entry(r, self.settings.url) for r in records)
+            if not self._stale(images, now):
+                return self.current
+            version = await self.store.bump_list_version()
+            image_list = ImageList(
+                identifier=self.settings.identifier,
+                version=version,
+                created=now,
+                expires=now + self.settings.lifetime,
+                endorser=Endorser(self.signer.dn, self.signer.ca, self.settings.email, self.settings.title),
+                images=images,
+                title=self.settings.title,
+                description=self.settings.description,
+                source=self.settings.url,
+                uri=f"{self.settings.url}/imagelist",
+            )
+            self._current = await asyncio.get_running_loop().run_in_executor(None, self._sign, image_list)
+            event(log, "imagelist.signed", version=version, images=len(images),
+                  expires=format_date(image_list.expires))
+            return self._current
+
+    def _sign(self, image_list: ImageList) -> SignedList:
+        content = image_list.to_bytes()
+        signed = self.signer.sign(content)
+        return SignedList(image_list, content, signed, '"' + hashlib.sha256(signed).hexdigest()[:32] + '"')
+
+    def next_deadline(self, records: list[ImageRecord], now: dt.datetime) -> float:
+        """Seconds until the list must be looked at again (renewal, or an image expiring)."""
+        renew = self.current.image_list.created + self.settings.lifetime / 2
+        expiries = [r.expires for r in records if r.expires is not None and r.expires > now]
+        deadline = min([renew, *expiries])
+        return max(1.0, (deadline - now).total_seconds())
+
+    async def run(self) -> None:
+        """Keep the list fresh: re-sign before expiry, drop images when they expire."""
+        while True:
+            now = utcnow()
+            delay = self.next_deadline(await self.store.images(), now)
+            await asyncio.sleep(min(delay, 60.0))
+            try:
+                await self.refresh()
+            except Exception:  # keep serving the last good list; say why
+                log.exception("imagelist.refresh_failed")

@@ -1,0 +1,97 @@
+"""The catalogue as one object: store, blobs, uploads and the signed list, wired together.
+
+:func:`open_catalogue` checks everything a running service needs *before* it listens
+(signing key readable and matching, database reachable, data directory writable) and
+recovers from a crash (sweeps half-done uploads, drops blobs nothing references).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import logging
+import uuid
+from dataclasses import dataclass
+
+from ..errors import ConfigError, Forbidden
+from ..imagelist.smime import Signer
+from ..log import event
+from .blobs import BlobStore
+from .config import CatalogueConfig, Publisher, hash_token
+from .db import connect
+from .listing import ListSettings, ListSigner
+from .store import ImageRecord, MetadataStore
+from .uploads import Uploads
+
+log = logging.getLogger("vmic.catalogue")
+
+
+@dataclass
+class Catalogue:
+    config: CatalogueConfig
+    store: MetadataStore
+    blobs: BlobStore
+    uploads: Uploads
+    listing: ListSigner
+
+    def publisher(self, token: str) -> Publisher | None:
+        digest = hash_token(token)
+        found = None
+        for publisher in self.config.publishers:
+            if hmac.compare_digest(digest, publisher.token_sha256):
+                found = publisher
+        return found
+
+    async def revoke(self, publisher: Publisher, identifier: str) -> ImageRecord:
+        record = await self.store.image(identifier)
+        if record.namespace not in publisher.namespaces:
+            raise Forbidden(f"publisher {publisher.name} may not revoke images in namespace {record.namespace}")
+        record = await self.store.revoke(identifier)
+        await self.listing.refresh()
+        await self.collect_garbage()
+        event(log, "image.revoked", image=identifier, publisher=publisher.name)
+        return record
+
+    async def collect_garbage(self) -> list[str]:
+        """Remove blobs that no unrevoked image (nor an upload being published) references."""
+        live = await self.store.live_sha512s() | self.uploads.publishing
+        removed = sorted(self.blobs.sha512s() - live)
+        for sha512 in removed:
+            self.blobs.remove(sha512)
+            event(log, "blob.removed", sha512=sha512)
+        return removed
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+async def open_catalogue(config: CatalogueConfig) -> Catalogue:
+    signer = Signer.load(config.cert_path, config.key_path)
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        blobs = BlobStore(config.data_dir)
+    except OSError as exc:
+        raise ConfigError(f"cannot use data directory {config.data_dir}: {exc.strerror}") from None
+    store = MetadataStore(await connect(config.database or str(config.data_dir / "catalogue.sqlite")))
+    await store.init()
+    identifier = config.list_identifier or await store.setting("list_identifier", str(uuid.uuid4()))
+    settings = ListSettings(
+        identifier=identifier,
+        title=config.list_title,
+        description=config.list_description,
+        url=config.url,
+        email=config.endorser_email,
+        lifetime=dt.timedelta(hours=config.list_lifetime_hours),
+    )
+    catalogue = Catalogue(
+        config=config,
+        store=store,
+        blobs=blobs,
+        uploads=Uploads(store, blobs, config.max_upload_bytes),
+        listing=ListSigner(store, signer, settings),
+    )
+    await catalogue.uploads.recover()
+    await catalogue.collect_garbage()
+    await catalogue.listing.refresh()
+    return catalogue
+

@@ -1,0 +1,199 @@
+"""Resumable uploads, following the tus 1.0 core protocol (https://tus.io).
+
+1. ``POST /api/v1/uploads`` with a JSON body naming the image (namespace, name, version,
+   size, optional sha512 and HEPiX fields) -> ``201``, ``Location: /api/v1/uploads/<id>``.
+   (tus's *creation* extension puts metadata in a header; here it is the JSON body.)
+2. ``PATCH <location>`` with ``Upload-Offset: <n>`` and the bytes from n on
+   (``Content-Type: application/offset+octet-stream``) -> ``204`` with the new
+   ``Upload-Offset``; when the last byte arrives, the image is verified and published,
+   and the answer is ``201`` with the image record.
+3. After a dropped connection: ``HEAD <location>`` gives ``Upload-Offset``; go on from there.
+4. ``DELETE <location>`` abandons an upload (tus *termination*).
+
+Nothing becomes visible before its last byte is hashed, compared with the declared
+sha512 and synced: a blob is moved under its hash, then its image record and a new
+list version are written in one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import BadRequest, ChecksumMismatch, Conflict, Forbidden, TooLarge
+from ..imagelist.model import COMPRESSIONS, FORMATS
+from ..log import event
+from .blobs import BlobStore, HashState
+from .config import Publisher
+from .names import check_identifier, check_name, check_sha512
+from .store import ImageRecord, ImageRequest, MetadataStore, UploadRecord
+
+log = logging.getLogger("vmic.catalogue.uploads")
+
+_TEXT_FIELDS = ("title", "description", "hypervisor", "os", "osversion", "arch", "comments")
+_INT_FIELDS = ("ram_minimum", "core_minimum")
+
+
+def parse_request(body: Any) -> ImageRequest:
+    """Validate a publisher's JSON into an :class:`ImageRequest` (400 on anything odd)."""
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    allowed = {"namespace", "name", "version", "size", "sha512", "identifier", "expires", "format", "compression",
+               *_TEXT_FIELDS, *_INT_FIELDS}
+    unknown = set(body) - allowed
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    for key in ("namespace", "name", "version", "size"):
+        if key not in body:
+            raise BadRequest(f"missing field: {key}")
+    size = body["size"]
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise BadRequest("size must be a positive whole number of bytes")
+    metadata: dict[str, Any] = {}
+    for key in _TEXT_FIELDS:
+        if key in body:
+            if not isinstance(body[key], str) or len(body[key]) > 4096:
+                raise BadRequest(f"{key} must be text of at most 4096 characters")
+            metadata[key] = body[key]
+    for key in _INT_FIELDS:
+        if key in body:
+            if not isinstance(body[key], int) or isinstance(body[key], bool) or body[key] < 0:
+                raise BadRequest(f"{key} must be a whole number >= 0")
+            metadata[key] = body[key]
+    metadata["format"] = body.get("format", "raw")
+    if metadata["format"] not in FORMATS:
+        raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
+    metadata["compression"] = body.get("compression", "none")
+    if metadata["compression"] not in COMPRESSIONS:
+        raise BadRequest(f"compression must be one of {', '.join(COMPRESSIONS)}")
+    expires = None
+    if body.get("expires") is not None:
+        try:
+            expires = dt.datetime.fromisoformat(str(body["expires"]).replace("Z", "+00:00"))
+        except ValueError:
+            raise BadRequest("expires must be an ISO 8601 date, e.g. 2027-01-31T00:00:00Z") from None
+        if expires.tzinfo is None:
+            raise BadRequest("expires must name its time zone (e.g. end in Z)")
+    return ImageRequest(
+        namespace=check_name(body["namespace"], "namespace"),
+        name=check_name(body["name"], "image name"),
+        version=check_name(str(body["version"]), "version"),
+        size=size,
+        sha512=check_sha512(body["sha512"]) if body.get("sha512") is not None else None,
+        identifier=check_identifier(body["identifier"]) if body.get("identifier") is not None else None,
+        expires=expires,
+        metadata=metadata,
+    )
+
+
+@dataclass(frozen=True)
+class PatchResult:
+    offset: int
+    image: ImageRecord | None  # set when this PATCH finished and published the upload
+
+
+class Uploads:
+    """The upload state machine. Holds running hashes in memory; the part file is the truth."""
+
+    def __init__(self, store: MetadataStore, blobs: BlobStore, max_bytes: int) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.max_bytes = max_bytes
+        self._hashes: dict[str, HashState] = {}
+        self._busy: set[str] = set()
+        #: sha512s of blobs committed but not yet recorded (garbage collection keeps them)
+        self.publishing: set[str] = set()
+
+    async def recover(self) -> None:
+        """After a crash: drop part files without a record and records without a part file."""
+        records = {u.id for u in await self.store.uploads()}
+        for orphan in self.blobs.part_ids() - records:
+            self.blobs.delete_part(orphan)
+            event(log, "upload.swept", upload=orphan, reason="no upload record")
+        for upload_id in records - self.blobs.part_ids():
+            await self.store.delete_upload(upload_id)
+            event(log, "upload.swept", upload=upload_id, reason="part file missing")
+
+    async def start(self, publisher: Publisher, body: Any) -> UploadRecord:
+        request = parse_request(body)
+        if request.namespace not in publisher.namespaces:
+            raise Forbidden(f"publisher {publisher.name} may not publish in namespace {request.namespace}")
+        if request.size > self.max_bytes:
+            raise TooLarge(f"image of {request.size} bytes is larger than this catalogue's limit of {self.max_bytes}")
+        record = await self.store.add_upload(publisher.name, request)
+        self.blobs.create_part(record.id)
+        event(log, "upload.started", upload=record.id, publisher=publisher.name, namespace=request.namespace,
+              image=request.name, version=request.version, bytes=request.size)
+        return record
+
+    async def owned(self, publisher: Publisher, upload_id: str) -> tuple[UploadRecord, int]:
+        """The upload and its current offset, if ``publisher`` started it."""
+        record = await self.store.upload(upload_id)
+        if record.publisher != publisher.name:
+            raise Forbidden(f"upload {upload_id} belongs to another publisher")
+        return record, self.blobs.part_size(upload_id) or 0
+
+    async def patch(self, publisher: Publisher, upload_id: str, offset: int, chunks: AsyncIterator[bytes]) -> PatchResult:
+        record, current = await self.owned(publisher, upload_id)
+        if upload_id in self._busy:
+            raise Conflict(f"upload {upload_id} is receiving data on another connection")
+        if offset != current:
+            raise Conflict(f"Upload-Offset {offset} does not match the stored offset {current}")
+        self._busy.add(upload_id)
+        try:
+            state = self._hashes.get(upload_id)
+            if state is None or state.count != current:
+                state = await self.blobs.rehash(upload_id)
+            self._hashes[upload_id] = state
+            try:
+                await self.blobs.append(upload_id, state, chunks, record.length - current)
+            except OverflowError:
+                raise TooLarge(f"more bytes than the declared size {record.length}") from None
+            finally:
+                event(log, "upload.progress", upload=upload_id, offset=state.count, bytes=record.length)
+            if state.count < record.length:
+                return PatchResult(state.count, None)
+            return PatchResult(state.count, await self._finish(record, state))
+        finally:
+            self._busy.discard(upload_id)
+
+    async def _finish(self, record: UploadRecord, state: HashState) -> ImageRecord:
+        sha512 = state.hasher.hexdigest()
+        declared = record.request.sha512
+        if declared is not None and declared != sha512:
+            await self.abort_record(record)
+            raise ChecksumMismatch(
+                f"uploaded bytes have sha512 {sha512[:16]}..., the declared sha512 is {declared[:16]}...; "
+                "the upload was discarded"
+            )
+        self.publishing.add(sha512)
+        try:
+            await self.blobs.commit(record.id, sha512)
+            self._hashes.pop(record.id, None)
+            image = await self.store.publish(record, sha512, record.publisher)
+        except Conflict:  # another upload took this version meanwhile
+            await self.abort_record(record)
+            if sha512 not in await self.store.live_sha512s():
+                self.blobs.remove(sha512)
+            raise
+        finally:
+            self.publishing.discard(sha512)
+        event(log, "image.published", image=image.identifier, namespace=image.namespace, name=image.name,
+              version=image.version, bytes=image.size, sha512=sha512)
+        return image
+
+    async def abort(self, publisher: Publisher, upload_id: str) -> None:
+        record, _ = await self.owned(publisher, upload_id)
+        if upload_id in self._busy:
+            raise Conflict(f"upload {upload_id} is receiving data on another connection")
+        await self.abort_record(record)
+
+    async def abort_record(self, record: UploadRecord) -> None:
+        self._hashes.pop(record.id, None)
+        self.blobs.delete_part(record.id)
+        await self.store.delete_upload(record.id)
+        event(log, "upload.aborted", upload=record.id)
+

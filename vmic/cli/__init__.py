@@ -1,0 +1,1 @@
+"""The ``vmic`` command line (see :mod:`.main`)."""

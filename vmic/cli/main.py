@@ -1,0 +1,229 @@
+"""``vmic``: run the catalogue, publish, list, revoke, and verify signed lists.
+
+Every failure is one line on stderr, ``vmic: error: ...``, and a non-zero exit:
+1 for a refused operation, 2 for bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, VmicError
+from . import publish as publish_cmd
+from .output import console, images_table
+
+DEFAULT_URL = "http://127.0.0.1:8470"
+
+
+def _url(args: argparse.Namespace) -> str:
+    return args.url or os.environ.get("VMIC_URL") or DEFAULT_URL
+
+
+def _token(args: argparse.Namespace) -> str:
+    token = args.token or os.environ.get("VMIC_TOKEN")
+    if not token:
+        raise ConfigError("no publisher token: pass --token or set VMIC_TOKEN")
+    return token
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..catalogue.config import load_catalogue_config
+    from ..catalogue.server import serve
+    from ..log import setup
+
+    config = load_catalogue_config(
+        args.config, data_dir=args.data_dir, host=args.host, port=args.port, public_url=args.public_url
+    )
+    setup(config.log_level)
+    asyncio.run(serve(config))
+    return 0
+
+
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    from ..pki import init_keys
+
+    paths = init_keys(args.directory, endorser_dn=args.endorser_dn, ca_dn=args.ca_dn)
+    print(f"CA certificate:       {paths.ca_cert}  (give {paths.ca_dir} to subscribers)")
+    print(f"endorser certificate: {paths.cert}")
+    print(f"endorser key:         {paths.key}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from ..catalogue.config import hash_token
+    from ..catalogue.names import check_name
+
+    name = check_name(args.name, "publisher name")
+    token = secrets.token_urlsafe(32)
+    namespaces = ", ".join(f'"{check_name(n, "namespace")}"' for n in (args.namespace or [name]))
+    print(f"# token for {name} (give it to the publisher; the catalogue keeps only its hash):")
+    print(f"# {token}")
+    print(f"[catalogue.publishers.{name}]")
+    print(f'token_sha256 = "{hash_token(token)}"')
+    print(f"namespaces = [{namespaces}]")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    image = asyncio.run(publish_cmd.publish(args, _url(args), _token(args)))
+    console(sys.stdout).print(
+        f"published [bold]{image['namespace']}/{image['name']}[/] version {image['version']}: "
+        f"identifier {image['identifier']}"
+    )
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from ..client import CatalogueClient
+
+    async def run() -> list[dict[str, Any]]:
+        async with CatalogueClient(_url(args)) as client:
+            return await client.images()
+
+    images = asyncio.run(run())
+    if not args.all:
+        images = [i for i in images if not i["revoked"]]
+    if args.json:
+        print(json.dumps(images, indent=2, sort_keys=True))
+    else:
+        console(sys.stdout).print(images_table(images))
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from ..client import CatalogueClient
+
+    async def run() -> dict[str, Any]:
+        async with CatalogueClient(_url(args), _token(args)) as client:
+            return await client.revoke(args.identifier)
+
+    image = asyncio.run(run())
+    print(f"revoked {image['namespace']}/{image['name']} version {image['version']} ({image['identifier']})")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ..client import CatalogueClient
+    from ..imagelist.policy import History, Subscription
+    from ..imagelist.verify import verify_signed_list
+
+    async def run() -> Any:
+        source: str = args.source
+        if source.startswith(("http://", "https://")):
+            async with CatalogueClient(source) as client:
+                message = (await client.fetch(source)).body
+        else:
+            try:
+                message = Path(source).read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"cannot read {source}: {exc.strerror}") from None
+        subscription = Subscription(endorser_dn=args.endorser_dn, endorser_ca=args.endorser_ca,
+                                    list_identifier=args.list_id)
+        return await verify_signed_list(message, args.ca, subscription, History(last_version=args.min_version))
+
+    image_list = asyncio.run(run())
+    if args.json:
+        sys.stdout.buffer.write(image_list.to_bytes().replace(b"\r\n", b"\n"))
+        return 0
+    out = console(sys.stdout)
+    out.print(
+        f"[green]verified[/]: list {image_list.identifier} version {image_list.version}, "
+        f"{len(image_list.images)} image(s), signed by {image_list.endorser.dn}, "
+        f"expires {image_list.expires:%Y-%m-%dT%H:%M:%SZ}"
+    )
+    out.print(images_table([
+        {"namespace": "", "name": i.title, "version": i.version, "size": i.size, "identifier": i.identifier,
+         "revoked": None, "format": i.format, "os": i.os} for i in image_list.images
+    ]))
+    return 0
+
+
+# --- parser ------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vmic", description="Virtual-machine image catalogue")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the catalogue service")
+    s.add_argument("-c", "--config", type=Path, help="TOML config file ([catalogue] table)")
+    s.add_argument("--data-dir", type=Path)
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--public-url")
+    s.set_defaults(func=cmd_serve)
+
+    k = sub.add_parser("keys", help="certificates for demos and tests")
+    ksub = k.add_subparsers(dest="keys_command", required=True)
+    ki = ksub.add_parser("init", help="create a test CA and an endorser certificate in DIRECTORY")
+    ki.add_argument("directory", type=Path)
+    ki.add_argument("--endorser-dn", default="/C=CH/O=vmic demo/CN=vmic catalogue endorser")
+    ki.add_argument("--ca-dn", default="/C=CH/O=vmic demo/CN=vmic demo CA")
+    ki.set_defaults(func=cmd_keys_init)
+
+    t = sub.add_parser("token", help="make a publisher token and its config entry")
+    t.add_argument("name")
+    t.add_argument("--namespace", action="append", help="namespace it may publish in (default: its name)")
+    t.set_defaults(func=cmd_token)
+
+    def remote(parser_: argparse.ArgumentParser, token: bool) -> None:
+        parser_.add_argument("--url", help=f"catalogue URL (default: $VMIC_URL or {DEFAULT_URL})")
+        if token:
+            parser_.add_argument("--token", help="publisher token (default: $VMIC_TOKEN)")
+
+    pub = sub.add_parser("publish", help="upload an image version (resumable, with progress)")
+    pub.add_argument("file", type=Path)
+    remote(pub, token=True)
+    publish_cmd.add_arguments(pub)
+    pub.set_defaults(func=cmd_publish)
+
+    ls = sub.add_parser("list", help="list the catalogue's images")
+    remote(ls, token=False)
+    ls.add_argument("--all", action="store_true", help="include revoked versions")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+
+    rv = sub.add_parser("revoke", help="remove an image version from the list")
+    rv.add_argument("identifier")
+    remote(rv, token=True)
+    rv.set_defaults(func=cmd_revoke)
+
+    v = sub.add_parser("verify", help="verify a signed image list (file or URL) and say why it fails")
+    v.add_argument("source", help="file path or http(s) URL of a signed list")
+    v.add_argument("--ca", type=Path, action="append", required=True, help="trusted CA file or directory")
+    v.add_argument("--endorser-dn", required=True, help="expected signer, e.g. /C=CH/O=Org/CN=name")
+    v.add_argument("--endorser-ca", help="expected issuer of the signer")
+    v.add_argument("--list-id", help="expected list identifier")
+    v.add_argument("--min-version", type=int, help="refuse versions lower than this (rollback)")
+    v.add_argument("--json", action="store_true", help="print the verified JSON")
+    v.set_defaults(func=cmd_verify)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"vmic: error: {exc}", file=sys.stderr)
+        return 2
+    except VmicError as exc:
+        print(f"vmic: error: {exc} ({exc.code})", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("vmic: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

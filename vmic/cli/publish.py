@@ -1,0 +1,107 @@
+"""``vmic publish FILE``: hash, then upload with a progress bar; resumes where it stopped.
+
+A publish that is interrupted (Ctrl-C, dropped connection, machine restart) leaves its
+upload location in ``$XDG_CACHE_HOME/vmic/uploads/``; running the same command again
+asks the catalogue for the offset and sends only the rest (tus 1.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from ..client import CatalogueClient, sha512_file
+from ..errors import ConfigError, RemoteError
+from ..imagelist.model import COMPRESSIONS, FORMATS
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--namespace", required=True)
+    p.add_argument("--name", required=True, help="image name, e.g. slc6-batch")
+    p.add_argument("--version", required=True, help="image version, e.g. 2026.11.24")
+    p.add_argument("--title")
+    p.add_argument("--description")
+    p.add_argument("--format", choices=FORMATS, default="raw")
+    p.add_argument("--compression", choices=COMPRESSIONS, default="none")
+    p.add_argument("--hypervisor")
+    p.add_argument("--os")
+    p.add_argument("--osversion")
+    p.add_argument("--arch")
+    p.add_argument("--comments")
+    p.add_argument("--ram-minimum", type=int)
+    p.add_argument("--core-minimum", type=int)
+    p.add_argument("--expires", help="ISO 8601 date after which the image leaves the list")
+    p.add_argument("--identifier", help="UUID to use (default: the catalogue assigns one)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _request(args: argparse.Namespace, size: int, sha512: str) -> dict[str, Any]:
+    request: dict[str, Any] = {"namespace": args.namespace, "name": args.name, "version": args.version,
+                               "size": size, "sha512": sha512, "format": args.format,
+                               "compression": args.compression}
+    for key in ("title", "description", "hypervisor", "os", "osversion", "arch", "comments",
+                "ram_minimum", "core_minimum", "expires", "identifier"):
+        value = getattr(args, key)
+        if value is not None:
+            request[key] = value
+    return request
+
+
+def _state_file(url: str, path: Path, stat: os.stat_result, args: argparse.Namespace) -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vmic" / "uploads"
+    key = f"{url}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{args.namespace}/{args.name}/{args.version}"
+    return cache / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+
+
+async def publish(args: argparse.Namespace, url: str, token: str) -> dict[str, Any]:
+    path: Path = args.file
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    if stat.st_size == 0:
+        raise ConfigError(f"{path} is empty")
+    state_file = _state_file(url, path, stat, args)
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, disable=args.no_progress or not sys.stderr.isatty(), transient=False) as bar:
+        if "sha512" not in state:
+            task = bar.add_task("hashing", total=stat.st_size)
+            state["sha512"] = await asyncio.get_running_loop().run_in_executor(
+                None, sha512_file, path, lambda done: bar.update(task, completed=done))
+            _save(state_file, state)
+        upload_task = bar.add_task("uploading", total=stat.st_size)
+
+        def remember(location: str) -> None:
+            state["location"] = location
+            _save(state_file, state)
+
+        async with CatalogueClient(url, token) as client:
+            location = state.get("location")
+            if location is not None:
+                try:
+                    await client.upload_offset(location)
+                except RemoteError as exc:
+                    if exc.status != 404:
+                        raise
+                    location = None  # the catalogue forgot it (finished, aborted or swept)
+            image = await client.upload(
+                path, _request(args, stat.st_size, state["sha512"]), location=location,
+                progress=lambda done: bar.update(upload_task, completed=done), on_location=remember)
+    state_file.unlink(missing_ok=True)
+    return image
+
+
+def _save(state_file: Path, state: dict[str, Any]) -> None:
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps(state))

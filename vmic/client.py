@@ -1,0 +1,167 @@
+"""An aiohttp client for the catalogue API: what ``vmic publish``/``list``/``revoke`` use,
+and what node daemons and partner sites use to read lists.
+
+    async with CatalogueClient("http://127.0.0.1:8470", token) as client:
+        image = await client.upload(path, request, progress=...)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .errors import RemoteError, VmicError
+
+Progress = Callable[[int], None]  #: called with the number of bytes done so far
+READ_CHUNK = 4 * 2**20
+
+
+class ConnectionFailed(VmicError):
+    status = 503
+    code = "connection_failed"
+
+
+@dataclass(frozen=True)
+class Fetched:
+    body: bytes
+    etag: str | None
+    not_modified: bool = False
+
+
+def sha512_file(path: Path, progress: Progress | None = None) -> str:
+    hasher = hashlib.sha512()
+    done = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(READ_CHUNK):
+            hasher.update(block)
+            done += len(block)
+            if progress:
+                progress(done)
+    return hasher.hexdigest()
+
+
+async def _raise_for(response: aiohttp.ClientResponse) -> None:
+    if response.status < 400:
+        return
+    text = await response.text()
+    try:
+        body = json.loads(text)
+        raise RemoteError(body["message"], response.status, body.get("error", "remote_error"))
+    except (ValueError, KeyError, TypeError):
+        raise RemoteError(f"HTTP {response.status}: {text[:200]}", response.status) from None
+
+
+class CatalogueClient:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> CatalogueClient:
+        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._session is not None
+        await self._session.close()
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        headers = {"Tus-Resumable": "1.0.0"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return {**headers, **(extra or {})}
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, str], bytes]:
+        assert self._session is not None, "use 'async with CatalogueClient(...)'"
+        url = path if path.startswith(("http://", "https://")) else self.url + path
+        try:
+            async with self._session.request(method, url, headers=self._headers(kwargs.pop("headers", None)),
+                                             **kwargs) as response:
+                await _raise_for(response)
+                return response.status, dict(response.headers), await response.read()
+        except aiohttp.ClientError as exc:
+            raise ConnectionFailed(f"cannot reach {url}: {exc}") from None
+
+    # --- reading ---------------------------------------------------------------------
+
+    async def fetch(self, path: str, etag: str | None = None) -> Fetched:
+        """GET with If-None-Match; ``path`` may be a full URL."""
+        headers = {"If-None-Match": etag} if etag else {}
+        status, resp_headers, body = await self._request("GET", path, headers=headers)
+        return Fetched(body, resp_headers.get("ETag"), not_modified=status == 304)
+
+    async def images(self) -> list[dict[str, Any]]:
+        _, _, body = await self._request("GET", "/api/v1/images")
+        return json.loads(body)
+
+    async def revoke(self, identifier: str) -> dict[str, Any]:
+        _, _, body = await self._request("DELETE", f"/api/v1/images/{identifier}")
+        return json.loads(body)
+
+    # --- uploading (tus 1.0 core) ----------------------------------------------------
+
+    async def start_upload(self, request: dict[str, Any]) -> str:
+        _, headers, _ = await self._request("POST", "/api/v1/uploads", json=request)
+        return headers["Location"]
+
+    async def upload_offset(self, location: str) -> int:
+        _, headers, _ = await self._request("HEAD", location)
+        return int(headers["Upload-Offset"])
+
+    async def send(self, location: str, path: Path, offset: int, progress: Progress | None = None) -> dict[str, Any] | None:
+        """PATCH the file from ``offset`` on; the image record when the upload completed."""
+        status, _, body = await self._request(
+            "PATCH", location, data=_file_chunks(path, offset, progress),
+            headers={"Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"},
+        )
+        return json.loads(body) if status == 201 else None
+
+    async def upload(self, path: Path, request: dict[str, Any], location: str | None = None,
+                     progress: Progress | None = None, retries: int = 5,
+                     on_location: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Upload ``path``, resuming at ``location`` if given; retries dropped connections."""
+        if location is None:
+            location = await self.start_upload(request)
+            if on_location:
+                on_location(location)
+        failures = 0
+        while True:
+            offset = await self.upload_offset(location)
+            if progress:
+                progress(offset)
+            try:
+                image = await self.send(location, path, offset, progress)
+            except ConnectionFailed:
+                failures += 1
+                if failures > retries:
+                    raise
+                await asyncio.sleep(min(2.0**failures, 30.0))
+                continue
+            if image is not None:
+                return image
+
+
+async def _file_chunks(path: Path, offset: int, progress: Progress | None) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        done = offset
+        while True:
+            block = await loop.run_in_executor(None, os.pread, fd, READ_CHUNK, done)
+            if not block:
+                return
+            done += len(block)
+            yield block
+            if progress:
+                progress(done)
+    finally:
+        os.close(fd)

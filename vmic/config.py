@@ -1,0 +1,99 @@
+"""Configuration from a TOML file plus environment variables, for every vmic daemon.
+
+Each daemon describes its settings as a frozen dataclass; :func:`load_section` fills
+one from the ``[section]`` table of a TOML file, then lets environment variables named
+``VMIC_<SECTION>_<FIELD>`` override scalar fields (what a systemd unit or a container
+sets). Unknown keys are an error: a typo must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+def read_toml(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+
+
+def _convert(value: Any, kind: Any, where: str) -> Any:
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = [k for k in typing.get_args(kind) if k is not type(None)]
+        if value is None or value == "":
+            return None
+        return _convert(value, options[0], where)
+    try:
+        if kind is Path:
+            return Path(os.path.expanduser(str(value)))
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if kind in (int, float, str):
+            if kind is not str and isinstance(value, bool):
+                raise ValueError(value)
+            return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {value!r} is not a valid {getattr(kind, '__name__', kind)}") from None
+    return value
+
+
+def load_section(
+    cls: type[T],
+    section: str,
+    table: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+    **fixed: Any,
+) -> T:
+    """Build dataclass ``cls`` from ``table``, then ``VMIC_<SECTION>_<FIELD>`` variables.
+
+    ``fixed`` are values computed by the caller (e.g. parsed sub-tables).
+    """
+    env = os.environ if env is None else env
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(table) - set(fields) - set(fixed)
+    if unknown:
+        raise ConfigError(f"[{section}]: unknown setting(s) {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for name in fields:
+        if name in fixed:
+            values[name] = fixed[name]
+            continue
+        env_name = f"VMIC_{section.upper()}_{name.upper()}"
+        if env_name in env:
+            values[name] = _convert(env[env_name], hints[name], env_name)
+        elif name in table:
+            values[name] = _convert(table[name], hints[name], f"[{section}] {name}")
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        name = missing[0]
+        raise ConfigError(f"[{section}] {name} is not set (or set VMIC_{section.upper()}_{name.upper()})")
+    return cls(**values)

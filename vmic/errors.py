@@ -1,0 +1,128 @@
+"""The one error hierarchy of vmic.
+
+Every error raised on purpose is a :class:`VmicError`. Each class carries the HTTP
+status and a short machine-readable ``code`` that services put in their JSON error
+bodies, so a service never has to translate errors by hand.
+"""
+
+from __future__ import annotations
+
+
+class VmicError(Exception):
+    """Base class. ``str(error)`` is a one-line message meant for a person."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_json(self) -> dict[str, str]:
+        return {"error": self.code, "message": self.message}
+
+
+class ConfigError(VmicError):
+    """The configuration (file, environment, keys) cannot be used."""
+
+    code = "config_error"
+
+
+# --- request errors (raised by services, mapped to HTTP statuses) ---------------------
+
+
+class BadRequest(VmicError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(VmicError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(VmicError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(VmicError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(VmicError):
+    status = 409
+    code = "conflict"
+
+
+class TooLarge(VmicError):
+    status = 413
+    code = "too_large"
+
+
+class ChecksumMismatch(VmicError):
+    status = 422
+    code = "checksum_mismatch"
+
+
+class StorageError(VmicError):
+    """The disk refused (full, read-only, ...). Nothing partial is kept."""
+
+    status = 507
+    code = "insufficient_storage"
+
+
+class RemoteError(VmicError):
+    """A vmic service answered with an error; ``status`` and ``code`` are the service's."""
+
+    def __init__(self, message: str, status: int = 502, code: str = "remote_error") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+# --- image-list errors (raised by verification; each names one precise reason) --------
+
+
+class ImageListError(VmicError):
+    """An image list was refused. Subclasses say why."""
+
+    status = 422
+    code = "imagelist_invalid"
+
+
+class MalformedList(ImageListError):
+    code = "malformed"
+
+
+class SignatureInvalid(ImageListError):
+    code = "signature_invalid"
+
+
+class UntrustedSigner(ImageListError):
+    code = "untrusted_signer"
+
+
+class EndorserMismatch(ImageListError):
+    code = "endorser_mismatch"
+
+
+class ListIdentifierMismatch(ImageListError):
+    code = "identifier_mismatch"
+
+
+class ListExpired(ImageListError):
+    code = "expired"
+
+
+class ListFromFuture(ImageListError):
+    code = "created_in_future"
+
+
+class Rollback(ImageListError):
+    code = "rollback"
+
+
+class ImageIdentifierReused(ImageListError):
+    code = "image_identifier_reused"

@@ -1,0 +1,141 @@
+"""Sign an image list as detached S/MIME, and check such a signature.
+
+Signing uses ``cryptography`` (PKCS#7, ``multipart/signed``, SHA-512). ``cryptography``
+has no public API to *verify* PKCS#7, so checking runs ``openssl cms -verify`` in a
+subprocess, the same check that ``openssl smime -verify`` does for a person, and
+reads the signer certificate it returns. Deciding whether the signer is the right
+endorser is policy (:mod:`.policy`), not done here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
+
+from ..errors import ConfigError, SignatureInvalid, UntrustedSigner
+from .dn import oneline
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A certificate and private key that sign lists."""
+
+    certificate: x509.Certificate
+    key: pkcs7.PKCS7PrivateKeyTypes
+
+    @property
+    def dn(self) -> str:
+        return oneline(self.certificate.subject)
+
+    @property
+    def ca(self) -> str:
+        return oneline(self.certificate.issuer)
+
+    @classmethod
+    def load(cls, cert_path: Path, key_path: Path) -> Signer:
+        """Read PEM files; any problem is a one-line :class:`ConfigError`."""
+        try:
+            cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"cannot read endorser certificate {cert_path}: {exc.strerror}") from None
+        except ValueError:
+            raise ConfigError(f"endorser certificate {cert_path} is not a PEM certificate") from None
+        try:
+            key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
+        except OSError as exc:
+            raise ConfigError(f"cannot read signing key {key_path}: {exc.strerror}") from None
+        except (ValueError, TypeError):
+            raise ConfigError(f"signing key {key_path} is not an unencrypted PEM private key") from None
+        if key.public_key().public_bytes(  # type: ignore[union-attr]
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ) != cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ):
+            raise ConfigError(f"signing key {key_path} does not belong to certificate {cert_path}")
+        return cls(certificate=cert, key=key)  # type: ignore[arg-type]
+
+    def sign(self, content: bytes) -> bytes:
+        """A detached ``multipart/signed`` S/MIME message over ``content``."""
+        return (
+            pkcs7.PKCS7SignatureBuilder()
+            .set_data(content)
+            .add_signer(self.certificate, self.key, hashes.SHA512())
+            .sign(serialization.Encoding.SMIME, [pkcs7.PKCS7Options.DetachedSignature])
+        )
+
+
+@dataclass(frozen=True)
+class VerifiedMessage:
+    """What a good signature vouches for: the content and who signed it."""
+
+    content: bytes
+    signer_dn: str
+    signer_ca: str
+
+
+def _classify(stderr: str) -> Exception:
+    text = stderr.lower()
+    line = next((l for l in stderr.splitlines() if "error" in l.lower()), stderr.strip()[:200])
+    if "verify error" in text or "certificate verify" in text:
+        detail = stderr.split("Verify error:", 1)[-1].splitlines()[0].strip() if "Verify error:" in stderr else line
+        return UntrustedSigner(f"signer certificate does not chain to a trusted CA: {detail}")
+    if "digest failure" in text or "signature failure" in text or "content verify error" in text:
+        return SignatureInvalid("signature does not match the content (the list was altered)")
+    if "no content type" in text or "mime" in text or "asn1" in text or "not enough data" in text:
+        return SignatureInvalid(f"not a signed S/MIME message: {line}")
+    return SignatureInvalid(f"openssl refused the signature: {line}")
+
+
+def ca_bundle(ca_paths: list[Path]) -> bytes:
+    """All PEM certificates from files and directories (``*.pem``, ``*.crt``), joined."""
+    pems: list[bytes] = []
+    for path in ca_paths:
+        path = Path(path)
+        files = sorted(p for p in path.iterdir() if p.suffix in (".pem", ".crt")) if path.is_dir() else [path]
+        for file in files:
+            try:
+                pems.append(file.read_bytes())
+            except OSError as exc:
+                raise ConfigError(f"cannot read CA certificate {file}: {exc.strerror}") from None
+    if not pems:
+        raise ConfigError(f"no CA certificates (*.pem, *.crt) in {', '.join(map(str, ca_paths))}")
+    return b"\n".join(pems)
+
+
+async def verify_smime(message: bytes, ca_paths: list[Path], *, openssl: str = "openssl") -> VerifiedMessage:
+    """Check an S/MIME signed message with ``openssl cms -verify`` against trusted CAs.
+
+    Raises :class:`SignatureInvalid` (unsigned, altered) or :class:`UntrustedSigner`.
+    """
+    if b"multipart/signed" not in message[:4096] and b"pkcs7-mime" not in message[:4096]:
+        raise SignatureInvalid("not a signed S/MIME message (no multipart/signed header): an unsigned list")
+    bundle = ca_bundle(ca_paths)
+    with tempfile.TemporaryDirectory(prefix="vmic-verify-") as tmp:
+        ca_file, msg_file = os.path.join(tmp, "ca.pem"), os.path.join(tmp, "msg.smime")
+        out_file, signer_file = os.path.join(tmp, "content"), os.path.join(tmp, "signer.pem")
+        Path(ca_file).write_bytes(bundle)
+        Path(msg_file).write_bytes(message)
+        proc = await asyncio.create_subprocess_exec(
+            openssl, "cms", "-verify", "-inform", "SMIME", "-in", msg_file, "-CAfile", ca_file,
+            "-purpose", "any", "-out", out_file, "-signer", signer_file,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await proc.communicate()
+        if proc.returncode != 0:
+            raise _classify(stderr.decode(errors="replace"))
+        signers = x509.load_pem_x509_certificates(Path(signer_file).read_bytes())
+        if len(signers) != 1:
+            raise SignatureInvalid(f"expected exactly one signer, found {len(signers)}")
+        return VerifiedMessage(
+            content=Path(out_file).read_bytes(),
+            signer_dn=oneline(signers[0].subject),
+            signer_ca=oneline(signers[0].issuer),
+        )
+

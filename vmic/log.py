@@ -1,0 +1,42 @@
+"""Structured logs: one JSON object a line on stderr, for every daemon.
+
+Use the standard :mod:`logging` API and pass fields as ``extra={"fields": {...}}``,
+or the :func:`event` helper::
+
+    event(log, "upload.complete", upload=upload_id, bytes=size)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+from typing import Any
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        line.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def setup(level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def event(logger: logging.Logger, message: str, /, *, level: int = logging.INFO, **fields: Any) -> None:
+    logger.log(level, message, extra={"fields": fields})
