@@ -103,6 +103,7 @@ class ListSigner:
             if not self._stale(images, now):
                 return self.current
             version = await self.store.bump_list_version()
+            now = now.replace(microsecond=0)  # as written in the list
             image_list = ImageList(
                 identifier=self.settings.identifier,
                 version=version,

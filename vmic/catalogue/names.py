@@ -22,14 +22,14 @@ def check_name(value: object, what: str) -> str:
     return value
 
 
-def check_identifier(value: object) -> str:
-    """An image identifier is a UUID, written in its canonical lower-case form."""
+def check_identifier(value: object, what: str = "image identifier") -> str:
+    """Image identifiers and upload ids are UUIDs, written in canonical lower-case form."""
     try:
         parsed = uuid.UUID(str(value))
     except ValueError:
-        raise BadRequest(f"invalid image identifier {value!r}: must be a UUID") from None
+        raise BadRequest(f"invalid {what} {value!r}: must be a UUID") from None
     if str(parsed) != str(value).lower():
-        raise BadRequest(f"invalid image identifier {value!r}: write the UUID as {parsed}")
+        raise BadRequest(f"invalid {what} {value!r}: write the UUID as {parsed}")
     return str(parsed)
 
 

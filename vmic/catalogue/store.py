@@ -47,7 +47,7 @@ SCHEMA = [
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return dt.datetime.now(dt.timezone.utc)
 
 
 def _ts(value: dt.datetime | None) -> str | None:

@@ -131,7 +131,7 @@ class Uploads:
 
     async def owned(self, publisher: Publisher, upload_id: str) -> tuple[UploadRecord, int]:
         """The upload and its current offset, if ``publisher`` started it."""
-        record = await self.store.upload(upload_id)
+        record = await self.store.upload(check_identifier(upload_id, "upload id"))
         if record.publisher != publisher.name:
             raise Forbidden(f"upload {upload_id} belongs to another publisher")
         return record, self.blobs.part_size(upload_id) or 0

@@ -81,16 +81,26 @@ class VerifiedMessage:
 
 
 def _classify(stderr: str) -> Exception:
+    """Turn openssl's complaint into the one error that says why."""
     text = stderr.lower()
     line = next((l for l in stderr.splitlines() if "error" in l.lower()), stderr.strip()[:200])
-    if "verify error" in text or "certificate verify" in text:
-        detail = stderr.split("Verify error:", 1)[-1].splitlines()[0].strip() if "Verify error:" in stderr else line
-        return UntrustedSigner(f"signer certificate does not chain to a trusted CA: {detail}")
-    if "digest failure" in text or "signature failure" in text or "content verify error" in text:
+    if any(m in text for m in ("content verify error", "digest failure", "signature failure", "verify_content")):
         return SignatureInvalid("signature does not match the content (the list was altered)")
-    if "no content type" in text or "mime" in text or "asn1" in text or "not enough data" in text:
-        return SignatureInvalid(f"not a signed S/MIME message: {line}")
-    return SignatureInvalid(f"openssl refused the signature: {line}")
+    if "verify error:" in text:
+        detail = stderr[text.index("verify error:") + len("verify error:"):].splitlines()[0].strip()
+        return UntrustedSigner(f"signer certificate does not chain to a trusted CA: {detail}")
+    return SignatureInvalid(f"not a valid signed S/MIME message: {line}")
+
+
+def _strip_text_headers(content: bytes) -> bytes:
+    """``openssl smime -sign -text`` signs a MIME part (``Content-Type: text/plain``
+    headers, a blank line, then the JSON); give back just the JSON."""
+    if content[:13].lower() == b"content-type:":
+        for separator in (b"\r\n\r\n", b"\n\n"):
+            head, sep, body = content.partition(separator)
+            if sep:
+                return body
+    return content
 
 
 def ca_bundle(ca_paths: list[Path]) -> bytes:
@@ -134,7 +144,7 @@ async def verify_smime(message: bytes, ca_paths: list[Path], *, openssl: str = "
         if len(signers) != 1:
             raise SignatureInvalid(f"expected exactly one signer, found {len(signers)}")
         return VerifiedMessage(
-            content=Path(out_file).read_bytes(),
+            content=_strip_text_headers(Path(out_file).read_bytes()),
             signer_dn=oneline(signers[0].subject),
             signer_ca=oneline(signers[0].issuer),
         )

@@ -1,0 +1,198 @@
+"""Test support: real certificates, real catalogue servers on loopback, helpers.
+
+Fixtures are re-exported by conftest.py; tests import helpers from here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from vmic.catalogue.config import CatalogueConfig, Publisher, hash_token
+from vmic.catalogue.service import Catalogue, open_catalogue
+from vmic.catalogue.web import make_app
+from vmic.client import CatalogueClient
+from vmic.pki import KeyPaths, init_keys
+
+ENDORSER_DN = "/C=CH/O=vmic test/CN=test endorser"
+CA_DN = "/C=CH/O=vmic test/CN=test CA"
+TOKENS = {"alice": "alice-secret-token", "bob": "bob-secret-token"}
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyPaths:
+    return init_keys(tmp_path_factory.mktemp("keys"), endorser_dn=ENDORSER_DN, ca_dn=CA_DN)
+
+
+@pytest.fixture(scope="session")
+def other_keys(tmp_path_factory: pytest.TempPathFactory) -> KeyPaths:
+    """A second CA with an endorser of the *same* DN: trusted by nobody here."""
+    return init_keys(tmp_path_factory.mktemp("other-keys"), endorser_dn=ENDORSER_DN, ca_dn="/C=XX/O=evil/CN=evil CA")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_config(data_dir: Path, keys: KeyPaths, **overrides: Any) -> CatalogueConfig:
+    config = CatalogueConfig(
+        data_dir=data_dir,
+        port=free_port(),
+        endorser_cert=keys.cert,
+        endorser_key=keys.key,
+        publishers=(
+            Publisher("alice", hash_token(TOKENS["alice"]), ("alice", "shared")),
+            Publisher("bob", hash_token(TOKENS["bob"]), ("bob",)),
+        ),
+    )
+    return replace(config, **overrides)
+
+
+def config_toml(config: CatalogueConfig) -> str:
+    lines = ["[catalogue]"]
+    for key in ("data_dir", "port", "endorser_cert", "endorser_key", "database", "max_upload_bytes"):
+        value = getattr(config, key)
+        lines.append(f"{key} = {value!r}" if isinstance(value, int) else f'{key} = "{value}"')
+    for p in config.publishers:
+        lines += [f"[catalogue.publishers.{p.name}]", f'token_sha256 = "{p.token_sha256}"',
+                  "namespaces = [" + ", ".join(f'"{n}"' for n in p.namespaces) + "]"]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class RunningCatalogue:
+    """A catalogue serving on a real loopback port, in this process."""
+
+    catalogue: Catalogue
+    config: CatalogueConfig
+    runner: web.AppRunner
+
+    @property
+    def url(self) -> str:
+        return self.config.url
+
+    def client(self, publisher: str | None = "alice") -> CatalogueClient:
+        return CatalogueClient(self.url, TOKENS[publisher] if publisher else None)
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+        await self.catalogue.close()
+
+
+async def start_catalogue(config: CatalogueConfig) -> RunningCatalogue:
+    catalogue = await open_catalogue(config)
+    runner = web.AppRunner(make_app(catalogue))
+    await runner.setup()
+    await web.TCPSite(runner, config.host, config.port).start()
+    return RunningCatalogue(catalogue, config, runner)
+
+
+@pytest.fixture
+async def catalogue_factory(tmp_path: Path, keys: KeyPaths) -> AsyncIterator[Callable[..., Any]]:
+    started: list[RunningCatalogue] = []
+
+    async def factory(**overrides: Any) -> RunningCatalogue:
+        data_dir = overrides.pop("data_dir", tmp_path / f"catalogue{len(started)}")
+        config = make_config(data_dir, keys, **overrides)
+        running = await start_catalogue(config)
+        started.append(running)
+        return running
+
+    yield factory
+    for running in started:
+        await running.stop()
+
+
+@pytest.fixture
+async def catalogue(catalogue_factory: Callable[..., Any]) -> RunningCatalogue:
+    return await catalogue_factory()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def write_image(path: Path, size: int, seed: int = 1) -> Path:
+    """A file of ``size`` pseudo-random bytes (deterministic per seed)."""
+    import random
+
+    rng = random.Random(seed)
+    with open(path, "wb") as out:
+        left = size
+        while left:
+            n = min(left, 1 << 20)
+            out.write(rng.randbytes(n))
+            left -= n
+    return path
+
+
+def sha512(path: Path) -> str:
+    from vmic.client import sha512_file
+
+    return sha512_file(path)
+
+
+def auth(publisher: str = "alice") -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[publisher]}", "Tus-Resumable": "1.0.0"}
+
+
+def upload_request(path: Path, name: str = "golden", version: str = "1", namespace: str = "alice",
+                   **extra: Any) -> dict[str, Any]:
+    return {"namespace": namespace, "name": name, "version": version, "size": path.stat().st_size,
+            "sha512": sha512(path), "format": "raw", "os": "Debian", "osversion": "12", **extra}
+
+
+VMIC = [sys.executable, "-m", "vmic.cli.main"]
+
+
+class CatalogueProcess:
+    """``vmic serve`` as a separate process (for SIGKILL and start-up tests)."""
+
+    def __init__(self, config: CatalogueConfig, config_path: Path) -> None:
+        config_path.write_text(config_toml(config))
+        self.config = config
+        self.config_path = config_path
+        self.log = config_path.with_suffix(".log")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> CatalogueProcess:
+        log = open(self.log, "ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen([*VMIC, "serve", "-c", str(self.config_path)], stdout=log, stderr=log, env=env)
+        if wait:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"catalogue exited: {self.log.read_text()[-2000:]}")
+                try:
+                    with socket.create_connection(("127.0.0.1", self.config.port), timeout=0.2):
+                        return self
+                except OSError:
+                    time.sleep(0.05)
+            raise RuntimeError("catalogue did not start")
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
