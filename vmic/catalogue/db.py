@@ -22,6 +22,10 @@ from ..errors import ConfigError
 Row = dict[str, Any]
 
 
+class UniqueViolation(Exception):
+    """A write broke a UNIQUE or PRIMARY KEY constraint (both backends raise this)."""
+
+
 class Queries(Protocol):
     async def execute(self, sql: str, *args: Any) -> None: ...
     async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
@@ -41,7 +45,12 @@ class _SqliteQueries:
         self._conn = conn
 
     async def execute(self, sql: str, *args: Any) -> None:
-        await self._conn.execute(_PARAM.sub(r"?\1", sql), args)
+        import sqlite3
+
+        try:
+            await self._conn.execute(_PARAM.sub(r"?\1", sql), args)
+        except sqlite3.IntegrityError as exc:
+            raise UniqueViolation(str(exc)) from None
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         async with self._conn.execute(_PARAM.sub(r"?\1", sql), args) as cursor:
@@ -93,7 +102,12 @@ class _PgQueries:
         self._conn = conn
 
     async def execute(self, sql: str, *args: Any) -> None:
-        await self._conn.execute(sql, *args)
+        import asyncpg
+
+        try:
+            await self._conn.execute(sql, *args)
+        except asyncpg.UniqueViolationError as exc:
+            raise UniqueViolation(str(exc)) from None
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         return [dict(r) for r in await self._conn.fetch(sql, *args)]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import Conflict, NotFound
-from .db import Database, Queries, Row
+from .db import Database, Queries, Row, UniqueViolation
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS images (
@@ -215,7 +215,7 @@ class MetadataStore:
         await self.db.execute("DELETE FROM uploads WHERE id = $1", upload_id)
 
     async def publish(self, upload: UploadRecord, sha512: str, publisher: str) -> ImageRecord:
-        """Turn a finished upload into an image record, atomically, with a new list version."""
+        """Turn a finished upload into an image record, atomically (then the list is re-signed)."""
         request = upload.request
         record = ImageRecord(
             identifier=request.identifier or str(uuid.uuid4()),
@@ -230,15 +230,20 @@ class MetadataStore:
             revoked=None,
             metadata=request.metadata,
         )
-        async with self.db.transaction() as tx:
-            await self.check_publishable(request, tx)
-            await tx.execute(
-                "INSERT INTO images (identifier, namespace, name, version, sha512, size, publisher, created,"
-                " expires, revoked, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10)",
-                record.identifier, record.namespace, record.name, record.version, record.sha512, record.size,
-                record.publisher, _ts(record.created), _ts(record.expires), json.dumps(record.metadata),
-            )
-            await tx.execute("DELETE FROM uploads WHERE id = $1", upload.id)
+        try:
+            async with self.db.transaction() as tx:
+                await self.check_publishable(request, tx)
+                await tx.execute(
+                    "INSERT INTO images (identifier, namespace, name, version, sha512, size, publisher, created,"
+                    " expires, revoked, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10)",
+                    record.identifier, record.namespace, record.name, record.version, record.sha512, record.size,
+                    record.publisher, _ts(record.created), _ts(record.expires), json.dumps(record.metadata),
+                )
+                await tx.execute("DELETE FROM uploads WHERE id = $1", upload.id)
+        except UniqueViolation:  # another catalogue instance won the race on a shared database
+            raise Conflict(
+                f"{request.namespace}/{request.name} version {request.version} was just published by another upload"
+            ) from None
         return record
 
     # --- images -----------------------------------------------------------------------

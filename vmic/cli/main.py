@@ -142,8 +142,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         f"expires {image_list.expires:%Y-%m-%dT%H:%M:%SZ}"
     )
     out.print(images_table([
-        {"namespace": "", "name": i.title, "version": i.version, "size": i.size, "identifier": i.identifier,
-         "revoked": None, "format": i.format, "os": i.os} for i in image_list.images
+        {"namespace": i.extra.get("vmic:namespace", ""), "name": i.extra.get("vmic:name", i.title),
+         "version": i.version, "size": i.size, "identifier": i.identifier, "format": i.format, "os": i.os}
+        for i in image_list.images
     ]))
     return 0
 

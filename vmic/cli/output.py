@@ -11,7 +11,8 @@ from ..catalogue.page import human_size
 
 
 def console(stream: TextIO) -> Console:
-    return Console(file=stream, highlight=False, soft_wrap=True)
+    """A console; into a pipe or file it is wide enough that no identifier is cut."""
+    return Console(file=stream, highlight=False, soft_wrap=True, width=None if stream.isatty() else 200)
 
 
 def images_table(images: list[dict[str, Any]]) -> Table:

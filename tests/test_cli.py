@@ -1,0 +1,148 @@
+"""The ``vmic`` command as a user runs it: real subprocesses against a real catalogue."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from support import CA_DN, ENDORSER_DN, TOKENS, VMIC, RunningCatalogue, write_image
+
+from vmic.catalogue.config import hash_token, load_catalogue_config
+from vmic.pki import KeyPaths
+
+
+async def vmic(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(*VMIC, *args, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})})
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+def one_line_error(err: str, *fragments: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("vmic: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def publish_args(path: Path, catalogue: RunningCatalogue, version: str = "1") -> list[str]:
+    return ["publish", str(path), "--url", catalogue.url, "--namespace", "alice", "--name", "golden",
+            "--version", version, "--os", "Debian", "--title", "Golden"]
+
+
+async def test_keys_init_and_token_make_a_working_config(tmp_path: Path) -> None:
+    rc, out, _ = await vmic("keys", "init", str(tmp_path / "keys"), "--endorser-dn", "/C=CH/O=x/CN=e")
+    assert rc == 0 and "endorser.pem" in out
+    assert oct((tmp_path / "keys" / "endorser.key").stat().st_mode & 0o777) == "0o600"
+    rc, out, _ = await vmic("token", "carol", "--namespace", "carol", "--namespace", "team")
+    token = out.splitlines()[1].removeprefix("# ")
+    (tmp_path / "vmic.toml").write_text(f'[catalogue]\ndata_dir = "{tmp_path}/d"\n' + "\n".join(out.splitlines()[2:]))
+    config = load_catalogue_config(tmp_path / "vmic.toml")
+    (publisher,) = config.publishers
+    assert publisher.token_sha256 == hash_token(token) and publisher.namespaces == ("carol", "team")
+
+
+async def test_publish_list_verify_revoke(catalogue: RunningCatalogue, keys: KeyPaths, tmp_path: Path) -> None:
+    image_file = write_image(tmp_path / "golden.raw", 5 * 2**20)
+    env = {"VMIC_TOKEN": TOKENS["alice"], "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    rc, out, err = await vmic(*publish_args(image_file, catalogue), env=env)
+    assert rc == 0, err
+    assert "published alice/golden version 1" in out
+    identifier = out.strip().rsplit(" ", 1)[1]
+
+    rc, out, _ = await vmic("list", "--url", catalogue.url)
+    assert rc == 0 and "alice/golden" in out and "5.0 MiB" in out and identifier in out
+
+    rc, out, err = await vmic("verify", f"{catalogue.url}/imagelist", "--ca", str(keys.ca_dir),
+                              "--endorser-dn", ENDORSER_DN, "--endorser-ca", CA_DN)
+    assert rc == 0, err
+    assert "verified" in out and "1 image(s)" in out
+
+    rc, out, err = await vmic("revoke", identifier, "--url", catalogue.url, env=env)
+    assert rc == 0 and "revoked alice/golden version 1" in out
+    rc, out, _ = await vmic("list", "--url", catalogue.url, "--json")
+    assert rc == 0 and out.strip() == "[]"
+
+
+async def test_publish_killed_midway_resumes_and_sends_only_the_rest(catalogue: RunningCatalogue,
+                                                                     tmp_path: Path) -> None:
+    image_file = write_image(tmp_path / "big.raw", 96 * 2**20)
+    env = {**os.environ, "VMIC_TOKEN": TOKENS["alice"], "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    parts = catalogue.config.data_dir / "uploads"
+    proc = await asyncio.create_subprocess_exec(*VMIC, *publish_args(image_file, catalogue), env=env,
+                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    sent_before_kill = 0
+    for _ in range(2000):
+        sizes = [p.stat().st_size for p in parts.glob("*.part")]
+        if sizes and sizes[0] > 0:
+            proc.send_signal(signal.SIGKILL)
+            break
+        await asyncio.sleep(0.002)
+    await proc.wait()
+    await asyncio.sleep(0.3)
+    sent_before_kill = sum(p.stat().st_size for p in parts.glob("*.part"))
+    assert 0 < sent_before_kill < image_file.stat().st_size, "the publish was not interrupted midway"
+    assert await catalogue.catalogue.store.images() == []
+
+    received = []
+    original = catalogue.catalogue.uploads.patch
+
+    async def counting_patch(publisher, upload_id, offset, chunks):  # type: ignore[no-untyped-def]
+        received.append(offset)
+        return await original(publisher, upload_id, offset, chunks)
+
+    catalogue.catalogue.uploads.patch = counting_patch  # type: ignore[method-assign]
+    rc, out, err = await vmic(*publish_args(image_file, catalogue), env=env)
+    assert rc == 0, err
+    assert received and received[0] >= sent_before_kill > 0, "resumed from the stored offset, not from 0"
+    (record,) = await catalogue.catalogue.store.images()
+    assert record.sha512 == hashlib.sha512(image_file.read_bytes()).hexdigest()
+    assert not list((tmp_path / "cache" / "vmic" / "uploads").iterdir()), "resume state is removed when done"
+
+
+async def test_cli_errors_are_one_line_with_nonzero_exit(catalogue: RunningCatalogue, keys: KeyPaths,
+                                                         other_keys: KeyPaths, tmp_path: Path) -> None:
+    image_file = write_image(tmp_path / "a.raw", 4096)
+    rc, _, err = await vmic(*publish_args(image_file, catalogue), env={"VMIC_TOKEN": "wrong"})
+    assert rc == 1
+    one_line_error(err, "unknown or revoked publisher token")
+
+    rc, _, err = await vmic(*publish_args(tmp_path / "missing.raw", catalogue), env={"VMIC_TOKEN": "x"})
+    assert rc == 2
+    one_line_error(err, "cannot read", "missing.raw")
+
+    rc, _, err = await vmic("list", "--url", "http://127.0.0.1:9")
+    assert rc == 1
+    one_line_error(err, "cannot reach")
+
+    signed = tmp_path / "list.smime"
+    async with catalogue.client(None) as client:
+        signed.write_bytes((await client.fetch("/imagelist")).body)
+    cases = [
+        (["--endorser-dn", "/C=CH/O=someone/CN=else"], "expected endorser"),
+        (["--endorser-dn", ENDORSER_DN, "--list-id", "00000000-0000-0000-0000-000000000000"], "not the subscribed"),
+        (["--endorser-dn", ENDORSER_DN, "--min-version", "999"], "lower than the last accepted"),
+    ]
+    for extra, reason in cases:
+        rc, _, err = await vmic("verify", str(signed), "--ca", str(keys.ca_dir), *extra)
+        assert rc == 1
+        one_line_error(err, reason)
+    rc, _, err = await vmic("verify", str(signed), "--ca", str(other_keys.ca_dir), "--endorser-dn", ENDORSER_DN)
+    assert rc == 1
+    one_line_error(err, "does not chain to a trusted CA")
+    tampered = tmp_path / "tampered.smime"
+    tampered.write_bytes(signed.read_bytes().replace(b'"hv:images": []', b'"hv:images": [ ]'))
+    rc, _, err = await vmic("verify", str(tampered), "--ca", str(keys.ca_dir), "--endorser-dn", ENDORSER_DN)
+    assert rc == 1
+    one_line_error(err, "altered")
+
+
+def test_vmic_console_script_is_installed() -> None:
+    result = subprocess.run([str(Path(sys.executable).parent / "vmic"), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "publish" in result.stdout
