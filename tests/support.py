@@ -21,7 +21,7 @@ from aiohttp import web
 
 from vmic.catalogue.config import CatalogueConfig, Publisher, hash_token
 from vmic.catalogue.service import Catalogue, open_catalogue
-from vmic.catalogue.web import make_app
+from vmic.catalogue.web import make_runner
 from vmic.client import CatalogueClient
 from vmic.pki import KeyPaths, init_keys
 
@@ -94,7 +94,7 @@ class RunningCatalogue:
 
 async def start_catalogue(config: CatalogueConfig) -> RunningCatalogue:
     catalogue = await open_catalogue(config)
-    runner = web.AppRunner(make_app(catalogue))
+    runner = make_runner(catalogue)
     await runner.setup()
     await web.TCPSite(runner, config.host, config.port).start()
     return RunningCatalogue(catalogue, config, runner)

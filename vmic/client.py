@@ -119,9 +119,11 @@ class CatalogueClient:
 
     async def send(self, location: str, path: Path, offset: int, progress: Progress | None = None) -> dict[str, Any] | None:
         """PATCH the file from ``offset`` on; the image record when the upload completed."""
+        length = path.stat().st_size - offset
         status, _, body = await self._request(
             "PATCH", location, data=_file_chunks(path, offset, progress),
-            headers={"Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"},
+            headers={"Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream",
+                     "Content-Length": str(length)},
         )
         return json.loads(body) if status == 201 else None
 

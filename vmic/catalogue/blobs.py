@@ -22,8 +22,10 @@ from pathlib import Path
 
 from ..errors import StorageError
 
-#: bytes handed to the hashing and writing threads at a time
+#: small received pieces are gathered to this size before hashing and writing
 CHUNK = 4 * 2**20
+#: a received piece at least this large is hashed and written as it is
+DIRECT = 2**20
 
 
 @dataclass
@@ -110,12 +112,12 @@ class BlobStore:
         start = state.count
         pending: asyncio.Future[None] | None = None
 
-        def write_all(data: bytes) -> None:
+        def write_all(data: bytes | bytearray) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
 
-        async def hash_and_write(data: bytes) -> None:
+        async def hash_and_write(data: bytes | bytearray) -> None:
             hasher = state.hasher.copy()
             await asyncio.gather(
                 loop.run_in_executor(hasher_pool, hasher.update, data),
@@ -123,7 +125,7 @@ class BlobStore:
             )
             state.hasher, state.count = hasher, state.count + len(data)
 
-        async def submit(data: bytes) -> None:
+        async def submit(data: bytes | bytearray) -> None:
             nonlocal pending
             if pending is not None:
                 await pending
@@ -135,15 +137,18 @@ class BlobStore:
                 room = limit - (state.count - start) - len(buffer)
                 if len(chunk) > room:
                     buffer += chunk[: max(room, 0)]
-                    await submit(bytes(buffer))
+                    await submit(buffer)
                     await pending  # type: ignore[misc]
                     raise OverflowError("more bytes than the upload's length")
+                if not buffer and len(chunk) >= DIRECT:
+                    await submit(chunk)  # large already: hashed and written as it came, no copy
+                    continue
                 buffer += chunk
                 if len(buffer) >= CHUNK:
-                    await submit(bytes(buffer))
-                    buffer.clear()
+                    await submit(buffer)  # handed over, not copied: a new buffer takes its place
+                    buffer = bytearray()
             if buffer:
-                await submit(bytes(buffer))
+                await submit(buffer)
             if pending is not None:
                 await pending
         except OSError as exc:

@@ -11,14 +11,14 @@ from aiohttp import web
 from ..log import event
 from .config import CatalogueConfig
 from .service import open_catalogue
-from .web import make_app
+from .web import make_runner
 
 log = logging.getLogger("vmic.catalogue")
 
 
 async def serve(config: CatalogueConfig) -> None:
     catalogue = await open_catalogue(config)
-    runner = web.AppRunner(make_app(catalogue), access_log=None)
+    runner = make_runner(catalogue, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.port)

@@ -263,6 +263,15 @@ async def revoke_image(request: web.Request) -> web.Response:
     return web.json_response(record_json(record, catalogue.config.url))
 
 
+#: the server's read buffer: large, so multi-GB uploads arrive in few, big chunks
+READ_BUFSIZE = 4 * 2**20
+
+
+def make_runner(catalogue: Catalogue, **kwargs: Any) -> web.AppRunner:
+    """An AppRunner for the catalogue app, with buffers sized for image uploads."""
+    return web.AppRunner(make_app(catalogue), read_bufsize=READ_BUFSIZE, **kwargs)
+
+
 def make_app(catalogue: Catalogue) -> web.Application:
     app = web.Application(middlewares=[errors_as_json])
     app[CATALOGUE] = catalogue

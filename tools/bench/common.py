@@ -1,0 +1,83 @@
+"""What every benchmark shares: a catalogue process to measure, and a JSON result file.
+
+Each benchmark measures its figure and a baseline in the same run and prints the ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "tools" / "bench" / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("server did not start")
+
+
+class CatalogueUnderTest:
+    """`vmic serve` in its own process, with a demo CA and one publisher 'bench'."""
+
+    TOKEN = "bench-token"
+
+    def __init__(self, workdir: Path) -> None:
+        from vmic.catalogue.config import hash_token
+        from vmic.pki import init_keys
+
+        keys = init_keys(workdir / "keys")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = workdir / "catalogue"
+        self.ca_dir = keys.ca_dir
+        config = workdir / "vmic.toml"
+        config.write_text(
+            f'[catalogue]\ndata_dir = "{self.data_dir}"\nport = {self.port}\n'
+            f'endorser_cert = "{keys.cert}"\nendorser_key = "{keys.key}"\nlog_level = "warning"\n'
+            f'[catalogue.publishers.bench]\ntoken_sha256 = "{hash_token(self.TOKEN)}"\n'
+        )
+        self.proc = subprocess.Popen([sys.executable, "-m", "vmic.cli.main", "serve", "-c", str(config)])
+        wait_port(self.port, self.proc)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def workdir(prefix: str) -> Path:
+    """A scratch directory on the same disk as the data the benchmark writes."""
+    base = os.environ.get("VMIC_BENCH_DIR")
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+
+
+def write_result(name: str, result: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result = {"benchmark": name, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, **result}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"result written to {path}")
+    return path
