@@ -58,6 +58,14 @@ class Metrics:
         self.images = Gauge("vmic_catalogue_images", "Images in the current list", registry=self.registry)
         self.blob_bytes = Gauge("vmic_catalogue_blob_store_bytes", "Bytes in the blob store",
                                 registry=self.registry)
+        self._request_counters: dict[tuple[str, int], Any] = {}
+
+    def count_request(self, route: str, status: int) -> None:
+        """Count one request (labelled children are cached: this runs on every request)."""
+        counter = self._request_counters.get((route, status))
+        if counter is None:
+            counter = self._request_counters[(route, status)] = self.requests.labels(route, str(status))
+        counter.inc()
 
 
 CATALOGUE = web.AppKey("catalogue", Catalogue)
@@ -90,7 +98,7 @@ async def errors_as_json(request: web.Request, handler: Callable[[web.Request], 
         log.exception("http.internal_error", extra={"fields": {"path": request.path}})
         response = web.json_response({"error": "internal_error", "message": "internal error (see the service log)"},
                                      status=500)
-    metrics.requests.labels(route, str(response.status)).inc()
+    metrics.count_request(route, response.status)
     return response
 
 
@@ -131,7 +139,8 @@ def record_json(record: ImageRecord, base_url: str) -> dict[str, Any]:
 
 def _conditional(request: web.Request, body: bytes, etag: str, content_type: str) -> web.Response:
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if etag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
         return web.Response(status=304, headers=headers)
     return web.Response(body=body, content_type=content_type, headers=headers)
 
