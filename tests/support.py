@@ -54,7 +54,7 @@ def make_config(data_dir: Path, keys: KeyPaths, **overrides: Any) -> CatalogueCo
         endorser_cert=keys.cert,
         endorser_key=keys.key,
         publishers=(
-            Publisher("alice", hash_token(TOKENS["alice"]), ("alice", "shared")),
+            Publisher("alice", hash_token(TOKENS["alice"]), ("alice", "shared"), admin=True),
             Publisher("bob", hash_token(TOKENS["bob"]), ("bob",)),
         ),
     )

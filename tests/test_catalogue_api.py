@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import json
 import subprocess
 from pathlib import Path
 
@@ -206,3 +207,22 @@ async def test_publisher_cannot_touch_another_namespace(catalogue: RunningCatalo
         assert response.status == 403
     # alice may publish in every namespace she owns
     assert (await publish(catalogue, image_file, namespace="shared"))["namespace"] == "shared"
+
+
+async def test_event_stream_announces_every_new_list(catalogue: RunningCatalogue, tmp_path: Path,
+                                                     http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{catalogue.url}/events") as response:
+        assert response.content_type == "text/event-stream"
+
+        async def next_event() -> dict:
+            async for line in response.content:
+                if line.startswith(b"data:"):
+                    return json.loads(line[5:])
+            raise AssertionError("stream ended")
+
+        first = await asyncio.wait_for(next_event(), 5)
+        assert first["version"] == catalogue.catalogue.listing.current.image_list.version
+        await publish(catalogue, write_image(tmp_path / "a.raw", 4096))
+        second = await asyncio.wait_for(next_event(), 5)
+    assert second["version"] > first["version"]
+    assert second["etag"] == catalogue.catalogue.listing.current.etag

@@ -107,6 +107,24 @@ class CatalogueClient:
         _, _, body = await self._request("DELETE", f"/api/v1/images/{identifier}")
         return json.loads(body)
 
+    # --- partner subscriptions (admin token) -----------------------------------------
+
+    async def subscriptions(self) -> list[dict[str, Any]]:
+        _, _, body = await self._request("GET", "/api/v1/subscriptions")
+        return json.loads(body)
+
+    async def subscribe(self, request: dict[str, Any]) -> dict[str, Any]:
+        _, _, body = await self._request("POST", "/api/v1/subscriptions", json=request)
+        return json.loads(body)
+
+    async def unsubscribe(self, name: str) -> dict[str, Any]:
+        _, _, body = await self._request("DELETE", f"/api/v1/subscriptions/{name}")
+        return json.loads(body)
+
+    async def sync(self, name: str) -> dict[str, Any]:
+        _, _, body = await self._request("POST", f"/api/v1/subscriptions/{name}/sync")
+        return json.loads(body)
+
     # --- uploading (tus 1.0 core) ----------------------------------------------------
 
     async def start_upload(self, request: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ Example::
     [catalogue.publishers.alice]
     token_sha256 = "..."          # from `vmic token alice`
     namespaces = ["alice", "cern-batch"]
+    admin = true                  # may manage partner subscriptions (vmic subscribe)
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class Publisher:
     name: str
     token_sha256: str
     namespaces: tuple[str, ...]
+    #: may manage partner subscriptions
+    admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ def _publishers(table: Any) -> tuple[Publisher, ...]:
                 name=name,
                 token_sha256=entry["token_sha256"].lower(),
                 namespaces=tuple(check_name(n, "namespace") for n in namespaces),
+                admin=entry.get("admin", False) is True,
             )
         )
     return tuple(result)

@@ -46,7 +46,10 @@ class ListSettings:
 
 def image_entry(record: ImageRecord, base_url: str) -> Image:
     meta = record.metadata
-    extra: dict[str, Any] = {
+    extra: dict[str, Any] = dict(meta.get("extra", {}))  # a partner's own extension fields, kept
+    for key, value in meta.get("provenance", {}).items():
+        extra[f"vmic:source:{key}"] = value
+    extra |= {
         EXT_NAMESPACE: record.namespace,
         EXT_NAME: record.name,
         EXT_PUBLISHER: record.publisher,
@@ -82,6 +85,7 @@ class ListSigner:
         self.settings = settings
         self._current: SignedList | None = None
         self._lock = asyncio.Lock()
+        self._signed = asyncio.Event()  #: set, then replaced, at every signing
 
     @property
     def current(self) -> SignedList:
@@ -119,7 +123,20 @@ class ListSigner:
             self._current = await asyncio.get_running_loop().run_in_executor(None, self._sign, image_list)
             event(log, "imagelist.signed", version=version, images=len(images),
                   expires=format_date(image_list.expires))
+            self._signed.set()
+            self._signed = asyncio.Event()
             return self._current
+
+    async def wait_newer(self, version: int, timeout: float) -> SignedList | None:
+        """The current list once its version is above ``version``; None after ``timeout``."""
+        signed = self._signed
+        if self.current.image_list.version > version:
+            return self.current
+        try:
+            await asyncio.wait_for(signed.wait(), timeout)
+        except asyncio.TimeoutError:
+            return None
+        return self.current
 
     def _sign(self, image_list: ImageList) -> SignedList:
         content = image_list.to_bytes()

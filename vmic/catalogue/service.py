@@ -11,7 +11,8 @@ import datetime as dt
 import hmac
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, Forbidden
 from ..imagelist.smime import Signer
@@ -20,8 +21,12 @@ from .blobs import BlobStore
 from .config import CatalogueConfig, Publisher, hash_token
 from .db import connect
 from .listing import ListSettings, ListSigner
+from .metrics import Metrics
 from .store import ImageRecord, MetadataStore
 from .uploads import Uploads
+
+if TYPE_CHECKING:
+    from ..sync.syncer import Syncer
 
 log = logging.getLogger("vmic.catalogue")
 
@@ -33,6 +38,9 @@ class Catalogue:
     blobs: BlobStore
     uploads: Uploads
     listing: ListSigner
+    metrics: Metrics = field(default_factory=Metrics)
+    #: partner subscriptions (set by open_catalogue: it needs the catalogue itself)
+    syncer: Syncer = field(init=False)
 
     def publisher(self, token: str) -> Publisher | None:
         digest = hash_token(token)
@@ -46,10 +54,14 @@ class Catalogue:
         record = await self.store.image(identifier)
         if record.namespace not in publisher.namespaces:
             raise Forbidden(f"publisher {publisher.name} may not revoke images in namespace {record.namespace}")
+        return await self.withdraw(identifier, by=publisher.name)
+
+    async def withdraw(self, identifier: str, by: str) -> ImageRecord:
+        """Revoke an image version: out of the next list, its blob gone if nothing else uses it."""
         record = await self.store.revoke(identifier)
         await self.listing.refresh()
         await self.collect_garbage()
-        event(log, "image.revoked", image=identifier, publisher=publisher.name)
+        event(log, "image.revoked", image=identifier, by=by)
         return record
 
     async def collect_garbage(self) -> list[str]:
@@ -62,6 +74,7 @@ class Catalogue:
         return removed
 
     async def close(self) -> None:
+        await self.syncer.close()
         await self.store.close()
 
 
@@ -90,6 +103,10 @@ async def open_catalogue(config: CatalogueConfig) -> Catalogue:
         uploads=Uploads(store, blobs, config.max_upload_bytes),
         listing=ListSigner(store, signer, settings),
     )
+    from ..sync.syncer import Syncer
+
+    catalogue.syncer = Syncer(catalogue)
+    await catalogue.syncer.init()
     await catalogue.uploads.recover()
     await catalogue.collect_garbage()
     await catalogue.listing.refresh()

@@ -230,6 +230,15 @@ class MetadataStore:
             revoked=None,
             metadata=request.metadata,
         )
+        await self.insert_image(record, request, upload_id=upload.id)
+        return record
+
+    async def insert_image(self, record: ImageRecord, request: ImageRequest, upload_id: str | None = None) -> None:
+        """Add an image record (and drop its finished upload) in one transaction.
+
+        Raises :class:`Conflict` if the version or the identifier is taken, also when
+        another catalogue instance on a shared database takes it at the same moment.
+        """
         try:
             async with self.db.transaction() as tx:
                 await self.check_publishable(request, tx)
@@ -239,12 +248,12 @@ class MetadataStore:
                     record.identifier, record.namespace, record.name, record.version, record.sha512, record.size,
                     record.publisher, _ts(record.created), _ts(record.expires), json.dumps(record.metadata),
                 )
-                await tx.execute("DELETE FROM uploads WHERE id = $1", upload.id)
-        except UniqueViolation:  # another catalogue instance won the race on a shared database
+                if upload_id is not None:
+                    await tx.execute("DELETE FROM uploads WHERE id = $1", upload_id)
+        except UniqueViolation:
             raise Conflict(
-                f"{request.namespace}/{request.name} version {request.version} was just published by another upload"
+                f"{record.namespace}/{record.name} version {record.version} was just published by another upload"
             ) from None
-        return record
 
     # --- images -----------------------------------------------------------------------
 

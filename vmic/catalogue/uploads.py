@@ -33,6 +33,9 @@ from .store import ImageRecord, ImageRequest, MetadataStore, UploadRecord
 
 log = logging.getLogger("vmic.catalogue.uploads")
 
+#: part files of partner images being mirrored (see vmic.sync.mirror) start with this
+MIRROR_PREFIX = "mirror-"
+
 _TEXT_FIELDS = ("title", "description", "hypervisor", "os", "osversion", "arch", "comments")
 _INT_FIELDS = ("ram_minimum", "core_minimum")
 
@@ -110,10 +113,11 @@ class Uploads:
     async def recover(self) -> None:
         """After a crash: drop part files without a record and records without a part file."""
         records = {u.id for u in await self.store.uploads()}
-        for orphan in self.blobs.part_ids() - records:
+        parts = {p for p in self.blobs.part_ids() if not p.startswith(MIRROR_PREFIX)}  # those are the syncer's
+        for orphan in parts - records:
             self.blobs.delete_part(orphan)
             event(log, "upload.swept", upload=orphan, reason="no upload record")
-        for upload_id in records - self.blobs.part_ids():
+        for upload_id in records - parts:
             await self.store.delete_upload(upload_id)
             event(log, "upload.swept", upload=upload_id, reason="part file missing")
 

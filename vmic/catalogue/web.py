@@ -25,51 +25,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..errors import BadRequest, NotFound, Unauthorized, VmicError
-from .config import Publisher
+from .http import CATALOGUE, catalogue_of, publisher_of
 from .names import check_identifier
 from .page import render
+from ..sync.web import add_routes as sync_routes
 from .service import Catalogue
 from .store import ImageRecord
 
 log = logging.getLogger("vmic.catalogue.web")
 
 TUS_HEADERS = {"Tus-Resumable": "1.0.0"}
-
-
-class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter("vmic_catalogue_http_requests", "HTTP requests", ["route", "status"],
-                                registry=self.registry)
-        self.uploads = Counter("vmic_catalogue_uploads", "Finished uploads by result", ["result"],
-                               registry=self.registry)
-        self.upload_bytes = Counter("vmic_catalogue_upload_bytes", "Image bytes received", registry=self.registry)
-        self.list_version = Gauge("vmic_catalogue_imagelist_version", "hv:version of the signed list",
-                                  registry=self.registry)
-        self.images = Gauge("vmic_catalogue_images", "Images in the current list", registry=self.registry)
-        self.blob_bytes = Gauge("vmic_catalogue_blob_store_bytes", "Bytes in the blob store",
-                                registry=self.registry)
-        self._request_counters: dict[tuple[str, int], Any] = {}
-
-    def count_request(self, route: str, status: int) -> None:
-        """Count one request (labelled children are cached: this runs on every request)."""
-        counter = self._request_counters.get((route, status))
-        if counter is None:
-            counter = self._request_counters[(route, status)] = self.requests.labels(route, str(status))
-        counter.inc()
-
-
-CATALOGUE = web.AppKey("catalogue", Catalogue)
-METRICS = web.AppKey("metrics", Metrics)
+KEEPALIVE_SECONDS = 15.0
+EVENT_STREAMS = web.AppKey("event_streams", set)
 
 
 def error_response(error: VmicError, headers: dict[str, str] | None = None) -> web.Response:
@@ -79,7 +55,7 @@ def error_response(error: VmicError, headers: dict[str, str] | None = None) -> w
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
-    metrics = request.app[METRICS]
+    metrics = catalogue_of(request).metrics
     try:
         response = await handler(request)
     except VmicError as exc:
@@ -100,21 +76,6 @@ async def errors_as_json(request: web.Request, handler: Callable[[web.Request], 
                                      status=500)
     metrics.count_request(route, response.status)
     return response
-
-
-def _catalogue(request: web.Request) -> Catalogue:
-    return request.app[CATALOGUE]
-
-
-def _publisher(request: web.Request) -> Publisher:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("this needs a publisher token: Authorization: Bearer <token>")
-    publisher = _catalogue(request).publisher(token.strip())
-    if publisher is None:
-        raise Unauthorized("unknown or revoked publisher token")
-    return publisher
 
 
 def record_json(record: ImageRecord, base_url: str) -> dict[str, Any]:
@@ -146,21 +107,21 @@ def _conditional(request: web.Request, body: bytes, etag: str, content_type: str
 
 
 async def signed_list(request: web.Request) -> web.Response:
-    current = _catalogue(request).listing.current
+    current = catalogue_of(request).listing.current
     return _conditional(request, current.signed, current.etag, "text/plain")
 
 
 async def json_list(request: web.Request) -> web.Response:
-    current = _catalogue(request).listing.current
+    current = catalogue_of(request).listing.current
     return _conditional(request, current.content, current.etag.replace('"', '"j', 1), "application/json")
 
 
 async def index(request: web.Request) -> web.Response:
-    return web.Response(text=render(_catalogue(request).listing.current.image_list), content_type="text/html")
+    return web.Response(text=render(catalogue_of(request).listing.current.image_list), content_type="text/html")
 
 
 async def image_blob(request: web.Request) -> web.StreamResponse:
-    catalogue = _catalogue(request)
+    catalogue = catalogue_of(request)
     record = await catalogue.store.image(check_identifier(request.match_info["identifier"]))
     if record.revoked is not None:
         raise web.HTTPGone(text=f"image {record.identifier} was revoked")
@@ -171,18 +132,19 @@ async def image_blob(request: web.Request) -> web.StreamResponse:
 
 
 async def list_images(request: web.Request) -> web.Response:
-    catalogue = _catalogue(request)
+    catalogue = catalogue_of(request)
     return web.json_response([record_json(r, catalogue.config.url) for r in await catalogue.store.images()])
 
 
 async def show_image(request: web.Request) -> web.Response:
-    catalogue = _catalogue(request)
+    catalogue = catalogue_of(request)
     record = await catalogue.store.image(check_identifier(request.match_info["identifier"]))
     return web.json_response(record_json(record, catalogue.config.url))
 
 
 async def metrics(request: web.Request) -> web.Response:
-    catalogue, m = _catalogue(request), request.app[METRICS]
+    catalogue = catalogue_of(request)
+    m = catalogue.metrics
     current = catalogue.listing.current.image_list
     m.list_version.set(current.version)
     m.images.set(len(current.images))
@@ -190,8 +152,32 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: ``event: imagelist`` with the version and ETag at every signing
+    (the current one first), so followers need not wait for a poll interval."""
+    listing = catalogue_of(request).listing
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    streams = request.app[EVENT_STREAMS]
+    task = asyncio.current_task()
+    assert task is not None
+    streams.add(task)  # ended by the app's shutdown, not waited for
+    try:
+        current = listing.current
+        while True:
+            info = json.dumps({"version": current.image_list.version, "etag": current.etag})
+            await response.write(f"event: imagelist\nid: {current.image_list.version}\ndata: {info}\n\n".encode())
+            while (newer := await listing.wait_newer(current.image_list.version, KEEPALIVE_SECONDS)) is None:
+                await response.write(b": keep-alive\n\n")
+            current = newer
+    except asyncio.CancelledError:
+        return response
+    finally:
+        streams.discard(task)
+
+
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "list_version": _catalogue(request).listing.current.image_list.version})
+    return web.json_response({"status": "ok", "list_version": catalogue_of(request).listing.current.image_list.version})
 
 
 # --- publishers ---------------------------------------------------------------------------
@@ -200,17 +186,17 @@ async def healthz(request: web.Request) -> web.Response:
 async def upload_options(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={
         **TUS_HEADERS, "Tus-Version": "1.0.0", "Tus-Extension": "creation,termination",
-        "Tus-Max-Size": str(_catalogue(request).config.max_upload_bytes),
+        "Tus-Max-Size": str(catalogue_of(request).config.max_upload_bytes),
     })
 
 
 async def start_upload(request: web.Request) -> web.Response:
-    publisher = _publisher(request)
+    publisher = publisher_of(request)
     try:
         body = await request.json()
     except ValueError:
         raise BadRequest("the body must be JSON") from None
-    record = await _catalogue(request).uploads.start(publisher, body)
+    record = await catalogue_of(request).uploads.start(publisher, body)
     location = f"/api/v1/uploads/{record.id}"
     return web.json_response(
         {"id": record.id, "location": location, "offset": 0, "length": record.length},
@@ -220,7 +206,7 @@ async def start_upload(request: web.Request) -> web.Response:
 
 
 async def upload_status(request: web.Request) -> web.Response:
-    record, offset = await _catalogue(request).uploads.owned(_publisher(request), request.match_info["upload_id"])
+    record, offset = await catalogue_of(request).uploads.owned(publisher_of(request), request.match_info["upload_id"])
     headers = {**TUS_HEADERS, "Upload-Offset": str(offset), "Upload-Length": str(record.length),
                "Cache-Control": "no-store"}
     if request.method == "HEAD":
@@ -236,8 +222,9 @@ async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
 
 
 async def patch_upload(request: web.Request) -> web.Response:
-    catalogue, m = _catalogue(request), request.app[METRICS]
-    publisher = _publisher(request)
+    catalogue = catalogue_of(request)
+    m = catalogue.metrics
+    publisher = publisher_of(request)
     if request.headers.get("Content-Type") != "application/offset+octet-stream":
         raise web.HTTPUnsupportedMediaType(text="PATCH needs Content-Type: application/offset+octet-stream")
     try:
@@ -262,13 +249,13 @@ async def patch_upload(request: web.Request) -> web.Response:
 
 
 async def delete_upload(request: web.Request) -> web.Response:
-    await _catalogue(request).uploads.abort(_publisher(request), request.match_info["upload_id"])
+    await catalogue_of(request).uploads.abort(publisher_of(request), request.match_info["upload_id"])
     return web.Response(status=204, headers=TUS_HEADERS)
 
 
 async def revoke_image(request: web.Request) -> web.Response:
-    catalogue = _catalogue(request)
-    record = await catalogue.revoke(_publisher(request), check_identifier(request.match_info["identifier"]))
+    catalogue = catalogue_of(request)
+    record = await catalogue.revoke(publisher_of(request), check_identifier(request.match_info["identifier"]))
     return web.json_response(record_json(record, catalogue.config.url))
 
 
@@ -278,13 +265,13 @@ READ_BUFSIZE = 4 * 2**20
 
 def make_runner(catalogue: Catalogue, **kwargs: Any) -> web.AppRunner:
     """An AppRunner for the catalogue app, with buffers sized for image uploads."""
+    kwargs.setdefault("shutdown_timeout", 5.0)  # open event streams must not hold a shutdown for long
     return web.AppRunner(make_app(catalogue), read_bufsize=READ_BUFSIZE, **kwargs)
 
 
 def make_app(catalogue: Catalogue) -> web.Application:
     app = web.Application(middlewares=[errors_as_json])
     app[CATALOGUE] = catalogue
-    app[METRICS] = Metrics()
     app.add_routes([
         web.get("/", index),
         web.get("/imagelist", signed_list),
@@ -298,16 +285,27 @@ def make_app(catalogue: Catalogue) -> web.Application:
         web.get("/api/v1/uploads/{upload_id}", upload_status),
         web.patch("/api/v1/uploads/{upload_id}", patch_upload),
         web.delete("/api/v1/uploads/{upload_id}", delete_upload),
+        web.get("/events", events),
         web.get("/metrics", metrics),
         web.get("/healthz", healthz),
     ])
+    sync_routes(app)
+    app[EVENT_STREAMS] = set()
+
+    async def end_event_streams(app: web.Application) -> None:
+        for task in list(app[EVENT_STREAMS]):
+            task.cancel()
+
+    app.on_shutdown.append(end_event_streams)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(catalogue.listing.run())
+        tasks = [asyncio.create_task(catalogue.listing.run()), asyncio.create_task(catalogue.syncer.run())]
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     app.cleanup_ctx.append(background)
     return app

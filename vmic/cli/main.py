@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import ConfigError, VmicError
 from . import publish as publish_cmd
+from . import subscribe as subscribe_cmd
 from .output import console, images_table
 
 DEFAULT_URL = "http://127.0.0.1:8470"
@@ -71,6 +72,8 @@ def cmd_token(args: argparse.Namespace) -> int:
     print(f"[catalogue.publishers.{name}]")
     print(f'token_sha256 = "{hash_token(token)}"')
     print(f"namespaces = [{namespaces}]")
+    if args.admin:
+        print("admin = true")
     return 0
 
 
@@ -175,6 +178,7 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("token", help="make a publisher token and its config entry")
     t.add_argument("name")
     t.add_argument("--namespace", action="append", help="namespace it may publish in (default: its name)")
+    t.add_argument("--admin", action="store_true", help="may also manage partner subscriptions")
     t.set_defaults(func=cmd_token)
 
     def remote(parser_: argparse.ArgumentParser, token: bool) -> None:
@@ -198,6 +202,8 @@ def parser() -> argparse.ArgumentParser:
     rv.add_argument("identifier")
     remote(rv, token=True)
     rv.set_defaults(func=cmd_revoke)
+
+    subscribe_cmd.add_arguments(sub, remote)
 
     v = sub.add_parser("verify", help="verify a signed image list (file or URL) and say why it fails")
     v.add_argument("source", help="file path or http(s) URL of a signed list")

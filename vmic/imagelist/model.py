@@ -72,7 +72,7 @@ def _str(value: Any, what: str) -> str:
 
 
 # python attribute -> (HEPiX key, is integer)
-_IMAGE_FIELDS: dict[str, tuple[str, bool]] = {
+IMAGE_FIELDS: dict[str, tuple[str, bool]] = {
     "identifier": ("dc:identifier", False),
     "title": ("dc:title", False),
     "description": ("dc:description", False),
@@ -89,7 +89,7 @@ _IMAGE_FIELDS: dict[str, tuple[str, bool]] = {
     "ram_minimum": ("hv:ram_minimum", True),
     "core_minimum": ("hv:core_minimum", True),
 }
-_REQUIRED_IMAGE = ("identifier", "uri", "size", "sha512", "version")
+REQUIRED_IMAGE_FIELDS = ("identifier", "uri", "size", "sha512", "version")
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ class Image:
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = dict(self.extra)
-        for attr, (key, _) in _IMAGE_FIELDS.items():
+        for attr, (key, _) in IMAGE_FIELDS.items():
             body[key] = getattr(self, attr)
         return {"hv:image": body}
 
@@ -129,9 +129,9 @@ class Image:
             raise MalformedList(f"{where}: expected an object {{'hv:image': {{...}}}}")
         body = dict(entry["hv:image"])
         values: dict[str, Any] = {}
-        for attr, (key, is_int) in _IMAGE_FIELDS.items():
+        for attr, (key, is_int) in IMAGE_FIELDS.items():
             if key not in body:
-                if attr in _REQUIRED_IMAGE:
+                if attr in REQUIRED_IMAGE_FIELDS:
                     raise MalformedList(f"{where}: missing {key}")
                 continue
             raw = body.pop(key)

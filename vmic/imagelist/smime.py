@@ -119,14 +119,15 @@ def ca_bundle(ca_paths: list[Path]) -> bytes:
     return b"\n".join(pems)
 
 
-async def verify_smime(message: bytes, ca_paths: list[Path], *, openssl: str = "openssl") -> VerifiedMessage:
-    """Check an S/MIME signed message with ``openssl cms -verify`` against trusted CAs.
+async def verify_smime(message: bytes, trusted: bytes | list[Path], *, openssl: str = "openssl") -> VerifiedMessage:
+    """Check an S/MIME signed message with ``openssl cms -verify`` against trusted CAs
+    (PEM bytes, or CA files and directories).
 
     Raises :class:`SignatureInvalid` (unsigned, altered) or :class:`UntrustedSigner`.
     """
     if b"multipart/signed" not in message[:4096] and b"pkcs7-mime" not in message[:4096]:
         raise SignatureInvalid("not a signed S/MIME message (no multipart/signed header): an unsigned list")
-    bundle = ca_bundle(ca_paths)
+    bundle = trusted if isinstance(trusted, bytes) else ca_bundle(trusted)
     with tempfile.TemporaryDirectory(prefix="vmic-verify-") as tmp:
         ca_file, msg_file = os.path.join(tmp, "ca.pem"), os.path.join(tmp, "msg.smime")
         out_file, signer_file = os.path.join(tmp, "content"), os.path.join(tmp, "signer.pem")

@@ -14,13 +14,13 @@ from .smime import verify_smime
 
 async def verify_signed_list(
     message: bytes,
-    ca_paths: list[Path],
+    trusted: bytes | list[Path],
     subscription: Subscription,
     history: History | None = None,
     now: dt.datetime | None = None,
 ) -> ImageList:
     """The list, if its signature and every rule hold; else the precise ImageListError."""
-    verified = await verify_smime(message, ca_paths)
+    verified = await verify_smime(message, trusted)
     return accept(
         verified.content,
         verified.signer_dn,

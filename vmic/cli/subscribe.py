@@ -1,0 +1,124 @@
+"""``vmic subscribe add|list|remove|sync``: partner catalogues this catalogue mirrors.
+
+These talk to the running catalogue (``--url``) with an admin token (``--token`` or
+``$VMIC_TOKEN``); the catalogue does the work, and keeps syncing by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from ..client import CatalogueClient
+from ..errors import VmicError
+from ..imagelist.smime import ca_bundle
+from .output import console
+
+
+class SyncFailed(VmicError):
+    code = "sync_failed"
+
+
+def add_arguments(sub: argparse._SubParsersAction, remote) -> None:  # type: ignore[type-arg,no-untyped-def]
+    s = sub.add_parser("subscribe", help="partner catalogues to mirror (add, list, remove, sync)")
+    ssub = s.add_subparsers(dest="subscribe_command", required=True)
+    add = ssub.add_parser("add", help="subscribe to a partner's signed list")
+    add.add_argument("list_url", metavar="URL", help="the partner's signed list, e.g. https://site/imagelist")
+    add.add_argument("--ca", type=Path, action="append", required=True, help="partner's CA file or directory")
+    add.add_argument("--endorser-dn", required=True, help="the partner's endorser, e.g. /C=CH/O=Site/CN=name")
+    add.add_argument("--endorser-ca", help="its issuer (default: any CA given with --ca)")
+    add.add_argument("--namespace", help="where mirrored images go here (default: the subscription name)")
+    add.add_argument("--name", help="subscription name (default: from the partner's host name)")
+    add.add_argument("--select", action="append", default=[], metavar="KEY=VALUE",
+                     help="mirror only images with this field value (repeatable; e.g. os=Debian, arch=x86_64)")
+    add.add_argument("--interval", type=int, default=300, help="seconds between syncs (default 300)")
+    add.add_argument("--grace", type=int, default=3600,
+                     help="seconds an image may be missing from the partner's list before it is revoked here")
+    remote(add, token=True)
+    add.set_defaults(func=cmd_add)
+    ls = ssub.add_parser("list", help="subscriptions and their state")
+    remote(ls, token=False)
+    ls.set_defaults(func=cmd_list)
+    rm = ssub.add_parser("remove", help="unsubscribe (mirrored images leave this catalogue's list)")
+    rm.add_argument("name")
+    remote(rm, token=True)
+    rm.set_defaults(func=cmd_remove)
+    sy = ssub.add_parser("sync", help="sync now (all subscriptions, or the ones named)")
+    sy.add_argument("names", nargs="*")
+    remote(sy, token=True)
+    sy.set_defaults(func=cmd_sync)
+
+
+def _client(args: argparse.Namespace, token: bool) -> CatalogueClient:
+    from .main import _token, _url
+
+    return CatalogueClient(_url(args), _token(args) if token else None)
+
+
+def _report(result: dict[str, Any]) -> None:
+    out = console(sys.stdout)
+    out.print(f"{result['subscription']}: list version {result['list_version']}, "
+              f"{len(result['imported'])} imported, {len(result['revoked'])} revoked")
+    if result["errors"]:
+        raise SyncFailed(f"{result['subscription']}: " + "; ".join(result["errors"]))
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    request = {"url": args.list_url, "ca_pem": ca_bundle(args.ca).decode(), "endorser_dn": args.endorser_dn,
+               "endorser_ca": args.endorser_ca, "namespace": args.namespace, "name": args.name,
+               "select": dict(s.partition("=")[::2] for s in args.select),
+               "interval_seconds": args.interval, "grace_seconds": args.grace}
+
+    async def run() -> dict[str, Any]:
+        async with _client(args, token=True) as client:
+            return await client.subscribe(request)
+
+    status = asyncio.run(run())
+    print(f"subscribed {status['name']} -> namespace {status['namespace']}")
+    _report(status["sync"])
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    async def run() -> list[dict[str, Any]]:
+        async with _client(args, token=False) as client:
+            return await client.subscriptions()
+
+    table = Table("name", "url", "namespace", "state", "list version", "last success", "last error")
+    for s in asyncio.run(run()):
+        table.add_row(s["name"], s["url"], s["namespace"], s["state"], str(s["last_version"] or "-"),
+                      s["last_success"] or "-", s["last_error"] or "")
+    console(sys.stdout).print(table)
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    async def run() -> dict[str, Any]:
+        async with _client(args, token=True) as client:
+            return await client.unsubscribe(args.name)
+
+    result = asyncio.run(run())
+    print(f"removed {result['name']}; {len(result['revoked'])} mirrored image(s) revoked")
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    async def run() -> list[dict[str, Any]]:
+        async with _client(args, token=True) as client:
+            names = args.names or [s["name"] for s in await client.subscriptions()]
+            return [await client.sync(name) for name in names]
+
+    failures = []
+    for result in asyncio.run(run()):
+        try:
+            _report(result)
+        except SyncFailed as exc:
+            failures.append(str(exc))
+    if failures:
+        raise SyncFailed("; ".join(failures))
+    return 0
