@@ -44,7 +44,7 @@ class CatalogueUnderTest:
 
     TOKEN = "bench-token"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, cpu: int | None = None) -> None:
         from vmic.catalogue.config import hash_token
         from vmic.pki import init_keys
 
@@ -59,12 +59,21 @@ class CatalogueUnderTest:
             f'endorser_cert = "{keys.cert}"\nendorser_key = "{keys.key}"\nlog_level = "warning"\n'
             f'[catalogue.publishers.bench]\ntoken_sha256 = "{hash_token(self.TOKEN)}"\n'
         )
-        self.proc = subprocess.Popen([sys.executable, "-m", "vmic.cli.main", "serve", "-c", str(config)])
+        self.proc = subprocess.Popen([*pinned(cpu), sys.executable, "-m", "vmic.cli.main", "serve", "-c", str(config)])
         wait_port(self.port, self.proc)
 
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+
+
+def pinned(cpu: int | None) -> list[str]:
+    """A command prefix that runs on one CPU only (nothing when cpu is None or taskset is missing)."""
+    import shutil
+
+    if cpu is None or shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
+        return []
+    return ["taskset", "-c", str(cpu)]
 
 
 def workdir(prefix: str) -> Path:
