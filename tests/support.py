@@ -21,6 +21,7 @@ from aiohttp import web
 
 from vmic.catalogue.config import CatalogueConfig, Publisher, hash_token
 from vmic.catalogue.service import Catalogue, open_catalogue
+from vmic.catalogue.tls import server_context
 from vmic.catalogue.web import make_runner
 from vmic.client import CatalogueClient
 from vmic.pki import KeyPaths, init_keys
@@ -96,7 +97,7 @@ async def start_catalogue(config: CatalogueConfig) -> RunningCatalogue:
     catalogue = await open_catalogue(config)
     runner = make_runner(catalogue)
     await runner.setup()
-    await web.TCPSite(runner, config.host, config.port).start()
+    await web.TCPSite(runner, config.host, config.port, ssl_context=server_context(config)).start()
     return RunningCatalogue(catalogue, config, runner)
 
 

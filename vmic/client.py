@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import os
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,22 @@ class Fetched:
     body: bytes
     etag: str | None
     not_modified: bool = False
+
+
+def tls_context(cacert: Path | None = None, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext | None:
+    """For HTTPS catalogues: trust ``cacert`` (else the system's CAs) and present a client
+    certificate (``cert`` and ``key``) if given. None when nothing is given."""
+    if cacert is None and cert is None:
+        return None
+    context = ssl.create_default_context(cafile=str(cacert) if cacert else None)
+    if cert is not None:
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            from .errors import ConfigError
+
+            raise ConfigError(f"cannot load client certificate {cert} / key {key}: {exc}") from None
+    return context
 
 
 def sha512_file(path: Path, progress: Progress | None = None) -> str:
@@ -60,14 +77,17 @@ async def _raise_for(response: aiohttp.ClientResponse) -> None:
 
 
 class CatalogueClient:
-    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+        self._ssl = ssl_context
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> CatalogueClient:
-        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl is not None else None
+        self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -113,6 +113,54 @@ def make_endorser(
     return cert, key
 
 
+def issue_tls_certificate(
+    subject: str,
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    *,
+    server_names: tuple[str, ...] = (),
+    days: int = 825,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A TLS certificate: for a server when ``server_names`` (host names or IPs) are
+    given, else for a client (a publisher authenticating with its certificate)."""
+    import ipaddress
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server_names else ExtendedKeyUsageOID.CLIENT_AUTH
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(parse_oneline(subject))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    )
+    if server_names:
+        names: list[x509.GeneralName] = []
+        for name in server_names:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(name)))
+            except ValueError:
+                names.append(x509.DNSName(name))
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(ca_key, hashes.SHA256()), key
+
+
+def write_pair(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, cert_path: Path, key_path: Path) -> None:
+    _write_key(key_path, key)
+    _write_cert(cert_path, cert)
+
+
+def load_ca(paths: KeyPaths) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    cert = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
+    key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), None)
+    return cert, key  # type: ignore[return-value]
+
+
 def init_keys(
     directory: Path,
     endorser_dn: str = "/C=CH/O=vmic demo/CN=vmic catalogue endorser",
@@ -121,14 +169,12 @@ def init_keys(
     """Create a CA and an endorser certificate under ``directory`` (kept if present)."""
     paths = KeyPaths.under(directory)
     if paths.ca_cert.exists() and paths.ca_key.exists():
-        ca_cert = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
-        ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), None)
+        ca_cert, ca_key = load_ca(paths)
     else:
         ca_cert, ca_key = make_ca(ca_dn)
         _write_key(paths.ca_key, ca_key)
         _write_cert(paths.ca_cert, ca_cert)
     if not (paths.cert.exists() and paths.key.exists()):
-        cert, key = make_endorser(endorser_dn, ca_cert, ca_key)  # type: ignore[arg-type]
-        _write_key(paths.key, key)
-        _write_cert(paths.cert, cert)
+        cert, key = make_endorser(endorser_dn, ca_cert, ca_key)
+        write_pair(cert, key, paths.cert, paths.key)
     return paths

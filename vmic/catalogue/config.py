@@ -14,6 +14,10 @@ Example::
     token_sha256 = "..."          # from `vmic token alice`
     namespaces = ["alice", "cern-batch"]
     admin = true                  # may manage partner subscriptions (vmic subscribe)
+
+    [catalogue.publishers.bob]    # authenticates with a TLS client certificate instead
+    client_dn = "/C=CH/O=CERN/CN=bob"
+    # (needs tls_cert, tls_key and tls_client_ca in [catalogue])
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ class Publisher:
     namespaces: tuple[str, ...]
     #: may manage partner subscriptions
     admin: bool = False
+    #: subject of the TLS client certificate that authenticates this publisher (one-line form)
+    client_dn: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,12 +62,18 @@ class CatalogueConfig:
     #: how long a signed list stays valid; it is re-signed at half of that
     list_lifetime_hours: float = 168.0
     max_upload_bytes: int = 64 * 2**30
+    #: serve HTTPS with this certificate and key
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: accept publishers' TLS client certificates issued by these CAs (file or directory)
+    tls_client_ca: Path | None = None
     publishers: tuple[Publisher, ...] = field(default_factory=tuple)
     log_level: str = "info"
 
     @property
     def url(self) -> str:
-        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+        scheme = "https" if self.tls_cert else "http"
+        return (self.public_url or f"{scheme}://{self.host}:{self.port}").rstrip("/")
 
     @property
     def cert_path(self) -> Path:
@@ -82,17 +94,22 @@ def _publishers(table: Any) -> tuple[Publisher, ...]:
     result = []
     for name, entry in table.items():
         check_name(name, "publisher name")
-        if not isinstance(entry, dict) or not isinstance(entry.get("token_sha256"), str):
-            raise ConfigError(f"[catalogue.publishers.{name}] needs token_sha256 (see `vmic token {name}`)")
+        if not isinstance(entry, dict) or not (
+            isinstance(entry.get("token_sha256"), str) or isinstance(entry.get("client_dn"), str)
+        ):
+            raise ConfigError(
+                f"[catalogue.publishers.{name}] needs token_sha256 (see `vmic token {name}`) or client_dn"
+            )
         namespaces = entry.get("namespaces", [name])
         if not isinstance(namespaces, list):
             raise ConfigError(f"[catalogue.publishers.{name}] namespaces must be a list")
         result.append(
             Publisher(
                 name=name,
-                token_sha256=entry["token_sha256"].lower(),
+                token_sha256=str(entry.get("token_sha256", "")).lower(),
                 namespaces=tuple(check_name(n, "namespace") for n in namespaces),
                 admin=entry.get("admin", False) is True,
+                client_dn=entry.get("client_dn"),
             )
         )
     return tuple(result)

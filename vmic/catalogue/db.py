@@ -55,7 +55,7 @@ class _SqliteQueries:
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         async with self._conn.execute(_PARAM.sub(r"?\1", sql), args) as cursor:
             names = [d[0] for d in cursor.description]
-            return [dict(zip(names, row)) for row in await cursor.fetchall()]
+            return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
 
     async def fetchone(self, sql: str, *args: Any) -> Row | None:
         rows = await self.fetch(sql, *args)

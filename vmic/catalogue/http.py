@@ -7,6 +7,7 @@ from aiohttp import web
 from ..errors import Forbidden, Unauthorized
 from .config import Publisher
 from .service import Catalogue
+from .tls import client_certificate_dn
 
 CATALOGUE = web.AppKey("catalogue", Catalogue)
 
@@ -16,12 +17,21 @@ def catalogue_of(request: web.Request) -> Catalogue:
 
 
 def publisher_of(request: web.Request) -> Publisher:
-    """The publisher whose bearer token the request carries (401 without a valid one)."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
+    """The publisher behind the request's bearer token or, without a token, behind the
+    TLS client certificate the handshake verified (401 when neither names one)."""
+    catalogue = catalogue_of(request)
+    header = request.headers.get("Authorization")
+    if header is None:
+        dn = client_certificate_dn(request)
+        if dn is not None:
+            publisher = catalogue.publisher_by_certificate(dn)
+            if publisher is None:
+                raise Unauthorized(f"no publisher has the client certificate subject {dn}")
+            return publisher
+    scheme, _, token = (header or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("this needs a publisher token: Authorization: Bearer <token>")
-    publisher = catalogue_of(request).publisher(token.strip())
+        raise Unauthorized("this needs a publisher token (Authorization: Bearer <token>) or client certificate")
+    publisher = catalogue.publisher(token.strip())
     if publisher is None:
         raise Unauthorized("unknown or revoked publisher token")
     return publisher

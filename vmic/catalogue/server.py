@@ -11,6 +11,7 @@ from aiohttp import web
 from ..log import event
 from .config import CatalogueConfig
 from .service import open_catalogue
+from .tls import server_context
 from .web import make_runner
 
 log = logging.getLogger("vmic.catalogue")
@@ -21,7 +22,7 @@ async def serve(config: CatalogueConfig) -> None:
     runner = make_runner(catalogue, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port)
+        site = web.TCPSite(runner, config.host, config.port, ssl_context=server_context(config))
         await site.start()
         event(log, "catalogue.listening", url=config.url, host=config.host, port=config.port,
               list_version=catalogue.listing.current.image_list.version)

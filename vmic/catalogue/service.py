@@ -23,6 +23,7 @@ from .db import connect
 from .listing import ListSettings, ListSigner
 from .metrics import Metrics
 from .store import ImageRecord, MetadataStore
+from .tls import server_context
 from .uploads import Uploads
 
 if TYPE_CHECKING:
@@ -49,6 +50,10 @@ class Catalogue:
             if hmac.compare_digest(digest, publisher.token_sha256):
                 found = publisher
         return found
+
+    def publisher_by_certificate(self, dn: str) -> Publisher | None:
+        """The publisher whose ``client_dn`` is this (already TLS-verified) subject."""
+        return next((p for p in self.config.publishers if p.client_dn is not None and p.client_dn == dn), None)
 
     async def revoke(self, publisher: Publisher, identifier: str) -> ImageRecord:
         record = await self.store.image(identifier)
@@ -80,6 +85,7 @@ class Catalogue:
 
 async def open_catalogue(config: CatalogueConfig) -> Catalogue:
     signer = Signer.load(config.cert_path, config.key_path)
+    server_context(config)  # unusable TLS settings stop the start here, in one line
     try:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         blobs = BlobStore(config.data_dir)

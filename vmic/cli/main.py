@@ -9,30 +9,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import secrets
 import sys
 from pathlib import Path
 from typing import Any
 
+from ..client import CatalogueClient, tls_context
 from ..errors import ConfigError, VmicError
 from . import publish as publish_cmd
 from . import subscribe as subscribe_cmd
 from .output import console, images_table
-
-DEFAULT_URL = "http://127.0.0.1:8470"
-
-
-def _url(args: argparse.Namespace) -> str:
-    return args.url or os.environ.get("VMIC_URL") or DEFAULT_URL
-
-
-def _token(args: argparse.Namespace) -> str:
-    token = args.token or os.environ.get("VMIC_TOKEN")
-    if not token:
-        raise ConfigError("no publisher token: pass --token or set VMIC_TOKEN")
-    return token
-
+from .remote import client_for, remote
 
 # --- commands ----------------------------------------------------------------------------
 
@@ -78,7 +65,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    image = asyncio.run(publish_cmd.publish(args, _url(args), _token(args)))
+    image = asyncio.run(publish_cmd.publish(args, client_for(args)))
     console(sys.stdout).print(
         f"published [bold]{image['namespace']}/{image['name']}[/] version {image['version']}: "
         f"identifier {image['identifier']}"
@@ -87,10 +74,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from ..client import CatalogueClient
-
     async def run() -> list[dict[str, Any]]:
-        async with CatalogueClient(_url(args)) as client:
+        async with client_for(args, token=False) as client:
             return await client.images()
 
     images = asyncio.run(run())
@@ -104,10 +89,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from ..client import CatalogueClient
-
     async def run() -> dict[str, Any]:
-        async with CatalogueClient(_url(args), _token(args)) as client:
+        async with client_for(args) as client:
             return await client.revoke(args.identifier)
 
     image = asyncio.run(run())
@@ -116,14 +99,13 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from ..client import CatalogueClient
     from ..imagelist.policy import History, Subscription
     from ..imagelist.verify import verify_signed_list
 
     async def run() -> Any:
         source: str = args.source
         if source.startswith(("http://", "https://")):
-            async with CatalogueClient(source) as client:
+            async with CatalogueClient(source, ssl_context=tls_context(args.cacert)) as client:
                 message = (await client.fetch(source)).body
         else:
             try:
@@ -181,11 +163,6 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--admin", action="store_true", help="may also manage partner subscriptions")
     t.set_defaults(func=cmd_token)
 
-    def remote(parser_: argparse.ArgumentParser, token: bool) -> None:
-        parser_.add_argument("--url", help=f"catalogue URL (default: $VMIC_URL or {DEFAULT_URL})")
-        if token:
-            parser_.add_argument("--token", help="publisher token (default: $VMIC_TOKEN)")
-
     pub = sub.add_parser("publish", help="upload an image version (resumable, with progress)")
     pub.add_argument("file", type=Path)
     remote(pub, token=True)
@@ -203,11 +180,12 @@ def parser() -> argparse.ArgumentParser:
     remote(rv, token=True)
     rv.set_defaults(func=cmd_revoke)
 
-    subscribe_cmd.add_arguments(sub, remote)
+    subscribe_cmd.add_arguments(sub)
 
     v = sub.add_parser("verify", help="verify a signed image list (file or URL) and say why it fails")
     v.add_argument("source", help="file path or http(s) URL of a signed list")
     v.add_argument("--ca", type=Path, action="append", required=True, help="trusted CA file or directory")
+    v.add_argument("--cacert", type=Path, help="CA of an HTTPS server the list is fetched from")
     v.add_argument("--endorser-dn", required=True, help="expected signer, e.g. /C=CH/O=Org/CN=name")
     v.add_argument("--endorser-ca", help="expected issuer of the signer")
     v.add_argument("--list-id", help="expected list identifier")

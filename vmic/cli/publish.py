@@ -61,7 +61,7 @@ def _state_file(url: str, path: Path, stat: os.stat_result, args: argparse.Names
     return cache / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
 
 
-async def publish(args: argparse.Namespace, url: str, token: str) -> dict[str, Any]:
+async def publish(args: argparse.Namespace, client: CatalogueClient) -> dict[str, Any]:
     path: Path = args.file
     try:
         stat = path.stat()
@@ -69,7 +69,7 @@ async def publish(args: argparse.Namespace, url: str, token: str) -> dict[str, A
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     if stat.st_size == 0:
         raise ConfigError(f"{path} is empty")
-    state_file = _state_file(url, path, stat, args)
+    state_file = _state_file(client.url, path, stat, args)
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
 
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
@@ -86,7 +86,7 @@ async def publish(args: argparse.Namespace, url: str, token: str) -> dict[str, A
             state["location"] = location
             _save(state_file, state)
 
-        async with CatalogueClient(url, token) as client:
+        async with client:
             location = state.get("location")
             if location is not None:
                 try:

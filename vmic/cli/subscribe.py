@@ -14,17 +14,17 @@ from typing import Any
 
 from rich.table import Table
 
-from ..client import CatalogueClient
 from ..errors import VmicError
 from ..imagelist.smime import ca_bundle
 from .output import console
+from .remote import client_for, remote
 
 
 class SyncFailed(VmicError):
     code = "sync_failed"
 
 
-def add_arguments(sub: argparse._SubParsersAction, remote) -> None:  # type: ignore[type-arg,no-untyped-def]
+def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("subscribe", help="partner catalogues to mirror (add, list, remove, sync)")
     ssub = s.add_subparsers(dest="subscribe_command", required=True)
     add = ssub.add_parser("add", help="subscribe to a partner's signed list")
@@ -54,12 +54,6 @@ def add_arguments(sub: argparse._SubParsersAction, remote) -> None:  # type: ign
     sy.set_defaults(func=cmd_sync)
 
 
-def _client(args: argparse.Namespace, token: bool) -> CatalogueClient:
-    from .main import _token, _url
-
-    return CatalogueClient(_url(args), _token(args) if token else None)
-
-
 def _report(result: dict[str, Any]) -> None:
     out = console(sys.stdout)
     out.print(f"{result['subscription']}: list version {result['list_version']}, "
@@ -75,7 +69,7 @@ def cmd_add(args: argparse.Namespace) -> int:
                "interval_seconds": args.interval, "grace_seconds": args.grace}
 
     async def run() -> dict[str, Any]:
-        async with _client(args, token=True) as client:
+        async with client_for(args) as client:
             return await client.subscribe(request)
 
     status = asyncio.run(run())
@@ -86,7 +80,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     async def run() -> list[dict[str, Any]]:
-        async with _client(args, token=False) as client:
+        async with client_for(args, token=False) as client:
             return await client.subscriptions()
 
     table = Table("name", "url", "namespace", "state", "list version", "last success", "last error")
@@ -99,7 +93,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     async def run() -> dict[str, Any]:
-        async with _client(args, token=True) as client:
+        async with client_for(args) as client:
             return await client.unsubscribe(args.name)
 
     result = asyncio.run(run())
@@ -109,7 +103,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     async def run() -> list[dict[str, Any]]:
-        async with _client(args, token=True) as client:
+        async with client_for(args) as client:
             names = args.names or [s["name"] for s in await client.subscriptions()]
             return [await client.sync(name) for name in names]
 
