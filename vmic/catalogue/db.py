@@ -11,6 +11,7 @@ Queries are written once, in PostgreSQL's ``$1, $2`` parameter style; for SQLite
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +21,15 @@ from typing import Any, Protocol
 from ..errors import ConfigError
 
 Row = dict[str, Any]
+
+
+def to_text(value: dt.datetime | None) -> str | None:
+    """How times are stored: ISO 8601 text in UTC (sorts and reads the same on both backends)."""
+    return value.astimezone(dt.timezone.utc).isoformat() if value is not None else None
+
+
+def from_text(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value) if value else None
 
 
 class UniqueViolation(Exception):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import Conflict, NotFound
-from .db import Database, Queries, Row, UniqueViolation
+from .db import Database, Queries, Row, UniqueViolation, from_text, to_text
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS images (
@@ -50,13 +50,6 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _ts(value: dt.datetime | None) -> str | None:
-    return value.astimezone(dt.timezone.utc).isoformat() if value is not None else None
-
-
-def _dt(value: str | None) -> dt.datetime | None:
-    return dt.datetime.fromisoformat(value) if value else None
-
 
 @dataclass(frozen=True)
 class ImageRequest:
@@ -74,13 +67,13 @@ class ImageRequest:
 
     def to_json(self) -> str:
         body = dataclasses.asdict(self)
-        body["expires"] = _ts(self.expires)
+        body["expires"] = to_text(self.expires)
         return json.dumps(body, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> ImageRequest:
         body = json.loads(text)
-        body["expires"] = _dt(body.get("expires"))
+        body["expires"] = from_text(body.get("expires"))
         return cls(**body)
 
 
@@ -111,9 +104,9 @@ class ImageRecord:
             sha512=row["sha512"],
             size=int(row["size"]),
             publisher=row["publisher"],
-            created=_dt(row["created"]),  # type: ignore[arg-type]
-            expires=_dt(row["expires"]),
-            revoked=_dt(row["revoked"]),
+            created=from_text(row["created"]),  # type: ignore[arg-type]
+            expires=from_text(row["expires"]),
+            revoked=from_text(row["revoked"]),
             metadata=json.loads(row["metadata"]),
         )
 
@@ -133,7 +126,7 @@ class UploadRecord:
             publisher=row["publisher"],
             length=int(row["length"]),
             request=ImageRequest.from_json(row["request"]),
-            created=_dt(row["created"]),  # type: ignore[arg-type]
+            created=from_text(row["created"]),  # type: ignore[arg-type]
         )
 
 
@@ -198,7 +191,7 @@ class MetadataStore:
         record = UploadRecord(str(uuid.uuid4()), publisher, request.size, request, utcnow())
         await self.db.execute(
             "INSERT INTO uploads (id, publisher, length, request, created) VALUES ($1, $2, $3, $4, $5)",
-            record.id, publisher, record.length, request.to_json(), _ts(record.created),
+            record.id, publisher, record.length, request.to_json(), to_text(record.created),
         )
         return record
 
@@ -246,7 +239,7 @@ class MetadataStore:
                     "INSERT INTO images (identifier, namespace, name, version, sha512, size, publisher, created,"
                     " expires, revoked, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10)",
                     record.identifier, record.namespace, record.name, record.version, record.sha512, record.size,
-                    record.publisher, _ts(record.created), _ts(record.expires), json.dumps(record.metadata),
+                    record.publisher, to_text(record.created), to_text(record.expires), json.dumps(record.metadata),
                 )
                 if upload_id is not None:
                     await tx.execute("DELETE FROM uploads WHERE id = $1", upload_id)
@@ -274,7 +267,7 @@ class MetadataStore:
                 raise NotFound(f"no image {identifier}")
             if row["revoked"] is not None:
                 return ImageRecord.from_row(row)
-            await tx.execute("UPDATE images SET revoked = $1 WHERE identifier = $2", _ts(utcnow()), identifier)
+            await tx.execute("UPDATE images SET revoked = $1 WHERE identifier = $2", to_text(utcnow()), identifier)
             row = await tx.fetchone("SELECT * FROM images WHERE identifier = $1", identifier)
         assert row is not None
         return ImageRecord.from_row(row)

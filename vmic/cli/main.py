@@ -19,7 +19,7 @@ from ..errors import ConfigError, VmicError
 from . import publish as publish_cmd
 from . import subscribe as subscribe_cmd
 from .output import console, images_table
-from .remote import client_for, remote
+from .remote import call, client_for, remote
 
 # --- commands ----------------------------------------------------------------------------
 
@@ -74,11 +74,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    async def run() -> list[dict[str, Any]]:
-        async with client_for(args, token=False) as client:
-            return await client.images()
-
-    images = asyncio.run(run())
+    images = call(args, lambda client: client.images(), token=False)
     if not args.all:
         images = [i for i in images if not i["revoked"]]
     if args.json:
@@ -89,11 +85,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    async def run() -> dict[str, Any]:
-        async with client_for(args) as client:
-            return await client.revoke(args.identifier)
-
-    image = asyncio.run(run())
+    image = call(args, lambda client: client.revoke(args.identifier))
     print(f"revoked {image['namespace']}/{image['name']} version {image['version']} ({image['identifier']})")
     return 0
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from ..client import CatalogueClient, tls_context
 from ..errors import ConfigError
@@ -26,6 +29,19 @@ def client_for(args: argparse.Namespace, token: bool = True) -> CatalogueClient:
     if token and not secret and cert is None:
         raise ConfigError("no publisher token: pass --token or set VMIC_TOKEN (or use a client certificate: --cert)")
     return CatalogueClient(url_of(args), secret, ssl_context=tls_context(cacert, cert, key))
+
+
+T = TypeVar("T")
+
+
+def call(args: argparse.Namespace, action: Callable[[CatalogueClient], Awaitable[T]], token: bool = True) -> T:
+    """Run ``action`` with a client of the catalogue at --url: ``call(args, lambda c: c.images())``."""
+
+    async def run() -> T:
+        async with client_for(args, token) as client:
+            return await action(client)
+
+    return asyncio.run(run())
 
 
 def _env_path(name: str) -> Path | None:

@@ -7,7 +7,6 @@ These talk to the running catalogue (``--url``) with an admin token (``--token``
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,8 @@ from rich.table import Table
 from ..errors import VmicError
 from ..imagelist.smime import ca_bundle
 from .output import console
-from .remote import client_for, remote
+from ..client import CatalogueClient
+from .remote import call, remote
 
 
 class SyncFailed(VmicError):
@@ -68,23 +68,16 @@ def cmd_add(args: argparse.Namespace) -> int:
                "select": dict(s.partition("=")[::2] for s in args.select),
                "interval_seconds": args.interval, "grace_seconds": args.grace}
 
-    async def run() -> dict[str, Any]:
-        async with client_for(args) as client:
-            return await client.subscribe(request)
-
-    status = asyncio.run(run())
+    status = call(args, lambda client: client.subscribe(request))
     print(f"subscribed {status['name']} -> namespace {status['namespace']}")
     _report(status["sync"])
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    async def run() -> list[dict[str, Any]]:
-        async with client_for(args, token=False) as client:
-            return await client.subscriptions()
-
+    subscriptions = call(args, lambda client: client.subscriptions(), token=False)
     table = Table("name", "url", "namespace", "state", "list version", "last success", "last error")
-    for s in asyncio.run(run()):
+    for s in subscriptions:
         table.add_row(s["name"], s["url"], s["namespace"], s["state"], str(s["last_version"] or "-"),
                       s["last_success"] or "-", s["last_error"] or "")
     console(sys.stdout).print(table)
@@ -92,23 +85,18 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    async def run() -> dict[str, Any]:
-        async with client_for(args) as client:
-            return await client.unsubscribe(args.name)
-
-    result = asyncio.run(run())
+    result = call(args, lambda client: client.unsubscribe(args.name))
     print(f"removed {result['name']}; {len(result['revoked'])} mirrored image(s) revoked")
     return 0
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    async def run() -> list[dict[str, Any]]:
-        async with client_for(args) as client:
-            names = args.names or [s["name"] for s in await client.subscriptions()]
-            return [await client.sync(name) for name in names]
+    async def sync_all(client: CatalogueClient) -> list[dict[str, Any]]:
+        names = args.names or [s["name"] for s in await client.subscriptions()]
+        return [await client.sync(name) for name in names]
 
     failures = []
-    for result in asyncio.run(run()):
+    for result in call(args, sync_all):
         try:
             _report(result)
         except SyncFailed as exc:

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..catalogue.db import Database, Row
+from ..catalogue.db import Database, Row, from_text, to_text
 from ..errors import Conflict, NotFound
 
 SCHEMA = [
@@ -53,13 +53,6 @@ SCHEMA = [
 ]
 
 
-def _ts(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _dt(value: str | None) -> dt.datetime | None:
-    return dt.datetime.fromisoformat(value) if value else None
-
 
 @dataclass(frozen=True)
 class SubscriptionRecord:
@@ -86,8 +79,8 @@ class SubscriptionRecord:
             "name": self.name, "url": self.url, "namespace": self.namespace, "endorser_dn": self.endorser_dn,
             "endorser_ca": self.endorser_ca, "list_identifier": self.list_identifier, "select": self.selectors,
             "interval_seconds": self.interval_seconds, "grace_seconds": self.grace_seconds,
-            "last_version": self.last_version, "last_success": _ts(self.last_success),
-            "last_attempt": _ts(self.last_attempt), "last_error": self.last_error,
+            "last_version": self.last_version, "last_success": to_text(self.last_success),
+            "last_attempt": to_text(self.last_attempt), "last_error": self.last_error,
             "state": "failing" if self.last_error else ("ok" if self.last_success else "new"),
         }
 
@@ -100,7 +93,7 @@ class SubscriptionRecord:
             grace_seconds=int(row["grace_seconds"]),
             last_version=int(row["last_version"]) if row["last_version"] is not None else None,
             etag=row["etag"], signed_list=base64.b64decode(row["signed_list"]) if row["signed_list"] else None,
-            last_success=_dt(row["last_success"]), last_attempt=_dt(row["last_attempt"]), last_error=row["last_error"],
+            last_success=from_text(row["last_success"]), last_attempt=from_text(row["last_attempt"]), last_error=row["last_error"],
         )
 
 
@@ -149,11 +142,11 @@ class SubscriptionStore:
 
     async def record_failure(self, name: str, error: str, now: dt.datetime) -> None:
         await self.db.execute("UPDATE subscriptions SET last_error = $1, last_attempt = $2 WHERE name = $3",
-                              error, _ts(now), name)
+                              error, to_text(now), name)
 
     async def record_unchanged(self, name: str, now: dt.datetime) -> None:
         await self.db.execute("UPDATE subscriptions SET last_error = NULL, last_attempt = $1, last_success = $1"
-                              " WHERE name = $2", _ts(now), name)
+                              " WHERE name = $2", to_text(now), name)
 
     async def record_accepted(self, name: str, list_identifier: str, version: int, etag: str | None,
                               signed_list: bytes, seen: dict[str, str], now: dt.datetime) -> None:
@@ -162,7 +155,7 @@ class SubscriptionStore:
             await tx.execute(
                 "UPDATE subscriptions SET list_identifier = $1, last_version = $2, etag = $3, signed_list = $4,"
                 " last_success = $5, last_attempt = $5, last_error = NULL WHERE name = $6",
-                list_identifier, version, etag, base64.b64encode(signed_list).decode(), _ts(now), name,
+                list_identifier, version, etag, base64.b64encode(signed_list).decode(), to_text(now), name,
             )
             for identifier, sha512 in seen.items():
                 await tx.execute(
@@ -175,7 +168,7 @@ class SubscriptionStore:
 
     async def mirrored(self, name: str) -> dict[str, dt.datetime | None]:
         rows = await self.db.fetch("SELECT identifier, missing_since FROM mirrored WHERE subscription = $1", name)
-        return {r["identifier"]: _dt(r["missing_since"]) for r in rows}
+        return {r["identifier"]: from_text(r["missing_since"]) for r in rows}
 
     async def add_mirrored(self, name: str, identifier: str) -> None:
         await self.db.execute("INSERT INTO mirrored (subscription, identifier) VALUES ($1, $2)"
@@ -183,7 +176,7 @@ class SubscriptionStore:
 
     async def set_missing(self, name: str, identifier: str, since: dt.datetime | None) -> None:
         await self.db.execute("UPDATE mirrored SET missing_since = $1 WHERE subscription = $2 AND identifier = $3",
-                              _ts(since), name, identifier)
+                              to_text(since), name, identifier)
 
     async def drop_mirrored(self, name: str, identifier: str) -> None:
         await self.db.execute("DELETE FROM mirrored WHERE subscription = $1 AND identifier = $2", name, identifier)
