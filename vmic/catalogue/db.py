@@ -155,6 +155,13 @@ class PostgresDatabase:
         await self._pool.close()
 
 
+async def apply_schema(db: Database, statements: list[str]) -> None:
+    """Create what is missing (statements are ``CREATE ... IF NOT EXISTS``), in one transaction."""
+    async with db.transaction() as tx:
+        for statement in statements:
+            await tx.execute(statement)
+
+
 async def connect(url: str) -> Database:
     """``sqlite:///path``, a plain file path, or ``postgresql://user@host/db``."""
     if url.startswith(("postgresql://", "postgres://")):

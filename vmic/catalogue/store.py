@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import Conflict, NotFound
-from .db import Database, Queries, Row, UniqueViolation, from_text, to_text
+from .db import Database, Queries, Row, UniqueViolation, apply_schema, from_text, to_text
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS images (
@@ -43,6 +43,7 @@ SCHEMA = [
     )""",
     "CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+    "INSERT INTO counters (name, value) VALUES ('list_version', 0) ON CONFLICT (name) DO NOTHING",
 ]
 
 
@@ -137,12 +138,7 @@ class MetadataStore:
         self.db = db
 
     async def init(self) -> None:
-        async with self.db.transaction() as tx:
-            for statement in SCHEMA:
-                await tx.execute(statement)
-            await tx.execute(
-                "INSERT INTO counters (name, value) VALUES ('list_version', 0) ON CONFLICT (name) DO NOTHING"
-            )
+        await apply_schema(self.db, SCHEMA)
 
     async def close(self) -> None:
         await self.db.close()

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..catalogue.db import Database, Row, from_text, to_text
+from ..catalogue.db import Database, Row, apply_schema, from_text, to_text
 from ..errors import Conflict, NotFound
 
 SCHEMA = [
@@ -93,7 +93,8 @@ class SubscriptionRecord:
             grace_seconds=int(row["grace_seconds"]),
             last_version=int(row["last_version"]) if row["last_version"] is not None else None,
             etag=row["etag"], signed_list=base64.b64decode(row["signed_list"]) if row["signed_list"] else None,
-            last_success=from_text(row["last_success"]), last_attempt=from_text(row["last_attempt"]), last_error=row["last_error"],
+            last_success=from_text(row["last_success"]), last_attempt=from_text(row["last_attempt"]),
+            last_error=row["last_error"],
         )
 
 
@@ -102,9 +103,7 @@ class SubscriptionStore:
         self.db = db
 
     async def init(self) -> None:
-        async with self.db.transaction() as tx:
-            for statement in SCHEMA:
-                await tx.execute(statement)
+        await apply_schema(self.db, SCHEMA)
 
     async def add(self, record: SubscriptionRecord) -> None:
         async with self.db.transaction() as tx:
