@@ -197,3 +197,9 @@ class CatalogueProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+
+def identities(images: tuple) -> list[tuple[str, str]]:  # type: ignore[type-arg]
+    """(identifier, sha512) of list entries: what must not change while fields such as
+    the torrent's info hashes are added in the background."""
+    return [(i.identifier, i.sha512) for i in images]

@@ -62,6 +62,10 @@ class CatalogueConfig:
     #: how long a signed list stays valid; it is re-signed at half of that
     list_lifetime_hours: float = 168.0
     max_upload_bytes: int = 64 * 2**30
+    #: announce URLs put in every image's torrent, comma-separated (empty: web seed only)
+    trackers: str = ""
+    #: "hybrid" (BitTorrent v1+v2) or "v1" (for peers such as Transmission before 4.0)
+    torrent_format: str = "hybrid"
     #: serve HTTPS with this certificate and key
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -74,6 +78,10 @@ class CatalogueConfig:
     def url(self) -> str:
         scheme = "https" if self.tls_cert else "http"
         return (self.public_url or f"{scheme}://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def tracker_urls(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.trackers.split(",") if t.strip())
 
     @property
     def cert_path(self) -> Path:

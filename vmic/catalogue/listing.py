@@ -24,6 +24,9 @@ log = logging.getLogger("vmic.catalogue.listing")
 
 EXT_NAMESPACE = "vmic:namespace"
 EXT_NAME = "vmic:name"
+EXT_BTIH = "vmic:btih"  #: BitTorrent v1 info hash of the image's torrent
+EXT_BTMH = "vmic:btmh"  #: BitTorrent v2 info hash
+EXT_TORRENT = "vmic:torrent"  #: URL of the .torrent file
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class ListSettings:
     lifetime: dt.timedelta
 
 
-def image_entry(record: ImageRecord, base_url: str) -> Image:
+def image_entry(record: ImageRecord, base_url: str, info_hashes: tuple[str, str | None] | None = None) -> Image:
     meta = record.metadata
     extra: dict[str, Any] = dict(meta.get("extra", {}))  # a partner's own extension fields, kept
     for key, value in meta.get("provenance", {}).items():
@@ -58,6 +61,11 @@ def image_entry(record: ImageRecord, base_url: str) -> Image:
     }
     if record.expires is not None:
         extra[EXT_EXPIRES] = format_date(record.expires)
+    if info_hashes is not None:
+        extra[EXT_BTIH] = info_hashes[0]
+        if info_hashes[1] is not None:
+            extra[EXT_BTMH] = info_hashes[1]
+        extra[EXT_TORRENT] = f"{base_url}/images/{record.identifier}.torrent"
     return Image(
         identifier=record.identifier,
         uri=f"{base_url}/images/{record.identifier}",
@@ -103,7 +111,8 @@ class ListSigner:
         async with self._lock:
             now = utcnow()
             records = [r for r in await self.store.images() if r.current(now)]
-            images = tuple(image_entry(r, self.settings.url) for r in records)
+            hashes = await self.store.info_hashes()
+            images = tuple(image_entry(r, self.settings.url, hashes.get(r.identifier)) for r in records)
             if not self._stale(images, now):
                 return self.current
             version = await self.store.bump_list_version()

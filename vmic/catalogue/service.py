@@ -7,6 +7,7 @@ recovers from a crash (sweeps half-done uploads, drops blobs nothing references)
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hmac
 import logging
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING
 from ..errors import ConfigError, Forbidden
 from ..imagelist.smime import Signer
 from ..log import event
+from ..torrents import FORMATS as TORRENT_FORMATS
+from ..torrents import make_torrent
 from .blobs import BlobStore
 from .config import CatalogueConfig, Publisher, hash_token
 from .db import connect
@@ -40,6 +43,8 @@ class Catalogue:
     uploads: Uploads
     listing: ListSigner
     metrics: Metrics = field(default_factory=Metrics)
+    #: set when images may lack a torrent; the torrent maker (run_torrent_maker) clears it
+    torrents_wanted: asyncio.Event = field(default_factory=asyncio.Event)
     #: partner subscriptions (set by open_catalogue: it needs the catalogue itself)
     syncer: Syncer = field(init=False)
 
@@ -50,6 +55,40 @@ class Catalogue:
             if hmac.compare_digest(digest, publisher.token_sha256):
                 found = publisher
         return found
+
+    async def changed(self) -> None:
+        """Images were added: re-sign the list now, make their torrents in the background."""
+        await self.listing.refresh()
+        self.torrents_wanted.set()
+
+    async def make_missing_torrents(self) -> list[str]:
+        """A torrent for every unrevoked image without one (hashing runs in an executor)."""
+        have = await self.store.info_hashes()
+        loop = asyncio.get_running_loop()
+        made = []
+        for record in await self.store.images():
+            blob = self.blobs.path(record.sha512)
+            if record.revoked is not None or record.identifier in have or not blob.is_file():
+                continue
+            torrent = await loop.run_in_executor(None, make_torrent, blob,
+                                                 f"{self.config.url}/images/{record.identifier}",
+                                                 self.config.tracker_urls, f"vmic image {record.identifier}",
+                                                 self.config.torrent_format)
+            await self.store.add_torrent(record.identifier, torrent.btih, torrent.btmh, torrent.data)
+            event(log, "torrent.made", image=record.identifier, btih=torrent.btih, piece_size=torrent.piece_size)
+            made.append(record.identifier)
+        if made:
+            await self.listing.refresh()
+        return made
+
+    async def run_torrent_maker(self) -> None:
+        while True:
+            await self.torrents_wanted.wait()
+            self.torrents_wanted.clear()
+            try:
+                await self.make_missing_torrents()
+            except Exception:  # e.g. a blob revoked while being hashed: the next round sorts it out
+                log.exception("torrent.failed")
 
     def publisher_by_certificate(self, dn: str) -> Publisher | None:
         """The publisher whose ``client_dn`` is this (already TLS-verified) subject."""
@@ -85,6 +124,8 @@ class Catalogue:
 
 async def open_catalogue(config: CatalogueConfig) -> Catalogue:
     signer = Signer.load(config.cert_path, config.key_path)
+    if config.torrent_format not in TORRENT_FORMATS:
+        raise ConfigError(f"torrent_format must be one of {', '.join(TORRENT_FORMATS)}")
     server_context(config)  # unusable TLS settings stop the start here, in one line
     try:
         config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -116,5 +157,6 @@ async def open_catalogue(config: CatalogueConfig) -> Catalogue:
     await catalogue.uploads.recover()
     await catalogue.collect_garbage()
     await catalogue.listing.refresh()
+    catalogue.torrents_wanted.set()  # images published before a crash may lack one
     return catalogue
 

@@ -8,6 +8,7 @@ publishes it, so there is never an image without its bytes, nor a half-published
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import json
@@ -42,6 +43,12 @@ SCHEMA = [
         created TEXT NOT NULL
     )""",
     "CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS torrents (
+        identifier TEXT PRIMARY KEY,
+        btih TEXT NOT NULL,
+        btmh TEXT,
+        torrent TEXT NOT NULL
+    )""",
     "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
     "INSERT INTO counters (name, value) VALUES ('list_version', 0) ON CONFLICT (name) DO NOTHING",
 ]
@@ -267,6 +274,24 @@ class MetadataStore:
             row = await tx.fetchone("SELECT * FROM images WHERE identifier = $1", identifier)
         assert row is not None
         return ImageRecord.from_row(row)
+
+    # --- torrents ---------------------------------------------------------------------
+
+    async def add_torrent(self, identifier: str, btih: str, btmh: str | None, torrent: bytes) -> None:
+        await self.db.execute(
+            "INSERT INTO torrents (identifier, btih, btmh, torrent) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (identifier) DO NOTHING", identifier, btih, btmh, base64.b64encode(torrent).decode())
+
+    async def torrent(self, identifier: str) -> bytes:
+        row = await self.db.fetchone("SELECT torrent FROM torrents WHERE identifier = $1", identifier)
+        if row is None:
+            raise NotFound(f"no torrent for image {identifier} (yet)")
+        return base64.b64decode(row["torrent"])
+
+    async def info_hashes(self) -> dict[str, tuple[str, str | None]]:
+        """identifier -> (v1 info hash, v2 info hash) of every image that has a torrent."""
+        rows = await self.db.fetch("SELECT identifier, btih, btmh FROM torrents")
+        return {r["identifier"]: (r["btih"], r["btmh"]) for r in rows}
 
     async def live_sha512s(self) -> set[str]:
         """Blobs that must be kept: those of every image not revoked."""

@@ -131,6 +131,16 @@ async def image_blob(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
 
 
+async def image_torrent(request: web.Request) -> web.Response:
+    catalogue = catalogue_of(request)
+    record = await catalogue.store.image(check_identifier(request.match_info["identifier"]))
+    if record.revoked is not None:
+        raise web.HTTPGone(text=f"image {record.identifier} was revoked")
+    data = await catalogue.store.torrent(record.identifier)
+    return web.Response(body=data, content_type="application/x-bittorrent", headers={
+        "Content-Disposition": f'attachment; filename="{record.identifier}.torrent"'})
+
+
 async def list_images(request: web.Request) -> web.Response:
     catalogue = catalogue_of(request)
     return web.json_response([record_json(r, catalogue.config.url) for r in await catalogue.store.images()])
@@ -243,7 +253,7 @@ async def patch_upload(request: web.Request) -> web.Response:
     if result.image is None:
         return web.Response(status=204, headers=headers)
     m.uploads.labels("published").inc()
-    await catalogue.listing.refresh()
+    await catalogue.changed()
     return web.json_response(record_json(result.image, catalogue.config.url), status=201,
                              headers={**headers, "Location": f"/api/v1/images/{result.image.identifier}"})
 
@@ -276,6 +286,7 @@ def make_app(catalogue: Catalogue) -> web.Application:
         web.get("/", index),
         web.get("/imagelist", signed_list),
         web.get("/imagelist.json", json_list),
+        web.get("/images/{identifier}.torrent", image_torrent),
         web.get("/images/{identifier}", image_blob),
         web.get("/api/v1/images", list_images),
         web.get("/api/v1/images/{identifier}", show_image),
@@ -299,7 +310,8 @@ def make_app(catalogue: Catalogue) -> web.Application:
     app.on_shutdown.append(end_event_streams)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(catalogue.listing.run()), asyncio.create_task(catalogue.syncer.run())]
+        tasks = [asyncio.create_task(catalogue.listing.run()), asyncio.create_task(catalogue.syncer.run()),
+                 asyncio.create_task(catalogue.run_torrent_maker())]
         yield
         for task in tasks:
             task.cancel()

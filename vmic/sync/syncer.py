@@ -185,7 +185,7 @@ class Syncer:
             result.imported.append(image.identifier)
         await self._propagate_revocations(record, {i.identifier for i in wanted}, mirrored, now, result)
         if result.imported:
-            await self.catalogue.listing.refresh()
+            await self.catalogue.changed()
         if result.errors:
             await self.records.record_failure(record.name, "; ".join(result.errors), now)
         event(log, "subscription.synced", subscription=record.name, list_version=image_list.version,

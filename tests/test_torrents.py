@@ -1,0 +1,132 @@
+"""Every catalogued image gets a torrent; stock clients download it via the catalogue's web seed."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import aiohttp
+import libtorrent as lt
+import pytest
+from support import RunningCatalogue, upload_request, write_image
+
+from vmic.torrents import Torrent, piece_size_for
+
+KiB, MiB, GiB = 2**10, 2**20, 2**30
+
+
+@pytest.mark.parametrize(("size", "piece"), [
+    (1, 256 * KiB), (256 * MiB, 256 * KiB), (512 * MiB + 1, 512 * KiB), (2 * GiB, MiB), (20 * GiB, 16 * MiB),
+    (100 * GiB, 16 * MiB),
+])
+def test_piece_size_policy(size: int, piece: int) -> None:
+    assert piece_size_for(size) == piece
+
+
+async def published_with_torrent(catalogue: RunningCatalogue, path: Path) -> tuple[dict, Torrent]:
+    async with catalogue.client() as client:
+        record = await client.upload(path, upload_request(path))
+    for _ in range(200):  # the torrent is made in the background, after publication
+        image = catalogue.catalogue.listing.current.image_list.image(record["identifier"])
+        if image is not None and "vmic:btih" in image.extra:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("no torrent was made")
+    async with catalogue.client(None) as client:
+        torrent = Torrent.parse((await client.fetch(f"/images/{record['identifier']}.torrent")).body)
+    return record, torrent
+
+
+async def test_published_image_gets_a_private_hybrid_torrent_with_web_seed(catalogue: RunningCatalogue,
+                                                                          tmp_path: Path) -> None:
+    record, torrent = await published_with_torrent(catalogue, write_image(tmp_path / "a.raw", 3 * MiB + 5))
+    info = torrent.info
+    assert info.info_hashes().has_v1() and info.info_hashes().has_v2(), "hybrid v1+v2"
+    assert info.priv()
+    assert info.name() == record["sha512"], "named like the blob: a seeder serves the store in place"
+    assert info.total_size() == record["size"] and torrent.piece_size == 256 * KiB
+    metainfo = lt.bdecode(torrent.data)
+    assert metainfo[b"url-list"] in (record["uri"].encode(), [record["uri"].encode()]), "BEP 19 web seed"
+    image = catalogue.catalogue.listing.current.image_list.image(record["identifier"])
+    assert image is not None
+    assert (image.extra["vmic:btih"], image.extra["vmic:btmh"]) == (torrent.btih, torrent.btmh)
+    assert image.extra["vmic:torrent"] == f"{catalogue.url}/images/{record['identifier']}.torrent"
+    magnet = torrent.magnet()
+    assert f"xt=urn:btih:{torrent.btih}" in magnet and f"urn:btmh:1220{torrent.btmh}" in magnet
+
+
+async def test_torrent_of_unknown_or_revoked_image(catalogue: RunningCatalogue, tmp_path: Path,
+                                                   http: aiohttp.ClientSession) -> None:
+    record, _ = await published_with_torrent(catalogue, write_image(tmp_path / "a.raw", MiB))
+    async with catalogue.client() as client:
+        await client.revoke(record["identifier"])
+    async with http.get(f"{catalogue.url}/images/{record['identifier']}.torrent") as response:
+        assert response.status == 410
+    async with http.get(f"{catalogue.url}/images/2f6b6a52-8d4f-4f57-9c1e-3d1c0b0f8a61.torrent") as response:
+        assert response.status == 404 and (await response.json())["error"] == "not_found"
+
+
+async def run_until_file(cmd: list[str], target: Path, sha512: str, timeout: float = 90) -> None:
+    """Run a client until ``target`` holds the expected bytes, then stop it."""
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=asyncio.subprocess.DEVNULL)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            exited = proc.returncode is not None
+            if target.is_file() and hashlib.sha512(target.read_bytes()).hexdigest() == sha512:
+                return
+            if exited:
+                break
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"{cmd[0]} did not produce {target.name} with the listed sha512")
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
+
+
+@pytest.mark.skipif(shutil.which("aria2c") is None, reason="aria2c is not installed (apt-get install aria2)")
+async def test_aria2c_downloads_through_the_web_seed(catalogue: RunningCatalogue, tmp_path: Path) -> None:
+    record, torrent = await published_with_torrent(catalogue, write_image(tmp_path / "a.raw", 5 * MiB + 123))
+    (tmp_path / "a.torrent").write_bytes(torrent.data)
+    out = tmp_path / "aria2"
+    await run_until_file(
+        ["aria2c", "--dir", str(out), "--seed-time=0", "--enable-dht=false", "--enable-dht6=false",
+         "--bt-enable-lpd=false", "--enable-peer-exchange=false", "--no-conf",
+         "--file-allocation=none", "--summary-interval=0", str(tmp_path / "a.torrent")],
+        out / record["sha512"], record["sha512"])
+
+
+@pytest.mark.skipif(shutil.which("transmission-cli") is None,
+                    reason="transmission-cli is not installed (apt-get install transmission-cli)")
+async def test_transmission_downloads_a_v1_torrent_through_the_web_seed(catalogue_factory,  # type: ignore[no-untyped-def]
+                                                                       tmp_path: Path) -> None:
+    """Debian 12's Transmission 3.00 reads no hybrid torrents: sites with such peers use v1."""
+    catalogue = await catalogue_factory(torrent_format="v1")
+    record, torrent = await published_with_torrent(catalogue, write_image(tmp_path / "a.raw", 4 * MiB + 7))
+    assert torrent.btmh is None and "vmic:btmh" not in catalogue.catalogue.listing.current.image_list.images[0].extra
+    (tmp_path / "a.torrent").write_bytes(torrent.data)
+    config, out = tmp_path / "transmission", tmp_path / "downloads"
+    config.mkdir()
+    (config / "settings.json").write_text(json.dumps({  # loopback only: no DHT, LPD, uTP, port mapping
+        "dht-enabled": False, "lpd-enabled": False, "pex-enabled": False, "port-forwarding-enabled": False,
+        "utp-enabled": False, "peer-port": 0, "bind-address-ipv4": "127.0.0.1", "incomplete-dir-enabled": False,
+    }))
+    await run_until_file(["transmission-cli", "-g", str(config), "-w", str(out), "-M", "-er",
+                          str(tmp_path / "a.torrent")], out / record["sha512"], record["sha512"])
+
+
+def test_libtorrent_reads_what_the_catalogue_serves(tmp_path: Path) -> None:
+    from vmic.torrents import make_torrent
+
+    blob = write_image(tmp_path / ("f" * 128), 700 * KiB)
+    torrent = make_torrent(blob, "http://127.0.0.1:1/images/x", ("http://127.0.0.1:2/announce",))
+    metainfo = lt.bdecode(torrent.data)
+    assert metainfo[b"announce"] == b"http://127.0.0.1:2/announce"
+    assert torrent.info.num_pieces() == 3
