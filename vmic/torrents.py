@@ -1,13 +1,17 @@
-"""Torrents for catalogued images (libtorrent): hybrid v1+v2, with the catalogue as web seed.
+"""Torrents for catalogued images (libtorrent), with the catalogue as web seed.
 
-- *Hybrid* (BitTorrent v1 and v2 in one torrent): stock v1 clients (aria2c,
-  transmission) interoperate, v2 clients get per-16-KiB SHA-256 merkle verification.
+- *BitTorrent v1* by default, *hybrid* v1+v2 on request (``torrent_format``). Hybrid
+  torrents were meant to let v1 clients interoperate, but Debian 12's stock clients
+  do not: Transmission 3.00 refuses to open them (it reads them from 4.0 on), and
+  aria2c 1.36 computes a different v1 info hash for them, so it can use the web seed
+  but never join the swarm (both shown in tests/test_torrents.py). Images are
+  verified whole against the sha512 of the signed list anyway, so v1's SHA-1 piece
+  hashes guard transfers, not trust. A site whose peers are all libtorrent may choose
+  hybrid and get per-16-KiB SHA-256 merkle verification.
 - The torrent's single file is named after the image's sha512, exactly as the blob is
   named in the catalogue's store, so a seeder serves the blob store in place.
 - The catalogue's ``/images/<identifier>`` URL is the web seed (BEP 19), so a download
   can finish even when no seeder or peer is up.
-  Debian 12's transmission-cli (3.00) cannot read hybrid torrents (Transmission reads
-  them from 4.0 on): a site with such peers sets ``torrent_format = "v1"``.
 - *Private* (BEP 27): clients use only the trackers given, no DHT or peer exchange;
   a private cloud's swarm stays inside it.
 
@@ -24,7 +28,7 @@ from pathlib import Path
 
 import libtorrent as lt
 
-FORMATS = ("hybrid", "v1")
+FORMATS = ("v1", "hybrid")
 MIN_PIECE = 256 * 2**10
 MAX_PIECE = 16 * 2**20
 TARGET_PIECES = 2048
@@ -59,7 +63,7 @@ class Torrent:
 
 
 def make_torrent(blob: Path, web_seed: str, trackers: tuple[str, ...] = (), comment: str = "",
-                 torrent_format: str = "hybrid") -> Torrent:
+                 torrent_format: str = "v1") -> Torrent:
     """Hash ``blob`` (blocking: run it in an executor) into a private torrent."""
     blob = Path(blob)
     flags = lt.create_torrent.v1_only if torrent_format == "v1" else 0

@@ -64,8 +64,9 @@ class CatalogueConfig:
     max_upload_bytes: int = 64 * 2**30
     #: announce URLs put in every image's torrent, comma-separated (empty: web seed only)
     trackers: str = ""
-    #: "hybrid" (BitTorrent v1+v2) or "v1" (for peers such as Transmission before 4.0)
-    torrent_format: str = "hybrid"
+    #: "v1" (what Debian's aria2c and transmission interoperate with) or "hybrid" (v1+v2;
+    #: for sites whose peers are all libtorrent; see vmic/torrents.py)
+    torrent_format: str = "v1"
     #: serve HTTPS with this certificate and key
     tls_cert: Path | None = None
     tls_key: Path | None = None

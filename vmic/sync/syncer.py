@@ -30,6 +30,7 @@ import aiohttp
 from ..catalogue.names import check_name
 from ..catalogue.store import ImageRecord, ImageRequest, utcnow
 from ..errors import BadRequest, Conflict, ImageListError, NotFound
+from ..events import events_url, watch_events
 from ..imagelist.model import EXT_COMPRESSION, Image, ImageList
 from ..imagelist.policy import History, Subscription
 from ..imagelist.verify import verify_signed_list
@@ -61,11 +62,6 @@ def _slug(text: str, fallback: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:100]
     slug = re.sub(r"\.\.+", ".", slug)
     return slug if slug and slug[0].isalnum() else fallback
-
-
-def events_url(list_url: str) -> str | None:
-    """Where a vmic partner announces new lists (``.../imagelist`` -> ``.../events``)."""
-    return list_url[: -len("imagelist")] + "events" if list_url.endswith("/imagelist") else None
 
 
 class Syncer:
@@ -286,19 +282,4 @@ class Syncer:
         """Sync at once whenever the partner's ``/events`` stream announces a new list."""
         url = events_url(record.url)
         assert url is not None
-        while True:
-            try:
-                async with self._http().get(url, timeout=aiohttp.ClientTimeout(sock_read=120)) as response:
-                    if response.status != 200 or response.content_type != "text/event-stream":
-                        await asyncio.sleep(600)  # this partner offers no event stream; look again later
-                        continue
-                    first = True
-                    async for line in response.content:
-                        if line.startswith(b"data:"):
-                            if not first:  # the first event is the list as it is now
-                                await self.sync_quietly(record.name)
-                            first = False
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
-                pass
-            await asyncio.sleep(5)
-
+        await watch_events(self._http(), url, lambda: self.sync_quietly(record.name))

@@ -1,0 +1,233 @@
+"""The HTTP tracker: ``GET /announce`` and ``GET /scrape``, private to one catalogue.
+
+It answers only for info hashes the catalogue's *verified* signed list names
+(``vmic:btih``, and ``vmic:btmh`` cut to 20 bytes as v2 clients announce it); it
+follows the catalogue's ``/events`` stream and re-reads the list at once when it
+changes, and polls as a fallback. Every answer is bencoded; any problem is a
+``failure reason``, never a 500.
+
+    [tracker]
+    port = 6969
+    catalogue_url = "http://catalogue:8470"
+    catalogue_ca = "/etc/vmic/ca"            # CA file or directory of the catalogue's endorser
+    endorser_dn = "/C=CH/O=Site/CN=endorser"
+    interval = 300                           # seconds between announces (a LAN can afford it)
+    [tracker.topology]                       # site/rack -> subnets
+    "geneva/rack-1" = ["10.1.1.0/24"]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import libtorrent as lt
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+
+from vmic.errors import ImageListError
+from vmic.events import events_url, watch_events
+from vmic.imagelist.model import ImageList
+from vmic.imagelist.policy import History, Subscription
+from vmic.imagelist.verify import verify_signed_list
+from vmic.log import event
+
+from .announce import Announce, TrackerError, parse_announce, parse_scrape
+from .swarm import Peer, Swarms
+from .topology import Topology
+
+log = logging.getLogger("distributor.tracker")
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    catalogue_url: str
+    catalogue_ca: Path
+    endorser_dn: str
+    host: str = "127.0.0.1"
+    port: int = 6969
+    interval: int = 300
+    min_interval: int = 30
+    #: forget peers silent for this long (default: three announce intervals)
+    peer_expiry: int = 900
+    random_share: float = 0.25
+    #: re-read the catalogue's list at least this often (its event stream is faster)
+    poll_seconds: float = 60.0
+    topology: dict[str, list[str]] = field(default_factory=dict)
+    log_level: str = "info"
+
+
+class Allowlist:
+    """The info hashes of the catalogue's current images."""
+
+    def __init__(self) -> None:
+        self.hashes: frozenset[bytes] = frozenset()
+        self.list_version: int | None = None
+
+    def __contains__(self, info_hash: bytes) -> bool:
+        return info_hash in self.hashes
+
+    def update(self, image_list: ImageList) -> None:
+        hashes = set()
+        for image in image_list.images:
+            if "vmic:btih" in image.extra:
+                hashes.add(bytes.fromhex(str(image.extra["vmic:btih"])))
+            if "vmic:btmh" in image.extra:
+                hashes.add(bytes.fromhex(str(image.extra["vmic:btmh"]))[:20])  # how v2 clients announce
+        self.hashes = frozenset(hashes)
+        self.list_version = image_list.version
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.announces = Counter("vmic_tracker_announces", "Announces by result", ["result"], registry=self.registry)
+        self.scrapes = Counter("vmic_tracker_scrapes", "Scrapes", registry=self.registry)
+        self.peers = Gauge("vmic_tracker_peers", "Peers known", registry=self.registry)
+        self.swarms = Gauge("vmic_tracker_swarms", "Swarms with peers", registry=self.registry)
+        self.allowed = Gauge("vmic_tracker_allowed_torrents", "Info hashes the catalogue lists", registry=self.registry)
+
+
+@dataclass
+class Tracker:
+    config: TrackerConfig
+    swarms: Swarms
+    allowlist: Allowlist = field(default_factory=Allowlist)
+    metrics: Metrics = field(default_factory=Metrics)
+
+    @classmethod
+    def from_config(cls, config: TrackerConfig) -> Tracker:
+        return cls(config, Swarms(Topology.from_config(config.topology), float(config.peer_expiry),
+                                  config.random_share))
+
+    # --- answers ---------------------------------------------------------------------------
+
+    def announce(self, query_string: str, remote_ip: str) -> dict[bytes, Any]:
+        request = parse_announce(query_string, remote_ip)
+        if request.info_hash not in self.allowlist:
+            raise TrackerError("unknown torrent: this tracker serves only the images of its catalogue")
+        swarm, peers = self.swarms.announce(request)
+        answer: dict[bytes, Any] = {
+            b"interval": self.config.interval, b"min interval": self.config.min_interval,
+            b"complete": swarm.complete, b"incomplete": swarm.incomplete,
+        }
+        answer.update(_peers_field(peers, request))
+        return answer
+
+    def scrape(self, query_string: str) -> dict[bytes, Any]:
+        wanted = parse_scrape(query_string) or sorted(self.allowlist.hashes)
+        files = {}
+        for info_hash in wanted:
+            if info_hash in self.allowlist:
+                swarm = self.swarms.swarms.get(info_hash)
+                files[info_hash] = {b"complete": swarm.complete if swarm else 0,
+                                    b"incomplete": swarm.incomplete if swarm else 0,
+                                    b"downloaded": swarm.downloaded if swarm else 0}
+        return {b"files": files}
+
+    # --- following the catalogue ---------------------------------------------------------
+
+    async def refresh_allowlist(self, session: aiohttp.ClientSession) -> None:
+        url = f"{self.config.catalogue_url.rstrip('/')}/imagelist"
+        try:
+            async with session.get(url) as response:
+                message = await response.read()
+            image_list = await verify_signed_list(
+                message, [self.config.catalogue_ca], Subscription(endorser_dn=self.config.endorser_dn),
+                History(last_version=self.allowlist.list_version))
+        except (aiohttp.ClientError, asyncio.TimeoutError, ImageListError) as exc:
+            event(log, "tracker.list_refused", level=logging.WARNING, reason=str(exc),
+                  kept_version=self.allowlist.list_version)
+            return
+        self.allowlist.update(image_list)
+        self.metrics.allowed.set(len(self.allowlist.hashes))
+        event(log, "tracker.list_accepted", version=image_list.version, torrents=len(self.allowlist.hashes))
+
+    async def follow_catalogue(self) -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60)) as session:
+            await self.refresh_allowlist(session)
+            stream = events_url(f"{self.config.catalogue_url.rstrip('/')}/imagelist")
+            watcher = asyncio.create_task(watch_events(session, stream, lambda: self.refresh_allowlist(session)))  # type: ignore[arg-type]
+            try:
+                while True:
+                    await asyncio.sleep(self.config.poll_seconds)
+                    self.swarms.expire()
+                    await self.refresh_allowlist(session)
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+
+
+def _peers_field(peers: list[Peer], request: Announce) -> dict[bytes, Any]:
+    if not request.compact:
+        return {b"peers": [
+            {b"ip": p.ip.encode(), b"port": p.port, **({} if request.no_peer_id else {b"peer id": p.peer_id})}
+            for p in peers
+        ]}
+    v4, v6 = bytearray(), bytearray()
+    for peer in peers:
+        address = ipaddress.ip_address(peer.ip)
+        (v4 if address.version == 4 else v6).extend(address.packed + peer.port.to_bytes(2, "big"))
+    return {b"peers": bytes(v4), b"peers6": bytes(v6)}
+
+
+def _bencoded(body: dict[bytes, Any]) -> web.Response:
+    return web.Response(body=lt.bencode(body), content_type="text/plain")
+
+
+TRACKER = web.AppKey("tracker", Tracker)
+
+
+async def announce(request: web.Request) -> web.Response:
+    tracker = request.app[TRACKER]
+    try:
+        answer = tracker.announce(request.rel_url.raw_query_string, request.remote or "")
+    except TrackerError as exc:
+        tracker.metrics.announces.labels("refused").inc()
+        return _bencoded({b"failure reason": exc.message.encode()})
+    except Exception:  # never a 500 to a BitTorrent client
+        log.exception("tracker.internal_error")
+        tracker.metrics.announces.labels("error").inc()
+        return _bencoded({b"failure reason": b"internal tracker error"})
+    tracker.metrics.announces.labels("ok").inc()
+    return _bencoded(answer)
+
+
+async def scrape(request: web.Request) -> web.Response:
+    tracker = request.app[TRACKER]
+    tracker.metrics.scrapes.inc()
+    try:
+        return _bencoded(tracker.scrape(request.rel_url.raw_query_string))
+    except TrackerError as exc:
+        return _bencoded({b"failure reason": exc.message.encode()})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    tracker = request.app[TRACKER]
+    tracker.metrics.peers.set(sum(len(s.peers) for s in tracker.swarms.swarms.values()))
+    tracker.metrics.swarms.set(len(tracker.swarms.swarms))
+    return web.Response(body=generate_latest(tracker.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def make_app(tracker: Tracker, follow: bool = True) -> web.Application:
+    app = web.Application()
+    app[TRACKER] = tracker
+    app.add_routes([web.get("/announce", announce), web.get("/scrape", scrape), web.get("/metrics", metrics)])
+    if follow:
+        async def background(app: web.Application) -> AsyncIterator[None]:
+            task = asyncio.create_task(tracker.follow_catalogue())
+            yield
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        app.cleanup_ctx.append(background)
+    return app
