@@ -142,3 +142,35 @@ async def test_aria2c_finds_a_libtorrent_seed_through_the_tracker_without_the_we
     assert hashlib.sha512(downloaded.read_bytes()).hexdigest() == record["sha512"]
     catalogue.runner = web.AppRunner(web.Application())  # already cleaned up; let the fixture's stop pass
     await catalogue.runner.setup()
+
+
+async def test_distributor_tracker_command(catalogue: RunningCatalogue, keys: KeyPaths, tmp_path: Path,
+                                           http: aiohttp.ClientSession) -> None:
+    import sys
+
+    port = free_port()
+    (tmp_path / "d.toml").write_text(
+        f'[tracker]\ncatalogue_url = "{catalogue.url}"\ncatalogue_ca = "{keys.ca_dir}"\n'
+        f'endorser_dn = "{ENDORSER_DN}"\nport = {port}\n[tracker.topology]\n"gva/r1" = ["127.0.0.0/8"]\n')
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "distributor.cli", "tracker", "-c",
+                                                str(tmp_path / "d.toml"), stderr=asyncio.subprocess.PIPE)
+    try:
+        for _ in range(100):
+            try:
+                answer = await get(http, f"http://127.0.0.1:{port}/announce?{announce_query(b'y' * 20, 7000)}")
+                break
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the tracker did not start")
+        assert answer[b"failure reason"].startswith(b"unknown torrent")
+    finally:
+        proc.terminate()
+        _, err = await proc.communicate()
+    assert b"tracker.list_accepted" in err, "it read and verified the catalogue's list"
+
+    (tmp_path / "bad.toml").write_text('[tracker]\nport = "x"\n')
+    bad = await asyncio.create_subprocess_exec(sys.executable, "-m", "distributor.cli", "tracker", "-c",
+                                               str(tmp_path / "bad.toml"), stderr=asyncio.subprocess.PIPE)
+    _, err = await bad.communicate()
+    assert bad.returncode == 2 and err.decode().count("\n") == 1 and err.startswith(b"distributor: error: ")
