@@ -1,6 +1,7 @@
 """``distributor``: run the distributor's services.
 
     distributor tracker -c distributor.toml     # the [tracker] table (distributor/tracker/server.py)
+    distributor seeder -c distributor.toml      # the [seeder] table (distributor/seeder/daemon.py)
 
 Every failure is one line on stderr and a non-zero exit, as with ``vmic``.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 from pathlib import Path
@@ -19,6 +21,7 @@ from vmic.config import load_section, read_toml
 from vmic.errors import ConfigError, VmicError
 from vmic.log import event, setup
 
+from .seeder.daemon import Seeder, SeederConfig
 from .tracker.server import Tracker, TrackerConfig, log, make_app
 
 
@@ -30,6 +33,26 @@ def tracker_config(path: Path | None) -> TrackerConfig:
     return load_section(TrackerConfig, "tracker", table, topology=topology)
 
 
+async def until_signalled() -> None:
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def run_seeder(config: SeederConfig) -> None:
+    seeder = Seeder(config)
+    await seeder.start()
+    task = asyncio.create_task(seeder.run())
+    try:
+        await until_signalled()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await seeder.close()  # saves resume data: the next start seeds at once
+
+
 async def run_tracker(config: TrackerConfig) -> None:
     tracker = Tracker.from_config(config)
     runner = web.AppRunner(make_app(tracker), access_log=None)
@@ -37,24 +60,28 @@ async def run_tracker(config: TrackerConfig) -> None:
     try:
         await web.TCPSite(runner, config.host, config.port).start()
         event(log, "tracker.listening", host=config.host, port=config.port, catalogue=config.catalogue_url)
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_signalled()
     finally:
         await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="distributor", description="vmic's torrent tracker (and, later, seeder)")
+    parser = argparse.ArgumentParser(prog="distributor", description="vmic's torrent tracker and seeder")
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("tracker", help="run the HTTP tracker")
     t.add_argument("-c", "--config", type=Path, help="TOML file with a [tracker] table")
+    sd = sub.add_parser("seeder", help="run the seeder (seeds the catalogue's blob store in place)")
+    sd.add_argument("-c", "--config", type=Path, help="TOML file with a [seeder] table")
     args = parser.parse_args(argv)
     try:
-        config = tracker_config(args.config)
-        setup(config.log_level)
-        asyncio.run(run_tracker(config))
+        if args.command == "tracker":
+            tracker = tracker_config(args.config)
+            setup(tracker.log_level)
+            asyncio.run(run_tracker(tracker))
+        else:
+            seeder = load_section(SeederConfig, "seeder", read_toml(args.config).get("seeder", {}))
+            setup(seeder.log_level)
+            asyncio.run(run_seeder(seeder))
     except ConfigError as exc:
         print(f"distributor: error: {exc}", file=sys.stderr)
         return 2

@@ -5,6 +5,8 @@ Fixtures are re-exported by conftest.py; tests import helpers from here.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -24,7 +26,9 @@ from vmic.catalogue.service import Catalogue, open_catalogue
 from vmic.catalogue.tls import server_context
 from vmic.catalogue.web import make_runner
 from vmic.client import CatalogueClient
+from distributor.tracker.server import Tracker, TrackerConfig, make_app
 from vmic.pki import KeyPaths, init_keys
+from vmic.torrents import Torrent
 
 ENDORSER_DN = "/C=CH/O=vmic test/CN=test endorser"
 CA_DN = "/C=CH/O=vmic test/CN=test CA"
@@ -203,3 +207,57 @@ def identities(images: tuple) -> list[tuple[str, str]]:  # type: ignore[type-arg
     """(identifier, sha512) of list entries: what must not change while fields such as
     the torrent's info hashes are added in the background."""
     return [(i.identifier, i.sha512) for i in images]
+
+
+# --- the distributor: a catalogue with its tracker, and seeders -----------------------------
+
+
+@pytest.fixture
+async def site(catalogue_factory: Callable[..., Any], keys: KeyPaths) -> AsyncIterator[tuple[RunningCatalogue, Any, str]]:
+    """A catalogue whose torrents name a tracker, and that tracker following it."""
+    port = free_port()
+    announce_url = f"http://127.0.0.1:{port}/announce"
+    catalogue = await catalogue_factory(trackers=announce_url)
+    tracker = Tracker.from_config(TrackerConfig(catalogue_url=catalogue.url, catalogue_ca=keys.ca_dir,
+                                                endorser_dn=ENDORSER_DN, port=port, interval=5, min_interval=1))
+    runner = web.AppRunner(make_app(tracker))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield catalogue, tracker, announce_url
+    await runner.cleanup()
+
+
+async def publish_and_wait(catalogue: RunningCatalogue, tracker: Tracker, path: Path) -> tuple[dict, Torrent]:
+    async with catalogue.client() as client:
+        record = await client.upload(path, upload_request(path))
+    for _ in range(200):  # torrent made in the background, then the tracker hears of the new list
+        image = catalogue.catalogue.listing.current.image_list.image(record["identifier"])
+        if image is not None and "vmic:btih" in image.extra and bytes.fromhex(image.extra["vmic:btih"]) in tracker.allowlist:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the tracker never allowed the new torrent")
+    async with catalogue.client(None) as client:
+        torrent = Torrent.parse((await client.fetch(f"/images/{record['identifier']}.torrent")).body)
+    return record, torrent
+
+
+
+
+@contextlib.asynccontextmanager
+async def running_seeder(catalogue: RunningCatalogue, keys: KeyPaths, state_dir: Path) -> AsyncIterator[Any]:
+    """A seeder daemon following ``catalogue``, seeding its blob store in place, on loopback."""
+    from distributor.seeder.daemon import Seeder, SeederConfig
+
+    seeder = Seeder(SeederConfig(catalogue_url=catalogue.url, catalogue_ca=keys.ca_dir, endorser_dn=ENDORSER_DN,
+                                 blob_dir=catalogue.catalogue.blobs.blob_dir, state_dir=state_dir,
+                                 listen=f"127.0.0.1:{free_port()}", poll_seconds=3600))
+    await seeder.start()
+    task = asyncio.create_task(seeder.run())
+    try:
+        yield seeder
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await seeder.close()

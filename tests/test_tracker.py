@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import shutil
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_from_bytes
@@ -14,41 +13,9 @@ import aiohttp
 import libtorrent as lt
 import pytest
 from aiohttp import web
-from support import ENDORSER_DN, RunningCatalogue, free_port, upload_request, write_image
+from support import ENDORSER_DN, RunningCatalogue, free_port, publish_and_wait, running_seeder, write_image
 
-from distributor.tracker.server import Tracker, TrackerConfig, make_app
 from vmic.pki import KeyPaths
-from vmic.torrents import Torrent
-
-
-@pytest.fixture
-async def site(catalogue_factory: Callable[..., Any], keys: KeyPaths) -> AsyncIterator[tuple[RunningCatalogue, Tracker, str]]:
-    """A catalogue whose torrents name a tracker, and that tracker following it."""
-    port = free_port()
-    announce_url = f"http://127.0.0.1:{port}/announce"
-    catalogue = await catalogue_factory(trackers=announce_url)
-    tracker = Tracker.from_config(TrackerConfig(catalogue_url=catalogue.url, catalogue_ca=keys.ca_dir,
-                                                endorser_dn=ENDORSER_DN, port=port, interval=5, min_interval=1))
-    runner = web.AppRunner(make_app(tracker))
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield catalogue, tracker, announce_url
-    await runner.cleanup()
-
-
-async def publish_and_wait(catalogue: RunningCatalogue, tracker: Tracker, path: Path) -> tuple[dict, Torrent]:
-    async with catalogue.client() as client:
-        record = await client.upload(path, upload_request(path))
-    for _ in range(200):  # torrent made in the background, then the tracker hears of the new list
-        image = catalogue.catalogue.listing.current.image_list.image(record["identifier"])
-        if image is not None and "vmic:btih" in image.extra and bytes.fromhex(image.extra["vmic:btih"]) in tracker.allowlist:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("the tracker never allowed the new torrent")
-    async with catalogue.client(None) as client:
-        torrent = Torrent.parse((await client.fetch(f"/images/{record['identifier']}.torrent")).body)
-    return record, torrent
 
 
 async def get(http: aiohttp.ClientSession, url: str) -> dict[bytes, Any]:
@@ -95,53 +62,36 @@ async def test_private_tracker_answers_only_for_catalogued_torrents(site, tmp_pa
     assert gone[b"failure reason"].startswith(b"unknown torrent")
 
 
-def seeding_session(blob_dir: Path, torrent: Torrent) -> tuple[lt.session, lt.torrent_handle]:
-    """A libtorrent seed serving the catalogue's blob in place (the seeder's way), loopback only."""
-    session = lt.session({
-        "listen_interfaces": f"127.0.0.1:{free_port()}", "enable_dht": False, "enable_lsd": False,
-        "enable_upnp": False, "enable_natpmp": False, "enable_outgoing_utp": False, "enable_incoming_utp": False,
-        "allow_multiple_connections_per_ip": True, "announce_ip": "127.0.0.1",
-    })
-    params = lt.add_torrent_params()
-    params.ti = lt.torrent_info(torrent.data)
-    params.save_path = str(blob_dir)
-    params.flags |= lt.torrent_flags.seed_mode
-    return session, session.add_torrent(params)
-
-
 @pytest.mark.skipif(shutil.which("aria2c") is None, reason="aria2c is not installed (apt-get install aria2)")
-async def test_aria2c_finds_a_libtorrent_seed_through_the_tracker_without_the_web_seed(site, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_aria2c_gets_the_image_from_our_seeder_through_our_tracker_without_the_web_seed(
+        site, keys: KeyPaths, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     catalogue, tracker, _ = site
-    record, torrent = await publish_and_wait(catalogue, tracker, write_image(tmp_path / "a.raw", 6 * 2**20 + 11))
-    blob = catalogue.catalogue.blobs.path(record["sha512"])
-    session, handle = seeding_session(blob.parent, torrent)
-    for _ in range(200):  # the seed announces itself
-        swarm = tracker.swarms.swarms.get(bytes.fromhex(torrent.btih))
-        if swarm is not None and swarm.complete >= 1:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("the libtorrent seed never announced")
-    (tmp_path / "a.torrent").write_bytes(torrent.data)
-    # the web seed goes away: the bytes can only come from the peer the tracker names
-    site_runner = catalogue.runner
-    await site_runner.cleanup()
-    out = tmp_path / "out"
-    proc = await asyncio.create_subprocess_exec(
-        "aria2c", "--dir", str(out), "--seed-time=0", "--enable-dht=false", "--enable-dht6=false",
-        "--bt-enable-lpd=false", "--enable-peer-exchange=false", "--no-conf", "--file-allocation=none",
-        "--summary-interval=0", "--bt-stop-timeout=60", str(tmp_path / "a.torrent"),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-    try:
-        assert await asyncio.wait_for(proc.wait(), 90) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        del handle, session
-    downloaded = out / record["sha512"]
-    assert hashlib.sha512(downloaded.read_bytes()).hexdigest() == record["sha512"]
-    catalogue.runner = web.AppRunner(web.Application())  # already cleaned up; let the fixture's stop pass
-    await catalogue.runner.setup()
+    async with running_seeder(catalogue, keys, tmp_path / "seeder"):
+        record, torrent = await publish_and_wait(catalogue, tracker, write_image(tmp_path / "a.raw", 6 * 2**20 + 11))
+        for _ in range(200):  # the seeder hears of the image and announces itself
+            swarm = tracker.swarms.swarms.get(bytes.fromhex(torrent.btih))
+            if swarm is not None and swarm.complete >= 1:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the seeder never announced the new image")
+        (tmp_path / "a.torrent").write_bytes(torrent.data)
+        await catalogue.runner.shutdown()  # the web seed goes away: only the seeder has the bytes now
+        await catalogue.runner.cleanup()
+        catalogue.runner = web.AppRunner(web.Application())
+        await catalogue.runner.setup()
+        out = tmp_path / "out"
+        proc = await asyncio.create_subprocess_exec(
+            "aria2c", "--dir", str(out), "--seed-time=0", "--enable-dht=false", "--enable-dht6=false",
+            "--bt-enable-lpd=false", "--enable-peer-exchange=false", "--no-conf", "--file-allocation=none",
+            "--summary-interval=0", "--bt-stop-timeout=60", str(tmp_path / "a.torrent"),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        try:
+            assert await asyncio.wait_for(proc.wait(), 90) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+    assert hashlib.sha512((out / record["sha512"]).read_bytes()).hexdigest() == record["sha512"]
 
 
 async def test_distributor_tracker_command(catalogue: RunningCatalogue, keys: KeyPaths, tmp_path: Path,
@@ -155,19 +105,14 @@ async def test_distributor_tracker_command(catalogue: RunningCatalogue, keys: Ke
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "distributor.cli", "tracker", "-c",
                                                 str(tmp_path / "d.toml"), stderr=asyncio.subprocess.PIPE)
     try:
-        for _ in range(100):
-            try:
-                answer = await get(http, f"http://127.0.0.1:{port}/announce?{announce_query(b'y' * 20, 7000)}")
-                break
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("the tracker did not start")
+        assert proc.stderr is not None
+        while b"tracker.list_accepted" not in await asyncio.wait_for(proc.stderr.readline(), 20):
+            pass  # it read and verified the catalogue's list
+        answer = await get(http, f"http://127.0.0.1:{port}/announce?{announce_query(b'y' * 20, 7000)}")
         assert answer[b"failure reason"].startswith(b"unknown torrent")
     finally:
         proc.terminate()
-        _, err = await proc.communicate()
-    assert b"tracker.list_accepted" in err, "it read and verified the catalogue's list"
+        await proc.wait()
 
     (tmp_path / "bad.toml").write_text('[tracker]\nport = "x"\n')
     bad = await asyncio.create_subprocess_exec(sys.executable, "-m", "distributor.cli", "tracker", "-c",

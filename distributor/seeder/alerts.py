@@ -1,0 +1,40 @@
+"""libtorrent alerts on the asyncio event loop.
+
+libtorrent writes a byte to a pipe (``set_alert_fd``) whenever alerts are waiting; the
+event loop watches the pipe's read end and pops the alerts then. No polling loop, and
+no notify callback (which runs on libtorrent's thread and can deadlock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+
+import libtorrent as lt
+
+
+class AlertPump:
+    def __init__(self, session: lt.session, handle: Callable[[lt.alert], None]) -> None:
+        self.session = session
+        self.handle = handle
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._read, self._drain)
+        session.set_alert_fd(self._write)
+
+    def _drain(self) -> None:
+        try:
+            while os.read(self._read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        for alert in self.session.pop_alerts():
+            self.handle(alert)
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._read)
+        os.close(self._read)
+        os.close(self._write)

@@ -1,0 +1,209 @@
+"""The seeder daemon.
+
+It follows its catalogue's *verified* list (``/events`` for immediacy, a poll as
+fallback) and keeps one torrent per current image in its libtorrent session:
+
+- a new image: its ``.torrent`` is fetched and checked against the signed list (v1
+  info hash = ``vmic:btih``, file name = the sha512, size = ``hv:size``), then seeded
+  from the blob store in place (``<blob_dir>/<2 hex>/<sha512>``, no copy);
+- an image gone from the list: its torrent leaves the session (the file stays: it is
+  the catalogue's);
+- state across restarts: each torrent's resume data is saved in ``state_dir``, so a
+  restart seeds at once, without hashing the images again. The first time, the
+  torrent is added in *seed mode* (no hashing either): the catalogue verified the
+  blob's sha512 when it stored it, and blobs never change.
+
+    [seeder]
+    catalogue_url = "http://catalogue:8470"
+    catalogue_ca = "/etc/vmic/ca"
+    endorser_dn = "/C=CH/O=Site/CN=endorser"
+    blob_dir = "/var/lib/vmic/blobs/sha512"
+    state_dir = "/var/lib/vmic-seeder"
+    listen = "0.0.0.0:6881"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import libtorrent as lt
+
+from vmic.errors import ImageListError
+from vmic.events import events_url, watch_events
+from vmic.imagelist.model import Image
+from vmic.imagelist.policy import History, Subscription
+from vmic.imagelist.verify import verify_signed_list
+from vmic.log import event
+from vmic.torrents import Torrent
+
+from .alerts import AlertPump
+from .session import make_session
+
+log = logging.getLogger("distributor.seeder")
+
+
+@dataclass(frozen=True)
+class SeederConfig:
+    catalogue_url: str
+    catalogue_ca: Path
+    endorser_dn: str
+    blob_dir: Path
+    state_dir: Path
+    listen: str = "127.0.0.1:6881"
+    #: bytes per second for all uploads, 0 for no limit
+    upload_limit: int = 0
+    poll_seconds: float = 60.0
+    log_level: str = "info"
+
+
+@dataclass
+class Seeding:
+    image: Image
+    torrent: Torrent
+    handle: lt.torrent_handle
+
+
+@dataclass
+class Seeder:
+    config: SeederConfig
+    seeding: dict[str, Seeding] = field(default_factory=dict)  #: by v1 info hash
+    list_version: int | None = None
+    _session: lt.session | None = None
+    _pump: AlertPump | None = None
+    _http: aiohttp.ClientSession | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _resume_saved: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    # --- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        self._session = make_session(self.config.listen, self.config.upload_limit)
+        self._pump = AlertPump(self._session, self._on_alert)
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60))
+
+    async def close(self) -> None:
+        """Save every torrent's resume data, then stop (the session before its alert pipe)."""
+        for info_hash, seeding in self.seeding.items():
+            self._resume_saved[info_hash] = asyncio.Event()
+            seeding.handle.save_resume_data(lt.save_resume_flags_t.save_info_dict)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self._resume_saved.values())), 10)
+        self.seeding.clear()
+        self._session = None  # libtorrent stops here, before the pipe it writes to is closed
+        if self._pump is not None:
+            self._pump.close()
+        if self._http is not None:
+            await self._http.close()
+
+    async def run(self) -> None:
+        """Follow the catalogue until cancelled."""
+        list_url = f"{self.config.catalogue_url.rstrip('/')}/imagelist"
+        assert self._http is not None
+        await self.reconcile()
+        watcher = asyncio.create_task(watch_events(self._http, events_url(list_url) or list_url, self.reconcile))
+        try:
+            while True:
+                await asyncio.sleep(self.config.poll_seconds)
+                await self.reconcile()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    # --- following the list --------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Seed what the verified list names; drop what it no longer names."""
+        async with self._lock:
+            assert self._http is not None
+            try:
+                async with self._http.get(f"{self.config.catalogue_url.rstrip('/')}/imagelist") as response:
+                    message = await response.read()
+                image_list = await verify_signed_list(
+                    message, [self.config.catalogue_ca], Subscription(endorser_dn=self.config.endorser_dn),
+                    History(last_version=self.list_version))
+            except (aiohttp.ClientError, asyncio.TimeoutError, ImageListError) as exc:
+                event(log, "seeder.list_refused", level=logging.WARNING, reason=str(exc), kept_version=self.list_version)
+                return
+            self.list_version = image_list.version
+            wanted = {str(i.extra["vmic:btih"]): i for i in image_list.images if "vmic:btih" in i.extra}
+            for info_hash in set(self.seeding) - set(wanted):
+                self._drop(info_hash)
+            for info_hash, image in wanted.items():
+                if info_hash not in self.seeding:
+                    try:
+                        await self._add(info_hash, image)
+                    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, RuntimeError) as exc:
+                        event(log, "seeder.add_failed", level=logging.WARNING, image=image.identifier, reason=str(exc))
+
+    async def _add(self, info_hash: str, image: Image) -> None:
+        assert self._http is not None and self._session is not None
+        torrent = self._known_torrent(info_hash)
+        if torrent is None:
+            async with self._http.get(str(image.extra["vmic:torrent"])) as response:
+                response.raise_for_status()
+                torrent = Torrent.parse(await response.read())
+        info = torrent.info
+        if torrent.btih != info_hash or info.name() != image.sha512 or info.total_size() != image.size:
+            raise ValueError(f"torrent of image {image.identifier} does not match the signed list")
+        blob_dir = self.config.blob_dir / image.sha512[:2]
+        if not (blob_dir / image.sha512).is_file():
+            raise RuntimeError(f"blob of image {image.identifier} is not in {self.config.blob_dir}")
+        resume = self._state(info_hash, ".resume")
+        if resume.is_file():
+            params = lt.read_resume_data(resume.read_bytes())
+            params.ti = info
+        else:
+            params = lt.add_torrent_params()
+            params.ti = info
+            params.flags |= lt.torrent_flags.seed_mode  # verified by sha512 on upload; never rehash
+        params.save_path = str(blob_dir)
+        handle = self._session.add_torrent(params)
+        self._state(info_hash, ".torrent").write_bytes(torrent.data)
+        self.seeding[info_hash] = Seeding(image, torrent, handle)
+        event(log, "seeder.seeding", image=image.identifier, btih=info_hash, resumed=resume.is_file())
+
+    def _drop(self, info_hash: str) -> None:
+        assert self._session is not None
+        seeding = self.seeding.pop(info_hash)
+        self._session.remove_torrent(seeding.handle)  # the blob stays: it is the catalogue's
+        for suffix in (".torrent", ".resume"):
+            self._state(info_hash, suffix).unlink(missing_ok=True)
+        event(log, "seeder.dropped", image=seeding.image.identifier, btih=info_hash)
+
+    def _state(self, info_hash: str, suffix: str) -> Path:
+        return self.config.state_dir / f"{info_hash}{suffix}"
+
+    def _known_torrent(self, info_hash: str) -> Torrent | None:
+        path = self._state(info_hash, ".torrent")
+        return Torrent.parse(path.read_bytes()) if path.is_file() else None
+
+    # --- alerts and status ---------------------------------------------------------------
+
+    def _on_alert(self, alert: lt.alert) -> None:
+        if isinstance(alert, lt.save_resume_data_alert):
+            info_hash = str(alert.handle.info_hashes().v1)
+            self._state(info_hash, ".resume").write_bytes(lt.write_resume_data_buf(alert.params))
+            if info_hash in self._resume_saved:
+                self._resume_saved[info_hash].set()
+        elif isinstance(alert, lt.save_resume_data_failed_alert):
+            info_hash = str(alert.handle.info_hashes().v1)
+            if info_hash in self._resume_saved:
+                self._resume_saved[info_hash].set()
+        elif isinstance(alert, (lt.torrent_error_alert, lt.file_error_alert)):
+            event(log, "seeder.torrent_error", level=logging.ERROR, message=alert.message())
+
+    def status(self) -> list[dict[str, Any]]:
+        rows = []
+        for info_hash, seeding in self.seeding.items():
+            s = seeding.handle.status()
+            rows.append({"image": seeding.image.identifier, "btih": info_hash, "state": str(s.state),
+                         "seeding": s.is_seeding, "peers": s.num_peers, "uploaded": s.total_upload})
+        return rows
