@@ -3,6 +3,9 @@
 libtorrent writes a byte to a pipe (``set_alert_fd``) whenever alerts are waiting; the
 event loop watches the pipe's read end and pops the alerts then. No polling loop, and
 no notify callback (which runs on libtorrent's thread and can deadlock).
+
+An alert is valid only while its handler runs: libtorrent frees it at the next pop.
+Handlers copy what they need; they never keep the alert.
 """
 
 from __future__ import annotations
