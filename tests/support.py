@@ -212,19 +212,42 @@ def identities(images: tuple) -> list[tuple[str, str]]:  # type: ignore[type-arg
 # --- the distributor: a catalogue with its tracker, and seeders -----------------------------
 
 
+async def start_tracker(catalogue_url: str, keys: KeyPaths, host: str, port: int) -> tuple[Tracker, web.AppRunner]:
+    """Our tracker, following the catalogue at ``catalogue_url``, on ``host:port``."""
+    tracker = Tracker.from_config(TrackerConfig(catalogue_url=catalogue_url, catalogue_ca=keys.ca_dir,
+                                                endorser_dn=ENDORSER_DN, host=host, port=port, interval=5,
+                                                min_interval=1))
+    runner = web.AppRunner(make_app(tracker))
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return tracker, runner
+
+
 @pytest.fixture
-async def site(catalogue_factory: Callable[..., Any], keys: KeyPaths) -> AsyncIterator[tuple[RunningCatalogue, Any, str]]:
-    """A catalogue whose torrents name a tracker, and that tracker following it."""
+async def site(catalogue_factory: Callable[..., Any], keys: KeyPaths) -> AsyncIterator[tuple[RunningCatalogue, Tracker, str]]:
+    """A catalogue whose torrents name a tracker, and that tracker following it (loopback)."""
     port = free_port()
     announce_url = f"http://127.0.0.1:{port}/announce"
     catalogue = await catalogue_factory(trackers=announce_url)
-    tracker = Tracker.from_config(TrackerConfig(catalogue_url=catalogue.url, catalogue_ca=keys.ca_dir,
-                                                endorser_dn=ENDORSER_DN, port=port, interval=5, min_interval=1))
-    runner = web.AppRunner(make_app(tracker))
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    tracker, runner = await start_tracker(catalogue.url, keys, "127.0.0.1", port)
     yield catalogue, tracker, announce_url
     await runner.cleanup()
+
+
+@pytest.fixture
+def lab() -> Any:
+    """Hosts in network namespaces (tools/netlab.py); skipped where they cannot be made."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from netlab import Lab, LabUnavailable
+
+    try:
+        lab = Lab().__enter__()
+    except LabUnavailable as exc:
+        pytest.skip(f"no network namespaces here: {exc}")
+    try:
+        yield lab
+    finally:
+        lab.close()
 
 
 async def publish_and_wait(catalogue: RunningCatalogue, tracker: Tracker, path: Path) -> tuple[dict, Torrent]:
@@ -245,13 +268,15 @@ async def publish_and_wait(catalogue: RunningCatalogue, tracker: Tracker, path: 
 
 
 @contextlib.asynccontextmanager
-async def running_seeder(catalogue: RunningCatalogue, keys: KeyPaths, state_dir: Path) -> AsyncIterator[Any]:
-    """A seeder daemon following ``catalogue``, seeding its blob store in place, on loopback."""
+async def running_seeder(catalogue: RunningCatalogue, keys: KeyPaths, state_dir: Path,
+                         listen: str | None = None) -> AsyncIterator[Any]:
+    """A seeder daemon following ``catalogue``, seeding its blob store in place (on loopback
+    unless ``listen`` says otherwise)."""
     from distributor.seeder.daemon import Seeder, SeederConfig
 
     seeder = Seeder(SeederConfig(catalogue_url=catalogue.url, catalogue_ca=keys.ca_dir, endorser_dn=ENDORSER_DN,
                                  blob_dir=catalogue.catalogue.blobs.blob_dir, state_dir=state_dir,
-                                 listen=f"127.0.0.1:{free_port()}", poll_seconds=3600))
+                                 listen=listen or f"127.0.0.1:{free_port()}", poll_seconds=3600))
     await seeder.start()
     task = asyncio.create_task(seeder.run())
     try:

@@ -136,7 +136,7 @@ async def test_transmission_downloads_through_the_web_seed(catalogue: RunningCat
         "dht-enabled": False, "lpd-enabled": False, "pex-enabled": False, "port-forwarding-enabled": False,
         "utp-enabled": False, "peer-port": 0, "bind-address-ipv4": "127.0.0.1", "incomplete-dir-enabled": False,
     }))
-    await run_until_file(["transmission-cli", "-g", str(config), "-w", str(out), "-M", "-er",
+    await run_until_file(["transmission-cli", "-g", str(config), "-w", str(out), "-M", "-ep",
                           str(tmp_path / "a.torrent")], out / record["sha512"], record["sha512"])
 
 
