@@ -72,3 +72,19 @@ async def test_a_list_from_an_untrusted_signer_is_not_followed(catalogue: Runnin
         assert seeder.list_version is None and seeder.seeding == {}
     finally:
         await seeder.close()
+
+
+async def test_a_seeder_ahead_of_the_tracker_announces_again_soon(site, keys: KeyPaths, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The seeder and the tracker follow the same list; when the seeder announces a new
+    torrent before the tracker has re-read the list, it asks again within seconds."""
+    catalogue, tracker, _ = site
+    _, torrent = await publish_and_wait(catalogue, tracker, write_image(tmp_path / "a.raw", 2**20))
+    allowed = tracker.allowlist.hashes
+    tracker.allowlist.hashes = frozenset()  # the tracker is "behind"
+    async with running_seeder(catalogue, keys, tmp_path / "state") as seeder:
+        await until(lambda: torrent.btih in seeder.seeding, "seeding")
+        await until(lambda: seeder._quick_retries.get(torrent.btih, 0) >= 1, "the refusal is seen", 15)
+        tracker.allowlist.hashes = allowed  # the tracker catches up
+        swarm_key = bytes.fromhex(torrent.btih)
+        await until(lambda: swarm_key in tracker.swarms.swarms and tracker.swarms.swarms[swarm_key].complete == 1,
+                    "the seeder is in the swarm", 8)

@@ -16,9 +16,10 @@ def events_url(list_url: str) -> str | None:
 
 async def watch_events(session: aiohttp.ClientSession, url: str, on_new_list: Callable[[], Awaitable[None]],
                        retry: float = 5.0, absent_retry: float = 600.0) -> None:
-    """Call ``on_new_list`` whenever the stream at ``url`` announces a list newer than the
-    one current when it connected. Reconnects after ``retry`` seconds; a server without
-    such a stream is asked again after ``absent_retry``. Runs until cancelled."""
+    """Call ``on_new_list`` at every event of the stream at ``url``, the first one after each
+    (re)connection included: the list may have changed while the follower was away, and
+    looking again is a cheap conditional fetch. Reconnects after ``retry`` seconds; a
+    server without such a stream is asked again after ``absent_retry``. Runs until cancelled."""
     while True:
         delay = retry
         try:
@@ -26,12 +27,9 @@ async def watch_events(session: aiohttp.ClientSession, url: str, on_new_list: Ca
                 if response.status != 200 or response.content_type != "text/event-stream":
                     delay = absent_retry
                 else:
-                    first = True
                     async for line in response.content:
                         if line.startswith(b"data:"):
-                            if not first:  # the first event describes the list as it was on connecting
-                                await on_new_list()
-                            first = False
+                            await on_new_list()
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
             pass
         await asyncio.sleep(delay)

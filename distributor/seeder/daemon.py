@@ -47,6 +47,9 @@ from .session import make_session
 
 log = logging.getLogger("distributor.seeder")
 
+#: re-announces, 2 s apart, after the tracker did not know a new torrent yet
+QUICK_RETRIES = 10
+
 
 @dataclass(frozen=True)
 class SeederConfig:
@@ -79,6 +82,7 @@ class Seeder:
     _http: aiohttp.ClientSession | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _resume_saved: dict[str, asyncio.Event] = field(default_factory=dict)
+    _quick_retries: dict[str, int] = field(default_factory=dict)
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -197,6 +201,14 @@ class Seeder:
             info_hash = str(alert.handle.info_hashes().v1)
             if info_hash in self._resume_saved:
                 self._resume_saved[info_hash].set()
+        elif isinstance(alert, lt.tracker_error_alert) and "unknown torrent" in alert.message():
+            # The tracker follows the same list and may not have re-read it yet: ask again soon
+            # rather than after libtorrent's long back-off (a few times, then the back-off rules).
+            info_hash = str(alert.handle.info_hashes().v1)
+            tries = self._quick_retries.get(info_hash, 0)
+            if tries < QUICK_RETRIES:
+                self._quick_retries[info_hash] = tries + 1
+                alert.handle.force_reannounce(2)
         elif isinstance(alert, (lt.torrent_error_alert, lt.file_error_alert)):
             event(log, "seeder.torrent_error", level=logging.ERROR, message=alert.message())
 

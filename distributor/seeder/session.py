@@ -33,7 +33,8 @@ OVERRIDES: dict[str, Any] = {
     "ignore_limits_on_local_network": False,
     "allow_multiple_connections_per_ip": True,
     "announce_to_all_trackers": True,
-    "alert_mask": lt.alert_category.error | lt.alert_category.status | lt.alert_category.storage,
+    "alert_mask": (lt.alert_category.error | lt.alert_category.status | lt.alert_category.storage
+                   | lt.alert_category.tracker),
 }
 
 

@@ -1,0 +1,74 @@
+"""One node of the swarm benchmark: fetch an image by its torrent (or by plain HTTP), check
+it whole against the sha512 of the signed list, print one JSON line. Stands in for the node
+daemon until it exists.
+
+    python node_fetch.py torrent TORRENT_URL SHA512 OUT_DIR LISTEN_ADDRESS
+    python node_fetch.py http IMAGE_URL SHA512 OUT_DIR
+
+A torrent node goes on seeding after it has the image (as a node daemon does) until it is
+terminated; the benchmark stops all nodes once every one has reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+def sha512_file(path: Path) -> str:
+    digest = hashlib.sha512()
+    with open(path, "rb") as handle:
+        while block := handle.read(4 * 2**20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_torrent(url: str, out: Path, listen: str) -> tuple[object, Path]:
+    import libtorrent as lt
+
+    from distributor.seeder.session import make_session
+
+    data = urllib.request.urlopen(url).read()
+    session = make_session(f"{listen}:6881")
+    params = lt.add_torrent_params()
+    params.ti = lt.torrent_info(data)
+    params.save_path = str(out)
+    handle = session.add_torrent(params)
+    while not handle.status().is_seeding:
+        time.sleep(0.05)
+    print(json.dumps({"done": time.monotonic()}), flush=True)
+    return session, out / params.ti.name()
+
+
+def fetch_http(url: str, out: Path) -> Path:
+    target = out / "image"
+    with urllib.request.urlopen(url) as response, open(target, "wb") as handle:
+        while block := response.read(4 * 2**20):
+            handle.write(block)
+    print(json.dumps({"done": time.monotonic()}), flush=True)
+    return target
+
+
+def main() -> None:
+    mode, url, sha512, out = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4])
+    out.mkdir(parents=True, exist_ok=True)
+    if mode == "torrent":
+        session, target = fetch_torrent(url, out, sys.argv[5])
+    else:
+        session, target = None, fetch_http(url, out)
+    ok = sha512_file(target) == sha512
+    print(json.dumps({"verified": ok}), flush=True)
+    while session is not None and ok:  # keep seeding for the others until terminated
+        time.sleep(1)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""The swarm benchmark: N node hosts fetch one image through the real catalogue (web seed),
+seeder and tracker, in network namespaces shaped with tc; then, the same N hosts fetch it
+by plain HTTP from the catalogue at once (unicast), in the same run.
+
+    tools/bench/run swarm.py --nodes 4,8,16 --size-mib 256 --node-up 100mbit --node-down 1gbit --origin-up 200mbit
+
+Hosts: *origin* (the catalogue and the seeder; upload u_s), *nodes* (upload u, download
+d each), the tracker on the lab's bridge. Printed per N:
+
+- T: from the start until every node holds the verified image (whole-image sha512);
+- T* = max(S/u_s, S/d, N*S/(u_s + N*u)): no schedule can be faster;
+- T/T*; the unicast time and unicast/T; how many copies of the image the origin sent.
+
+Each node is tools/bench/node_fetch.py (libtorrent, the seeder's session settings),
+standing in for the node daemon until it exists. Needs root (namespaces, tc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+from common import write_result  # noqa: E402
+from netlab import Host, Lab  # noqa: E402
+
+from vmic.catalogue.config import hash_token  # noqa: E402
+from vmic.client import CatalogueClient  # noqa: E402
+from vmic.pki import init_keys  # noqa: E402
+
+TOKEN = "bench-token"
+PY = sys.executable
+
+
+def rate_bytes(rate: str) -> float:
+    """tc rate ("100mbit", "1gbit") in bytes per second."""
+    number, unit = re.fullmatch(r"([\d.]+)([kmg]?)bit", rate.lower()).groups()  # type: ignore[union-attr]
+    return float(number) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[unit] / 8
+
+
+def tx_bytes(host: Host) -> int:
+    out = subprocess.run(host.command("cat", "/proc/net/dev"), capture_output=True, text=True, check=True).stdout
+    return sum(int(line.split(":")[1].split()[8]) for line in out.splitlines()[2:] if ":" in line
+               and not line.strip().startswith("lo:"))
+
+
+def wait_port(address: str, port: int, timeout: float = 30) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((address, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing listens on {address}:{port}")
+
+
+@dataclass
+class Run:
+    nodes: int
+    size: int
+    swarm_seconds: float
+    bound_seconds: float
+    unicast_seconds: float | None
+    origin_copies: float
+
+    @property
+    def ratio(self) -> float:
+        return self.swarm_seconds / self.bound_seconds
+
+
+async def fetch_all(commands: list[list[str]]) -> float:
+    """Start every node at once; seconds until the last one has verified its image."""
+    start = time.monotonic()
+    procs = [await asyncio.create_subprocess_exec(*c, stdout=asyncio.subprocess.PIPE,
+                                                  stderr=asyncio.subprocess.DEVNULL) for c in commands]
+    finished = []
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            verified = False
+            while not verified:
+                line = await asyncio.wait_for(proc.stdout.readline(), 3600)
+                if not line:
+                    raise SystemExit("a node stopped before it had the image")
+                report = json.loads(line)
+                if "verified" in report:
+                    if not report["verified"]:
+                        raise SystemExit("a node's image did not match the sha512 of the list")
+                    verified = True
+                else:
+                    finished.append(report["done"])
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.terminate()
+        for proc in procs:
+            await proc.wait()
+    return max(finished) - start
+
+
+def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
+    with Lab() as lab:
+        origin = lab.add_host(upload=args.origin_up)
+        nodes = [lab.add_host(upload=args.node_up, download=args.node_down) for _ in range(n)]
+        keys = init_keys(work / "keys")
+        tracker_port = 6969
+        catalogue_port = 8470
+        (work / "vmic.toml").write_text(
+            f'[catalogue]\ndata_dir = "{work / "catalogue"}"\nhost = "{origin.address}"\nport = {catalogue_port}\n'
+            f'endorser_cert = "{keys.cert}"\nendorser_key = "{keys.key}"\nlog_level = "warning"\n'
+            f'trackers = "http://{lab.gateway}:{tracker_port}/announce"\n'
+            f'[catalogue.publishers.bench]\ntoken_sha256 = "{hash_token(TOKEN)}"\n')
+        dn = "/C=CH/O=vmic demo/CN=vmic catalogue endorser"
+        (work / "distributor.toml").write_text(
+            f'[tracker]\ncatalogue_url = "http://{origin.address}:{catalogue_port}"\ncatalogue_ca = "{keys.ca_dir}"\n'
+            f'endorser_dn = "{dn}"\nhost = "{lab.gateway}"\nport = {tracker_port}\ninterval = 10\nmin_interval = 1\n'
+            f'log_level = "warning"\n'
+            f'[seeder]\ncatalogue_url = "http://{origin.address}:{catalogue_port}"\ncatalogue_ca = "{keys.ca_dir}"\n'
+            f'endorser_dn = "{dn}"\nblob_dir = "{work / "catalogue" / "blobs" / "sha512"}"\n'
+            f'state_dir = "{work / "seeder"}"\nlisten = "{origin.address}:6881"\nlog_level = "warning"\n')
+        logs = open(work / "services.log", "ab")
+        services = [
+            subprocess.Popen(origin.command(PY, "-m", "vmic.cli.main", "serve", "-c", str(work / "vmic.toml")),
+                             stderr=logs),
+            subprocess.Popen([PY, "-m", "distributor.cli", "tracker", "-c", str(work / "distributor.toml")],
+                             stderr=logs),
+        ]
+        try:
+            wait_port(origin.address, catalogue_port)
+            wait_port(lab.gateway, tracker_port)
+            image = work / "image.raw"
+            with open(image, "wb") as out:
+                block = os.urandom(4 * 2**20)
+                for i in range(size // len(block)):
+                    out.write(block[i % 13:] + block[: i % 13])
+            sha512 = hashlib.sha512(image.read_bytes()).hexdigest()
+            record = asyncio.run(publish(f"http://{origin.address}:{catalogue_port}", image, sha512))
+            torrent_url = f"http://{origin.address}:{catalogue_port}/images/{record['identifier']}.torrent"
+            wait_url(torrent_url)
+            wait_tracker(lab.gateway, tracker_port, torrent_url, seeds=0)
+            services.append(subprocess.Popen(origin.command(PY, "-m", "distributor.cli", "seeder", "-c",
+                                                            str(work / "distributor.toml")), stderr=logs))
+            wait_tracker(lab.gateway, tracker_port, torrent_url, seeds=1)
+            sent_before = tx_bytes(origin)
+            swarm = asyncio.run(fetch_all([
+                node.command(PY, str(HERE / "node_fetch.py"), "torrent", torrent_url, sha512,
+                             str(work / "nodes" / node.name), node.address) for node in nodes]))
+            copies = (tx_bytes(origin) - sent_before) / size
+            shutil.rmtree(work / "nodes", ignore_errors=True)
+            unicast = None
+            if not args.no_unicast:
+                image_url = f"http://{origin.address}:{catalogue_port}/images/{record['identifier']}"
+                unicast = asyncio.run(fetch_all([
+                    node.command(PY, str(HERE / "node_fetch.py"), "http", image_url, sha512,
+                                 str(work / "http" / node.name)) for node in nodes]))
+                shutil.rmtree(work / "http", ignore_errors=True)
+        except BaseException:
+            print((work / "services.log").read_text()[-3000:], file=sys.stderr)
+            raise
+        finally:
+            for service in services:
+                service.terminate()
+            for service in services:
+                service.wait(15)
+    u_s, u, d = rate_bytes(args.origin_up), rate_bytes(args.node_up), rate_bytes(args.node_down)
+    bound = max(size / u_s, size / d, n * size / (u_s + n * u))
+    return Run(n, size, swarm, bound, unicast, copies)
+
+
+async def publish(url: str, image: Path, sha512: str) -> dict:
+    async with CatalogueClient(url, TOKEN) as client:
+        return await client.upload(image, {"namespace": "bench", "name": "swarm", "version": "1",
+                                           "size": image.stat().st_size, "sha512": sha512})
+
+
+def wait_tracker(tracker: str, port: int, torrent_url: str, seeds: int, timeout: float = 60) -> None:
+    """Until the tracker serves the torrent (it follows the catalogue) with ``seeds`` complete peers."""
+    import urllib.parse
+    import urllib.request
+
+    import libtorrent as lt
+
+    info_hash = bytes.fromhex(str(lt.torrent_info(urllib.request.urlopen(torrent_url).read()).info_hashes().v1))
+    url = f"http://{tracker}:{port}/scrape?info_hash={urllib.parse.quote_from_bytes(info_hash)}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        files = lt.bdecode(urllib.request.urlopen(url).read()).get(b"files", {})
+        if info_hash in files and files[info_hash][b"complete"] >= seeds:
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"the tracker never had the torrent with {seeds} seed(s)")
+
+
+def wait_url(url: str, timeout: float = 120) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url).read()
+            return
+        except urllib.error.URLError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} never appeared")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", default="4,8,16")
+    parser.add_argument("--size-mib", default="256")
+    parser.add_argument("--node-up", default="100mbit")
+    parser.add_argument("--node-down", default="1gbit")
+    parser.add_argument("--origin-up", default="200mbit")
+    parser.add_argument("--no-unicast", action="store_true")
+    args = parser.parse_args()
+    runs = []
+    print(f"u_s={args.origin_up} u={args.node_up} d={args.node_down}")
+    print(f"{'N':>3} {'S MiB':>6} {'T s':>7} {'T* s':>7} {'T/T*':>6} {'unicast s':>10} {'unicast/T':>10} {'origin copies':>14}")
+    for size_mib in (int(s) for s in args.size_mib.split(",")):
+        for n in (int(x) for x in args.nodes.split(",")):
+            with tempfile.TemporaryDirectory(prefix="vmic-swarm-", dir=os.environ.get("VMIC_BENCH_DIR")) as tmp:
+                run = run_one(n, size_mib * 2**20, args, Path(tmp))
+            runs.append(run)
+            unicast = f"{run.unicast_seconds:10.1f} {run.unicast_seconds / run.swarm_seconds:10.2f}" \
+                if run.unicast_seconds else f"{'-':>10} {'-':>10}"
+            print(f"{n:>3} {size_mib:>6} {run.swarm_seconds:7.1f} {run.bound_seconds:7.1f} {run.ratio:6.2f} "
+                  f"{unicast} {run.origin_copies:14.2f}", flush=True)
+    write_result("swarm", {
+        "origin_up": args.origin_up, "node_up": args.node_up, "node_down": args.node_down,
+        "runs": [{"nodes": r.nodes, "size_bytes": r.size, "swarm_seconds": r.swarm_seconds,
+                  "bound_seconds": r.bound_seconds, "ratio": r.ratio, "unicast_seconds": r.unicast_seconds,
+                  "origin_copies": r.origin_copies} for r in runs],
+    })
+
+
+if __name__ == "__main__":
+    main()
