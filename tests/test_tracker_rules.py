@@ -9,7 +9,7 @@ import pytest
 
 from distributor.tracker.announce import MAX_NUMWANT, TrackerError, parse_announce, parse_scrape
 from distributor.tracker.server import _peers_field
-from distributor.tracker.swarm import Peer, Swarms
+from distributor.tracker.swarm import Peer, Swarms, packed_address
 from distributor.tracker.topology import Location, Topology
 
 HASH = bytes(range(20))
@@ -130,7 +130,8 @@ def test_completed_events_count_and_silent_peers_expire() -> None:
 
 
 def test_compact_answers_split_ipv4_and_ipv6() -> None:
-    peers = [Peer(PEER, "10.0.0.1", 6881, 0, Location(), 0.0), Peer(PEER, "fd00::1", 51413, 0, Location(), 0.0)]
+    peers = [Peer(PEER, ip, port, 0, Location(), 0.0, packed_address(ip, port))
+             for ip, port in (("10.0.0.1", 6881), ("fd00::1", 51413))]
     compact = _peers_field(peers, parse_announce(query(), "10.0.0.9"))
     assert compact[b"peers"] == bytes([10, 0, 0, 1]) + (6881).to_bytes(2, "big")
     assert compact[b"peers6"] == bytes.fromhex("fd000000000000000000000000000001") + (51413).to_bytes(2, "big")
@@ -151,3 +152,18 @@ def test_allowlist_takes_v1_and_truncated_v2_hashes_from_the_list() -> None:
     allowlist = Allowlist()
     allowlist.update(ImageList("l", 4, now, now, Endorser("d", "c"), (image, plain)))
     assert allowlist.hashes == {b"\x11" * 20, b"\x22" * 20} and allowlist.list_version == 4
+
+
+def test_without_topology_large_swarms_are_sampled_and_silent_peers_skipped() -> None:
+    clock = [0.0]
+    swarms = Swarms(peer_expiry=60, rng=random.Random(3), clock=lambda: clock[0])
+    for n in range(300):
+        announce(swarms, f"10.1.{n // 250}.{n % 250 + 1}", left=n % 2)
+    clock[0] = 100.0  # all of them silent now
+    for n in range(300, 600):
+        announce(swarms, f"10.2.{(n - 300) // 250}.{n % 250 + 1}")
+    answer = announce(swarms, "10.3.0.1", numwant=20)
+    assert len(answer) == 20 and len({p.ip for p in answer}) == 20
+    assert all(p.ip.startswith("10.2.") for p in answer), "silent peers are never handed out"
+    seed_answer = announce(swarms, "10.3.0.2", left=0, numwant=20)
+    assert all(p.left > 0 for p in seed_answer)

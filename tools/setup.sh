@@ -54,4 +54,4 @@ need_venv() {
 
 # Debian packages each entry point needs (tests use the real tools, never stand-ins).
 VMIC_RUNTIME_PACKAGES="openssl lvm2 qemu-utils ca-certificates"
-VMIC_TEST_PACKAGES="$VMIC_RUNTIME_PACKAGES chromium postgresql iproute2"
+VMIC_TEST_PACKAGES="$VMIC_RUNTIME_PACKAGES chromium postgresql iproute2 aria2 transmission-cli"

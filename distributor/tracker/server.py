@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -172,11 +171,9 @@ def _peers_field(peers: list[Peer], request: Announce) -> dict[bytes, Any]:
             {b"ip": p.ip.encode(), b"port": p.port, **({} if request.no_peer_id else {b"peer id": p.peer_id})}
             for p in peers
         ]}
-    v4, v6 = bytearray(), bytearray()
-    for peer in peers:
-        address = ipaddress.ip_address(peer.ip)
-        (v4 if address.version == 4 else v6).extend(address.packed + peer.port.to_bytes(2, "big"))
-    return {b"peers": bytes(v4), b"peers6": bytes(v6)}
+    v4 = b"".join(p.packed for p in peers if not p.ipv6)
+    v6 = b"".join(p.packed for p in peers if p.ipv6)
+    return {b"peers": v4, b"peers6": v6}
 
 
 def _bencoded(body: dict[bytes, Any]) -> web.Response:

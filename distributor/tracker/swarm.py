@@ -10,6 +10,7 @@ A seed is given only leechers: seeds have nothing to fetch from each other.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import random
 import time
@@ -28,20 +29,37 @@ class Peer:
     left: int
     location: Location
     last_seen: float
+    #: address and port as compact answers carry them (BEP 23 / BEP 7), packed once
+    packed: bytes = b""
+
+    @property
+    def ipv6(self) -> bool:
+        return len(self.packed) == 18
+
+
+def packed_address(ip: str, port: int) -> bytes:
+    return ipaddress.ip_address(ip).packed + port.to_bytes(2, "big")
 
 
 @dataclass
 class Swarm:
     peers: dict[tuple[str, int], Peer] = field(default_factory=dict)
     downloaded: int = 0  #: completed events seen
-
-    @property
-    def complete(self) -> int:
-        return sum(1 for p in self.peers.values() if p.left == 0)
+    complete: int = 0  #: seeds among ``peers``, kept as peers come, change and go
 
     @property
     def incomplete(self) -> int:
         return len(self.peers) - self.complete
+
+    def put(self, key: tuple[str, int], peer: Peer) -> None:
+        old = self.peers.get(key)
+        self.complete += (peer.left == 0) - (old is not None and old.left == 0)
+        self.peers[key] = peer
+
+    def drop(self, key: tuple[str, int]) -> None:
+        old = self.peers.pop(key, None)
+        if old is not None and old.left == 0:
+            self.complete -= 1
 
 
 @dataclass
@@ -55,19 +73,39 @@ class Swarms:
     swarms: dict[bytes, Swarm] = field(default_factory=dict)
 
     def announce(self, request: Announce) -> tuple[Swarm, list[Peer]]:
-        """Record the announce; return the swarm and the peers to tell the requester about."""
+        """Record the announce; return the swarm and the peers to tell the requester about.
+
+        Costs O(numwant) when no topology is configured (a random sample), O(peers) with
+        one (peers are grouped by distance). Silent peers are skipped here and removed by
+        :meth:`expire`, which the service calls periodically.
+        """
         now = self.clock()
         swarm = self.swarms.setdefault(request.info_hash, Swarm())
-        self._expire(swarm, now)
         key = (request.ip, request.port)
         if request.event == "stopped":
-            swarm.peers.pop(key, None)
+            swarm.drop(key)
             return swarm, []
         if request.event == "completed":
             swarm.downloaded += 1
-        location = self.topology.locate(request.ip)
-        swarm.peers[key] = Peer(request.peer_id, request.ip, request.port, request.left, location, now)
-        others = [p for k, p in swarm.peers.items() if k != key and not (request.seeding and p.left == 0)]
+        known = swarm.peers.get(key)
+        location = known.location if known is not None else self.topology.locate(request.ip)
+        packed = known.packed if known is not None else packed_address(request.ip, request.port)
+        swarm.put(key, Peer(request.peer_id, request.ip, request.port, request.left, location, now, packed))
+
+        def wanted(k: tuple[str, int], p: Peer) -> bool:
+            return k != key and not (request.seeding and p.left == 0) and now - p.last_seen <= self.peer_expiry
+
+        # a leecher may be given almost any peer; a seed skips seeds, so it needs about twice as many
+        sample = 2 * request.numwant + 8 if request.seeding else request.numwant + 8
+        if not self.topology.subnets and len(swarm.peers) > sample:
+            picked = []
+            for k in self.rng.sample(list(swarm.peers), sample):
+                if wanted(k, swarm.peers[k]):
+                    picked.append(swarm.peers[k])
+                    if len(picked) == request.numwant:
+                        return swarm, picked
+            # too few in the sample (e.g. a seed in a swarm of seeds): look at every peer
+        others = [p for k, p in swarm.peers.items() if wanted(k, p)]
         return swarm, self.select(others, location, request.numwant)
 
     def select(self, peers: list[Peer], near: Location, numwant: int) -> list[Peer]:
@@ -85,12 +123,11 @@ class Swarms:
         return chosen + self.rng.sample(rest, min(random_count, len(rest)))
 
     def expire(self) -> None:
+        """Forget silent peers, and swarms left empty."""
         now = self.clock()
         for info_hash in list(self.swarms):
-            self._expire(self.swarms[info_hash], now)
-            if not self.swarms[info_hash].peers:
+            swarm = self.swarms[info_hash]
+            for key in [k for k, p in swarm.peers.items() if now - p.last_seen > self.peer_expiry]:
+                swarm.drop(key)
+            if not swarm.peers:
                 del self.swarms[info_hash]
-
-    def _expire(self, swarm: Swarm, now: float) -> None:
-        for key in [k for k, p in swarm.peers.items() if now - p.last_seen > self.peer_expiry]:
-            del swarm.peers[key]

@@ -41,8 +41,10 @@ async def populate(catalogue: CatalogueUnderTest, work: Path, count: int) -> byt
         return (await client.fetch("/imagelist")).body
 
 
-def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
-    out = subprocess.run([*pinned(0), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+def wrk(url: str, seconds: int, connections: int, script: str | None = None) -> dict[str, float]:
+    """Load ``url`` with wrk (on CPU 0), optionally shaping requests with a Lua ``script``."""
+    lua = ["-s", script] if script else []
+    out = subprocess.run([*pinned(0), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *lua, url],
                          capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)

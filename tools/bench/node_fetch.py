@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 import urllib.request
@@ -36,6 +37,10 @@ def fetch_torrent(url: str, out: Path, listen: str) -> tuple[object, Path]:
     from distributor.seeder.session import make_session
 
     data = urllib.request.urlopen(url).read()
+    if os.environ.get("VMIC_NODE_NO_WEB_SEED"):  # peers only (the info dict, and so the hash, unchanged)
+        metainfo = lt.bdecode(data)
+        metainfo.pop(b"url-list", None)
+        data = lt.bencode(metainfo)
     session = make_session(f"{listen}:6881")
     params = lt.add_torrent_params()
     params.ti = lt.torrent_info(data)

@@ -229,7 +229,10 @@ def main() -> None:
     parser.add_argument("--node-down", default="1gbit")
     parser.add_argument("--origin-up", default="200mbit")
     parser.add_argument("--no-unicast", action="store_true")
+    parser.add_argument("--no-web-seed", action="store_true", help="nodes fetch from peers only")
     args = parser.parse_args()
+    if args.no_web_seed:
+        os.environ["VMIC_NODE_NO_WEB_SEED"] = "1"  # inherited by every node (tools/bench/node_fetch.py)
     runs = []
     print(f"u_s={args.origin_up} u={args.node_up} d={args.node_down}")
     print(f"{'N':>3} {'S MiB':>6} {'T s':>7} {'T* s':>7} {'T/T*':>6} {'unicast s':>10} {'unicast/T':>10} {'origin copies':>14}")

@@ -1,0 +1,78 @@
+"""Scale model of image distribution: how long to stage an image on many nodes.
+
+    tools/bench/run model.py [--size-gb 10] [--nodes 500,5000] [--node-up 1gbit] [--node-down 1gbit]
+                             [--origin-up 10gbit] [--calibration tools/bench/results/swarm.json]
+
+A fluid model. In the fluid limit (pieces infinitely small, every node uploading from the
+first instant) no schedule beats T* = max(S/u_s, S/d, N*S/(u_s + N*u)) (Kumar and Ross,
+2006), and a swarm approaches it. Real swarms lose time to piece start-up, choking and
+protocol overhead; the model carries that as an efficiency factor T/T*, fitted on the
+measured runs of tools/bench/swarm.py as a + b*log2(N) (overheads that grow with the
+depth of the distribution tree), and extrapolates it.
+
+What it does not know: rack and core link capacities (it assumes a non-blocking network),
+disk speed at the nodes, and anything that changes the swarm's behaviour beyond the
+measured N. It answers "how long, if the network is as described", not more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import write_result  # noqa: E402
+from swarm import rate_bytes  # noqa: E402
+
+
+def bound(size: float, nodes: int, origin_up: float, node_up: float, node_down: float) -> float:
+    return max(size / origin_up, size / node_down, nodes * size / (origin_up + nodes * node_up))
+
+
+def fit(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """Least squares of ratio = a + b*log2(N) (b = 0 from a single point)."""
+    if len(points) == 1:
+        return points[0][1], 0.0
+    xs = [math.log2(n) for n, _ in points]
+    ys = [r for _, r in points]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mean_x) ** 2 for x in xs)
+    b = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var if var else 0.0
+    return mean_y - b * mean_x, max(b, 0.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-gb", type=float, default=10)
+    parser.add_argument("--nodes", default="500,5000")
+    parser.add_argument("--node-up", default="1gbit")
+    parser.add_argument("--node-down", default="1gbit")
+    parser.add_argument("--origin-up", default="10gbit")
+    parser.add_argument("--calibration", type=Path, default=HERE / "results" / "swarm.json")
+    args = parser.parse_args()
+    runs = json.loads(args.calibration.read_text())["runs"]
+    a, b = fit([(r["nodes"], r["ratio"]) for r in runs])
+    print(f"calibration: {len(runs)} measured runs from {args.calibration.name}: T/T* = {a:.2f} + {b:.3f}*log2(N)")
+    size = args.size_gb * 1e9
+    u_s, u, d = rate_bytes(args.origin_up), rate_bytes(args.node_up), rate_bytes(args.node_down)
+    answers = []
+    print(f"image {args.size_gb:g} GB, origin up {args.origin_up}, node up {args.node_up}, node down {args.node_down}")
+    for n in (int(x) for x in args.nodes.split(",")):
+        t_star = bound(size, n, u_s, u, d)
+        ratio = a + b * math.log2(n)
+        unicast = n * size / u_s
+        answers.append({"nodes": n, "bound_seconds": t_star, "ratio": ratio, "predicted_seconds": t_star * ratio,
+                        "unicast_seconds": unicast})
+        print(f"  {n:>6} nodes: T* {t_star / 60:6.1f} min, predicted {t_star * ratio / 60:6.1f} min "
+              f"(x{ratio:.2f}); one server by HTTP: {unicast / 3600:6.1f} h")
+    write_result("model", {"calibration": {"a": a, "b": b, "runs": len(runs)}, "size_bytes": size,
+                           "origin_up": args.origin_up, "node_up": args.node_up, "node_down": args.node_down,
+                           "answers": answers})
+
+
+if __name__ == "__main__":
+    main()
