@@ -18,7 +18,8 @@ from pathlib import Path
 from aiohttp import web
 
 from vmic.config import load_section, read_toml
-from vmic.errors import ConfigError, VmicError
+from vmic.cli.output import run_command
+from vmic.errors import ConfigError
 from vmic.log import event, setup
 
 from .seeder.daemon import Seeder, SeederConfig
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     sd = sub.add_parser("seeder", help="run the seeder (seeds the catalogue's blob store in place)")
     sd.add_argument("-c", "--config", type=Path, help="TOML file with a [seeder] table")
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> int:
         if args.command == "tracker":
             tracker = tracker_config(args.config)
             setup(tracker.log_level)
@@ -82,16 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             seeder = load_section(SeederConfig, "seeder", read_toml(args.config).get("seeder", {}))
             setup(seeder.log_level)
             asyncio.run(run_seeder(seeder))
-    except ConfigError as exc:
-        print(f"distributor: error: {exc}", file=sys.stderr)
-        return 2
-    except VmicError as exc:
-        print(f"distributor: error: {exc} ({exc.code})", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"distributor: error: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+
+    return run_command("distributor", run)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -250,19 +252,72 @@ def lab() -> Any:
         lab.close()
 
 
-async def publish_and_wait(catalogue: RunningCatalogue, tracker: Tracker, path: Path) -> tuple[dict, Torrent]:
-    async with catalogue.client() as client:
-        record = await client.upload(path, upload_request(path))
-    for _ in range(200):  # torrent made in the background, then the tracker hears of the new list
-        image = catalogue.catalogue.listing.current.image_list.image(record["identifier"])
-        if image is not None and "vmic:btih" in image.extra and bytes.fromhex(image.extra["vmic:btih"]) in tracker.allowlist:
-            break
+async def until(condition: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    """Wait until ``condition()`` holds (checked every 50 ms), or fail saying ``what``."""
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
         await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("the tracker never allowed the new torrent")
+    raise AssertionError(f"timed out waiting for: {what}")
+
+
+async def publish_and_wait(catalogue: RunningCatalogue, path: Path, tracker: Tracker | None = None,
+                           **request: Any) -> tuple[dict, Torrent]:
+    """Publish ``path``; wait for its torrent (made in the background) and, given a
+    tracker, until the tracker has heard of it; return the record and the torrent."""
+    async with catalogue.client() as client:
+        record = await client.upload(path, upload_request(path, **request))
+
+    def ready() -> bool:
+        image = catalogue.catalogue.listing.current.image_list.image(record["identifier"])
+        if image is None or "vmic:btih" not in image.extra:
+            return False
+        return tracker is None or bytes.fromhex(image.extra["vmic:btih"]) in tracker.allowlist
+
+    await until(ready, "the image's torrent (and the tracker knowing it)", 10)
     async with catalogue.client(None) as client:
         torrent = Torrent.parse((await client.fetch(f"/images/{record['identifier']}.torrent")).body)
     return record, torrent
+
+
+def stock_client(name: str, torrent_file: Path, out: Path, bind: str | None = None) -> list[str]:
+    """A stock Debian client's command line, kept off DHT, LPD, PEX and port mapping, so it
+    talks only to the addresses it is given (``bind``: the address Transmission listens on)."""
+    if name == "aria2c":
+        return ["aria2c", "--dir", str(out), "--seed-time=0", "--enable-dht=false", "--enable-dht6=false",
+                "--bt-enable-lpd=false", "--enable-peer-exchange=false", "--no-conf", "--file-allocation=none",
+                "--summary-interval=0", "--bt-stop-timeout=60", str(torrent_file)]
+    config = out.parent / "transmission-config"
+    config.mkdir(exist_ok=True)
+    settings: dict[str, Any] = {
+        "dht-enabled": False, "lpd-enabled": False, "pex-enabled": False, "port-forwarding-enabled": False,
+        "utp-enabled": False, "peer-port": free_port(), "incomplete-dir-enabled": False, "rpc-enabled": False}
+    if bind:
+        settings["bind-address-ipv4"] = bind
+    (config / "settings.json").write_text(json.dumps(settings))
+    return ["transmission-cli", "-g", str(config), "-w", str(out), "-M", "-ep", str(torrent_file)]
+
+
+async def run_until_file(cmd: list[str], target: Path, sha512: str, timeout: float = 90) -> None:
+    """Run a client until ``target`` holds the bytes of ``sha512``, then stop it (aria2c exits
+    by itself when done; transmission-cli would go on seeding)."""
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=asyncio.subprocess.DEVNULL)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            exited = proc.returncode is not None
+            if target.is_file() and hashlib.sha512(target.read_bytes()).hexdigest() == sha512:
+                return
+            if exited:
+                break
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"{cmd[0]} did not produce {target.name} with the listed sha512")
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
 
 
 

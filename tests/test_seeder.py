@@ -6,24 +6,18 @@ import asyncio
 from pathlib import Path
 
 import libtorrent as lt
-from support import RunningCatalogue, publish_and_wait, running_seeder, write_image
+from support import until, RunningCatalogue, publish_and_wait, running_seeder, write_image
 
 from vmic.pki import KeyPaths
 
 
-async def until(condition, what: str, seconds: float = 10) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for: {what}")
 
 
 async def test_new_images_are_seeded_at_once_and_revoked_ones_dropped(site, keys: KeyPaths, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     catalogue, tracker, _ = site
     state = tmp_path / "state"
     async with running_seeder(catalogue, keys, state) as seeder:  # polls once an hour: events must do it
-        record, torrent = await publish_and_wait(catalogue, tracker, write_image(tmp_path / "a.raw", 3 * 2**20))
+        record, torrent = await publish_and_wait(catalogue, write_image(tmp_path / "a.raw", 3 * 2**20), tracker)
         await until(lambda: torrent.btih in seeder.seeding, "the seeder picks up the new image")
         handle = seeder.seeding[torrent.btih].handle
         await until(lambda: handle.status().is_seeding, "seeding")
@@ -40,7 +34,7 @@ async def test_new_images_are_seeded_at_once_and_revoked_ones_dropped(site, keys
 async def test_restart_resumes_without_hashing_again(site, keys: KeyPaths, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     catalogue, tracker, _ = site
     state = tmp_path / "state"
-    _, torrent = await publish_and_wait(catalogue, tracker, write_image(tmp_path / "a.raw", 5 * 2**20))
+    _, torrent = await publish_and_wait(catalogue, write_image(tmp_path / "a.raw", 5 * 2**20), tracker)
     async with running_seeder(catalogue, keys, state) as seeder:
         await until(lambda: torrent.btih in seeder.seeding, "seeding")
     assert (state / f"{torrent.btih}.resume").is_file(), "resume data saved on the way out"
@@ -78,7 +72,7 @@ async def test_a_seeder_ahead_of_the_tracker_announces_again_soon(site, keys: Ke
     """The seeder and the tracker follow the same list; when the seeder announces a new
     torrent before the tracker has re-read the list, it asks again within seconds."""
     catalogue, tracker, _ = site
-    _, torrent = await publish_and_wait(catalogue, tracker, write_image(tmp_path / "a.raw", 2**20))
+    _, torrent = await publish_and_wait(catalogue, write_image(tmp_path / "a.raw", 2**20), tracker)
     allowed = tracker.allowlist.hashes
     tracker.allowlist.hashes = frozenset()  # the tracker is "behind"
     async with running_seeder(catalogue, keys, tmp_path / "state") as seeder:

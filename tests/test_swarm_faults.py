@@ -14,7 +14,7 @@ from pathlib import Path
 import libtorrent as lt
 import pytest
 from aiohttp import web
-from support import ENDORSER_DN, free_port, publish_and_wait, running_seeder, write_image
+from support import until, ENDORSER_DN, free_port, publish_and_wait, running_seeder, write_image
 
 from distributor.seeder.alerts import AlertPump
 from distributor.seeder.session import make_session
@@ -67,12 +67,6 @@ async def no_web_seed(site) -> AsyncIterator[None]:  # type: ignore[no-untyped-d
     yield stop  # type: ignore[misc]
 
 
-async def until(condition, what: str, seconds: float = 60) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for: {what}")
 
 
 def sha512_of(path: Path) -> str:
@@ -130,7 +124,7 @@ def _message(kind: int, payload: bytes = b"") -> bytes:
 async def test_a_peer_sending_corrupt_pieces_is_banned_and_the_image_arrives_intact(
         site, no_web_seed, keys: KeyPaths, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     catalogue, tracker, _ = site
-    record, torrent = await publish_and_wait(catalogue, tracker, write_image(tmp_path / "a.raw", 8 * 2**20))
+    record, torrent = await publish_and_wait(catalogue, write_image(tmp_path / "a.raw", 8 * 2**20), tracker)
     evil = CorruptPeer(torrent)
     evil_port = await evil.start()
     downloader = None
@@ -159,7 +153,7 @@ async def test_a_peer_sending_corrupt_pieces_is_banned_and_the_image_arrives_int
 
 async def test_downloads_go_on_when_the_tracker_is_down(site, keys: KeyPaths, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     catalogue, tracker, _ = site
-    record, torrent = await publish_and_wait(catalogue, tracker, write_image(tmp_path / "a.raw", 4 * 2**20))
+    record, torrent = await publish_and_wait(catalogue, write_image(tmp_path / "a.raw", 4 * 2**20), tracker)
     tracker.allowlist.hashes = frozenset()  # the tracker fails every announce from now on
     downloader = Peer(torrent, tmp_path / "node")
     try:
@@ -172,7 +166,7 @@ async def test_downloads_go_on_when_the_tracker_is_down(site, keys: KeyPaths, tm
 
 async def test_a_seeder_killed_with_sigkill_seeds_again_without_hashing(site, keys: KeyPaths, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     catalogue, tracker, _ = site
-    _, torrent = await publish_and_wait(catalogue, tracker, write_image(tmp_path / "a.raw", 6 * 2**20))
+    _, torrent = await publish_and_wait(catalogue, write_image(tmp_path / "a.raw", 6 * 2**20), tracker)
     port = free_port()
     config = tmp_path / "seeder.toml"
     config.write_text(

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import shutil
 from pathlib import Path
 
 import aiohttp
 import libtorrent as lt
 import pytest
-from support import RunningCatalogue, upload_request, write_image
+from support import RunningCatalogue, publish_and_wait, run_until_file, stock_client, write_image
 
-from vmic.torrents import Torrent, piece_size_for
+from vmic.torrents import piece_size_for
 
 KiB, MiB, GiB = 2**10, 2**20, 2**30
 
@@ -26,24 +24,9 @@ def test_piece_size_policy(size: int, piece: int) -> None:
     assert piece_size_for(size) == piece
 
 
-async def published_with_torrent(catalogue: RunningCatalogue, path: Path) -> tuple[dict, Torrent]:
-    async with catalogue.client() as client:
-        record = await client.upload(path, upload_request(path))
-    for _ in range(200):  # the torrent is made in the background, after publication
-        image = catalogue.catalogue.listing.current.image_list.image(record["identifier"])
-        if image is not None and "vmic:btih" in image.extra:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("no torrent was made")
-    async with catalogue.client(None) as client:
-        torrent = Torrent.parse((await client.fetch(f"/images/{record['identifier']}.torrent")).body)
-    return record, torrent
-
-
 async def test_published_image_gets_a_private_torrent_with_web_seed(catalogue: RunningCatalogue,
                                                                    tmp_path: Path) -> None:
-    record, torrent = await published_with_torrent(catalogue, write_image(tmp_path / "a.raw", 3 * MiB + 5))
+    record, torrent = await publish_and_wait(catalogue, write_image(tmp_path / "a.raw", 3 * MiB + 5))
     info = torrent.info
     assert info.info_hashes().has_v1() and not info.info_hashes().has_v2(), "v1 by default"
     assert info.priv()
@@ -60,7 +43,7 @@ async def test_published_image_gets_a_private_torrent_with_web_seed(catalogue: R
 
 async def test_hybrid_torrents_on_request(catalogue_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     catalogue = await catalogue_factory(torrent_format="hybrid")
-    record, torrent = await published_with_torrent(catalogue, write_image(tmp_path / "a.raw", MiB))
+    record, torrent = await publish_and_wait(catalogue, write_image(tmp_path / "a.raw", MiB))
     assert torrent.info.info_hashes().has_v1() and torrent.info.info_hashes().has_v2()
     image = catalogue.catalogue.listing.current.image_list.image(record["identifier"])
     assert image is not None and image.extra["vmic:btmh"] == torrent.btmh
@@ -71,7 +54,7 @@ async def test_hybrid_torrents_on_request(catalogue_factory, tmp_path: Path) -> 
 async def test_why_hybrid_is_not_the_default_debian_aria2c_gets_its_info_hash_wrong(catalogue_factory,  # type: ignore[no-untyped-def]
                                                                                    tmp_path: Path) -> None:
     catalogue = await catalogue_factory(torrent_format="hybrid")
-    _, torrent = await published_with_torrent(catalogue, write_image(tmp_path / "a.raw", MiB))
+    _, torrent = await publish_and_wait(catalogue, write_image(tmp_path / "a.raw", MiB))
     (tmp_path / "h.torrent").write_bytes(torrent.data)
     proc = await asyncio.create_subprocess_exec("aria2c", "-S", str(tmp_path / "h.torrent"),
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
@@ -83,7 +66,7 @@ async def test_why_hybrid_is_not_the_default_debian_aria2c_gets_its_info_hash_wr
 
 async def test_torrent_of_unknown_or_revoked_image(catalogue: RunningCatalogue, tmp_path: Path,
                                                    http: aiohttp.ClientSession) -> None:
-    record, _ = await published_with_torrent(catalogue, write_image(tmp_path / "a.raw", MiB))
+    record, _ = await publish_and_wait(catalogue, write_image(tmp_path / "a.raw", MiB))
     async with catalogue.client() as client:
         await client.revoke(record["identifier"])
     async with http.get(f"{catalogue.url}/images/{record['identifier']}.torrent") as response:
@@ -92,52 +75,22 @@ async def test_torrent_of_unknown_or_revoked_image(catalogue: RunningCatalogue, 
         assert response.status == 404 and (await response.json())["error"] == "not_found"
 
 
-async def run_until_file(cmd: list[str], target: Path, sha512: str, timeout: float = 90) -> None:
-    """Run a client until ``target`` holds the expected bytes, then stop it."""
-    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.DEVNULL)
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            exited = proc.returncode is not None
-            if target.is_file() and hashlib.sha512(target.read_bytes()).hexdigest() == sha512:
-                return
-            if exited:
-                break
-            await asyncio.sleep(0.2)
-        raise AssertionError(f"{cmd[0]} did not produce {target.name} with the listed sha512")
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            await proc.wait()
-
-
 @pytest.mark.skipif(shutil.which("aria2c") is None, reason="aria2c is not installed (apt-get install aria2)")
 async def test_aria2c_downloads_through_the_web_seed(catalogue: RunningCatalogue, tmp_path: Path) -> None:
-    record, torrent = await published_with_torrent(catalogue, write_image(tmp_path / "a.raw", 5 * MiB + 123))
+    record, torrent = await publish_and_wait(catalogue, write_image(tmp_path / "a.raw", 5 * MiB + 123))
     (tmp_path / "a.torrent").write_bytes(torrent.data)
     out = tmp_path / "aria2"
-    await run_until_file(
-        ["aria2c", "--dir", str(out), "--seed-time=0", "--enable-dht=false", "--enable-dht6=false",
-         "--bt-enable-lpd=false", "--enable-peer-exchange=false", "--no-conf",
-         "--file-allocation=none", "--summary-interval=0", str(tmp_path / "a.torrent")],
-        out / record["sha512"], record["sha512"])
+    await run_until_file(stock_client("aria2c", tmp_path / "a.torrent", out), out / record["sha512"], record["sha512"])
 
 
 @pytest.mark.skipif(shutil.which("transmission-cli") is None,
                     reason="transmission-cli is not installed (apt-get install transmission-cli)")
 async def test_transmission_downloads_through_the_web_seed(catalogue: RunningCatalogue, tmp_path: Path) -> None:
-    record, torrent = await published_with_torrent(catalogue, write_image(tmp_path / "a.raw", 4 * MiB + 7))
+    record, torrent = await publish_and_wait(catalogue, write_image(tmp_path / "a.raw", 4 * MiB + 7))
     (tmp_path / "a.torrent").write_bytes(torrent.data)
-    config, out = tmp_path / "transmission", tmp_path / "downloads"
-    config.mkdir()
-    (config / "settings.json").write_text(json.dumps({  # loopback only: no DHT, LPD, uTP, port mapping
-        "dht-enabled": False, "lpd-enabled": False, "pex-enabled": False, "port-forwarding-enabled": False,
-        "utp-enabled": False, "peer-port": 0, "bind-address-ipv4": "127.0.0.1", "incomplete-dir-enabled": False,
-    }))
-    await run_until_file(["transmission-cli", "-g", str(config), "-w", str(out), "-M", "-ep",
-                          str(tmp_path / "a.torrent")], out / record["sha512"], record["sha512"])
+    out = tmp_path / "downloads"
+    await run_until_file(stock_client("transmission-cli", tmp_path / "a.torrent", out, bind="127.0.0.1"),
+                         out / record["sha512"], record["sha512"])
 
 
 def test_libtorrent_reads_what_the_catalogue_serves(tmp_path: Path) -> None:

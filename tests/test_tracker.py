@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,18 @@ from urllib.parse import quote_from_bytes
 import aiohttp
 import libtorrent as lt
 import pytest
-from support import ENDORSER_DN, RunningCatalogue, free_port, publish_and_wait, running_seeder, start_tracker, write_image
+from support import (
+    ENDORSER_DN,
+    RunningCatalogue,
+    free_port,
+    publish_and_wait,
+    run_until_file,
+    running_seeder,
+    start_tracker,
+    stock_client,
+    until,
+    write_image,
+)
 
 from vmic.pki import KeyPaths
 
@@ -33,7 +42,7 @@ def announce_query(info_hash: bytes, port: int, left: int = 10, **extra: str) ->
 async def test_private_tracker_answers_only_for_catalogued_torrents(site, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                                   http: aiohttp.ClientSession) -> None:
     catalogue, tracker, announce_url = site
-    _, torrent = await publish_and_wait(catalogue, tracker, write_image(tmp_path / "a.raw", 2**20))
+    _, torrent = await publish_and_wait(catalogue, write_image(tmp_path / "a.raw", 2**20), tracker)
     info_hash = bytes.fromhex(torrent.btih)
 
     unknown = await get(http, f"{announce_url}?{announce_query(b'x' * 20, 7000)}")
@@ -62,20 +71,6 @@ async def test_private_tracker_answers_only_for_catalogued_torrents(site, tmp_pa
     assert gone[b"failure reason"].startswith(b"unknown torrent")
 
 
-def stock_client(name: str, torrent_file: Path, out: Path) -> list[str]:
-    """A stock Debian client's command line; no DHT, LPD or port mapping: it talks to the lab only."""
-    if name == "aria2c":
-        return ["aria2c", "--dir", str(out), "--seed-time=0", "--enable-dht=false", "--enable-dht6=false",
-                "--bt-enable-lpd=false", "--enable-peer-exchange=false", "--no-conf", "--file-allocation=none",
-                "--summary-interval=0", "--bt-stop-timeout=60", str(torrent_file)]
-    config = out.parent / "transmission-config"
-    config.mkdir(exist_ok=True)
-    (config / "settings.json").write_text(json.dumps({
-        "dht-enabled": False, "lpd-enabled": False, "pex-enabled": False, "port-forwarding-enabled": False,
-        "utp-enabled": False, "peer-port": 51413, "incomplete-dir-enabled": False, "rpc-enabled": False}))
-    return ["transmission-cli", "-g", str(config), "-w", str(out), "-M", "-ep", str(torrent_file)]
-
-
 @pytest.mark.parametrize("client", ["aria2c", "transmission-cli"])
 async def test_stock_client_on_another_host_gets_the_image_from_our_seeder_through_our_tracker(
         lab, catalogue_factory, keys: KeyPaths, tmp_path: Path, client: str) -> None:  # type: ignore[no-untyped-def]
@@ -90,33 +85,15 @@ async def test_stock_client_on_another_host_gets_the_image_from_our_seeder_throu
     node = lab.add_host()
     try:
         async with running_seeder(catalogue, keys, tmp_path / "seeder", listen=f"{lab.gateway}:{free_port()}"):
-            record, torrent = await publish_and_wait(catalogue, tracker, write_image(tmp_path / "a.raw", 6 * 2**20 + 11))
+            record, torrent = await publish_and_wait(catalogue, write_image(tmp_path / "a.raw", 6 * 2**20 + 11),
+                                                     tracker)
             swarm_key = bytes.fromhex(torrent.btih)
-            for _ in range(200):  # the seeder hears of the image and announces itself
-                if swarm_key in tracker.swarms.swarms and tracker.swarms.swarms[swarm_key].complete >= 1:
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("the seeder never announced the new image")
+            await until(lambda: swarm_key in tracker.swarms.swarms and tracker.swarms.swarms[swarm_key].complete >= 1,
+                        "the seeder hears of the image and announces itself", 10)
             (tmp_path / "a.torrent").write_bytes(torrent.data)
             out = tmp_path / "out"
-            target = out / record["sha512"]
-            proc = await asyncio.create_subprocess_exec(*node.command(*stock_client(client, tmp_path / "a.torrent", out)),
-                                                        stdout=asyncio.subprocess.DEVNULL,
-                                                        stderr=asyncio.subprocess.DEVNULL)
-            try:
-                for _ in range(900):  # aria2c exits when done; transmission-cli goes on seeding
-                    exited = proc.returncode is not None
-                    if target.is_file() and hashlib.sha512(target.read_bytes()).hexdigest() == record["sha512"]:
-                        break
-                    assert not exited, f"{client} exited without the image"
-                    await asyncio.sleep(0.1)
-                else:
-                    raise AssertionError(f"{client} did not get the image")
-            finally:
-                if proc.returncode is None:
-                    proc.terminate()
-                    await proc.wait()
+            await run_until_file(node.command(*stock_client(client, tmp_path / "a.torrent", out)),
+                                 out / record["sha512"], record["sha512"])
         peers = tracker.swarms.swarms[swarm_key].peers
         assert any(ip == node.address for ip, _ in peers), "the client announced itself from its own host"
     finally:

@@ -34,11 +34,9 @@ from typing import Any
 import aiohttp
 import libtorrent as lt
 
-from vmic.errors import ImageListError
 from vmic.events import events_url, watch_events
+from vmic.follow import CatalogueSource, ListFollower
 from vmic.imagelist.model import Image
-from vmic.imagelist.policy import History, Subscription
-from vmic.imagelist.verify import verify_signed_list
 from vmic.log import event
 from vmic.torrents import Torrent
 
@@ -76,13 +74,20 @@ class Seeding:
 class Seeder:
     config: SeederConfig
     seeding: dict[str, Seeding] = field(default_factory=dict)  #: by v1 info hash
-    list_version: int | None = None
     _session: lt.session | None = None
     _pump: AlertPump | None = None
     _http: aiohttp.ClientSession | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _resume_saved: dict[str, asyncio.Event] = field(default_factory=dict)
     _quick_retries: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.follower = ListFollower(
+            CatalogueSource(self.config.catalogue_url, self.config.catalogue_ca, self.config.endorser_dn), log)
+
+    @property
+    def list_version(self) -> int | None:
+        return self.follower.current.version if self.follower.current is not None else None
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -108,9 +113,9 @@ class Seeder:
 
     async def run(self) -> None:
         """Follow the catalogue until cancelled."""
-        list_url = f"{self.config.catalogue_url.rstrip('/')}/imagelist"
         assert self._http is not None
         await self.reconcile()
+        list_url = self.follower.source.list_url
         watcher = asyncio.create_task(watch_events(self._http, events_url(list_url) or list_url, self.reconcile))
         try:
             while True:
@@ -127,16 +132,9 @@ class Seeder:
         """Seed what the verified list names; drop what it no longer names."""
         async with self._lock:
             assert self._http is not None
-            try:
-                async with self._http.get(f"{self.config.catalogue_url.rstrip('/')}/imagelist") as response:
-                    message = await response.read()
-                image_list = await verify_signed_list(
-                    message, [self.config.catalogue_ca], Subscription(endorser_dn=self.config.endorser_dn),
-                    History(last_version=self.list_version))
-            except (aiohttp.ClientError, asyncio.TimeoutError, ImageListError) as exc:
-                event(log, "seeder.list_refused", level=logging.WARNING, reason=str(exc), kept_version=self.list_version)
+            image_list = await self.follower.fetch(self._http)
+            if image_list is None:
                 return
-            self.list_version = image_list.version
             wanted = {str(i.extra["vmic:btih"]): i for i in image_list.images if "vmic:btih" in i.extra}
             for info_hash in set(self.seeding) - set(wanted):
                 self._drop(info_hash)

@@ -31,11 +31,9 @@ import libtorrent as lt
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
-from vmic.errors import ImageListError
 from vmic.events import events_url, watch_events
+from vmic.follow import CatalogueSource, ListFollower
 from vmic.imagelist.model import ImageList
-from vmic.imagelist.policy import History, Subscription
-from vmic.imagelist.verify import verify_signed_list
 from vmic.log import event
 
 from .announce import Announce, TrackerError, parse_announce, parse_scrape
@@ -101,6 +99,10 @@ class Tracker:
     allowlist: Allowlist = field(default_factory=Allowlist)
     metrics: Metrics = field(default_factory=Metrics)
 
+    def __post_init__(self) -> None:
+        self.follower = ListFollower(
+            CatalogueSource(self.config.catalogue_url, self.config.catalogue_ca, self.config.endorser_dn), log)
+
     @classmethod
     def from_config(cls, config: TrackerConfig) -> Tracker:
         return cls(config, Swarms(Topology.from_config(config.topology), float(config.peer_expiry),
@@ -134,16 +136,8 @@ class Tracker:
     # --- following the catalogue ---------------------------------------------------------
 
     async def refresh_allowlist(self, session: aiohttp.ClientSession) -> None:
-        url = f"{self.config.catalogue_url.rstrip('/')}/imagelist"
-        try:
-            async with session.get(url) as response:
-                message = await response.read()
-            image_list = await verify_signed_list(
-                message, [self.config.catalogue_ca], Subscription(endorser_dn=self.config.endorser_dn),
-                History(last_version=self.allowlist.list_version))
-        except (aiohttp.ClientError, asyncio.TimeoutError, ImageListError) as exc:
-            event(log, "tracker.list_refused", level=logging.WARNING, reason=str(exc),
-                  kept_version=self.allowlist.list_version)
+        image_list = await self.follower.fetch(session)
+        if image_list is None:
             return
         self.allowlist.update(image_list)
         self.metrics.allowed.set(len(self.allowlist.hashes))
@@ -152,7 +146,7 @@ class Tracker:
     async def follow_catalogue(self) -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60)) as session:
             await self.refresh_allowlist(session)
-            stream = events_url(f"{self.config.catalogue_url.rstrip('/')}/imagelist")
+            stream = events_url(self.follower.source.list_url)
             watcher = asyncio.create_task(watch_events(session, stream, lambda: self.refresh_allowlist(session)))  # type: ignore[arg-type]
             try:
                 while True:

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ..client import CatalogueClient, tls_context
-from ..errors import ConfigError, VmicError
+from ..errors import ConfigError
 from . import publish as publish_cmd
 from . import subscribe as subscribe_cmd
-from .output import console, images_table
+from .output import console, images_table, run_command
 from .remote import call, client_for, remote
 
 # --- commands ----------------------------------------------------------------------------
@@ -189,17 +189,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except ConfigError as exc:
-        print(f"vmic: error: {exc}", file=sys.stderr)
-        return 2
-    except VmicError as exc:
-        print(f"vmic: error: {exc} ({exc.code})", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("vmic: interrupted", file=sys.stderr)
-        return 130
+    return run_command("vmic", lambda: int(args.func(args)))
 
 
 if __name__ == "__main__":

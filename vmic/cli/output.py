@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
 
 from ..catalogue.page import human_size
+from ..errors import ConfigError, VmicError
 
 
 def console(stream: TextIO) -> Console:
@@ -24,3 +27,22 @@ def images_table(images: list[dict[str, Any]]) -> Table:
             image.get("os", ""), image["identifier"], "revoked" if image.get("revoked") else "current",
         )
     return table
+
+
+def run_command(prog: str, command: Callable[[], int]) -> int:
+    """Run a command; any failure is one line on stderr and an exit code: 2 for bad usage
+    or configuration, 1 for a refused operation or a system error, 130 when interrupted."""
+    try:
+        return command()
+    except ConfigError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except VmicError as exc:
+        print(f"{prog}: error: {exc} ({exc.code})", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. the port to listen on is taken
+        print(f"{prog}: error: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
