@@ -30,6 +30,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
+import aiohttp.http_exceptions
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -226,7 +228,8 @@ async def upload_status(request: web.Request) -> web.Response:
 
 async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
     """The request body as it arrives; a dropped connection just ends it early."""
-    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, Exception):
+    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, aiohttp.ClientPayloadError,
+                             aiohttp.http_exceptions.HttpProcessingError):
         async for chunk in request.content.iter_any():
             yield chunk
 
