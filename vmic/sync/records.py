@@ -128,6 +128,12 @@ class SubscriptionStore:
     async def all(self) -> list[SubscriptionRecord]:
         return [SubscriptionRecord.from_row(r) for r in await self.db.fetch("SELECT * FROM subscriptions ORDER BY name")]
 
+    async def schedule(self) -> list[tuple[str, str, int, dt.datetime | None]]:
+        """(name, url, interval, last attempt) of every subscription: what the sync loop needs
+        each second, without loading the stored lists."""
+        rows = await self.db.fetch("SELECT name, url, interval_seconds, last_attempt FROM subscriptions ORDER BY name")
+        return [(r["name"], r["url"], int(r["interval_seconds"]), from_text(r["last_attempt"])) for r in rows]
+
     async def remove(self, name: str) -> list[str]:
         """Delete a subscription; returns the identifiers it had mirrored."""
         async with self.db.transaction() as tx:

@@ -270,16 +270,15 @@ class Syncer:
         """Sync each subscription when due; follow each partner's event stream."""
         while True:
             now = utcnow()
-            for record in await self.records.all():
-                due = record.last_attempt is None or (now - record.last_attempt).total_seconds() >= record.interval_seconds
-                if due:
-                    await self.sync_quietly(record.name)
-                if record.name not in self._followers and events_url(record.url):
-                    self._followers[record.name] = asyncio.create_task(self._follow(record))
+            for name, url, interval, last_attempt in await self.records.schedule():
+                if last_attempt is None or (now - last_attempt).total_seconds() >= interval:
+                    await self.sync_quietly(name)
+                if name not in self._followers and events_url(url):
+                    self._followers[name] = asyncio.create_task(self._follow(name, url))
             await asyncio.sleep(tick)
 
-    async def _follow(self, record: SubscriptionRecord) -> None:
+    async def _follow(self, name: str, list_url: str) -> None:
         """Sync at once whenever the partner's ``/events`` stream announces a new list."""
-        url = events_url(record.url)
+        url = events_url(list_url)
         assert url is not None
-        await watch_events(self._http(), url, lambda: self.sync_quietly(record.name))
+        await watch_events(self._http(), url, lambda: self.sync_quietly(name))
