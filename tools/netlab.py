@@ -6,7 +6,10 @@ and benchmarks). Needs root and iproute2; traffic stays inside the lab's own sub
         subprocess.run(node.command("aria2c", ...))      # runs inside the namespace
 
 The root namespace is on the bridge too (``lab.gateway``): services started there can
-bind to it and be reached from every host. ``upload`` shapes what a host sends and
+bind to it and be reached from every host. Racks (``lab.add_rack(uplink="100mbit")``)
+are bridges of their own, joined to the core bridge by one veth pair shaped to
+``uplink`` each way, each with its own /26 of addresses (``rack.subnet``), so that
+traffic between racks crosses a thin link and a tracker can tell racks apart. ``upload`` shapes what a host sends and
 ``download`` what it receives (tc tbf on each end of its veth pair), ``delay`` adds
 latency (netem; where the kernel lacks it, asking for a delay raises LabUnavailable).
 """
@@ -65,10 +68,21 @@ class Host:
 
 
 @dataclass
+class Rack:
+    name: str
+    bridge: str
+    uplink: str  #: the core-side end of the link, in the root namespace
+    index: int
+    subnet: str  #: its /26
+    hosts: int = 0
+
+
+@dataclass
 class Lab:
     #: the third octet of 10.231.X.0/24 (one per lab, so labs of parallel runs do not clash)
     subnet: int = field(default_factory=lambda: 1 + (os.getpid() + next(_counter)) % 250)
     hosts: list[Host] = field(default_factory=list)
+    racks: list[Rack] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.tag = f"vl{os.getpid() % 10000}{self.subnet}"
@@ -90,16 +104,39 @@ class Lab:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def add_host(self, upload: str | None = None, download: str | None = None, delay: str | None = None) -> Host:
+    def add_rack(self, uplink: str) -> Rack:
+        """A rack (addresses .64-.127, .128-.191, .192-.255 of the lab's /24; at most three)."""
+        index = len(self.racks) + 1
+        if index > 3:
+            raise LabUnavailable("a lab has at most three racks")
+        rack = Rack(name=f"rack{index}", bridge=f"{self.tag}r{index}"[:15], uplink=f"{self.tag}u{index}"[:15],
+                    index=index, subnet=f"10.231.{self.subnet}.{64 * index}/26")
+        self.racks.append(rack)
+        _ip("link", "add", "name", rack.bridge, "type", "bridge")
+        _ip("link", "set", rack.bridge, "up")
+        inner = f"{self.tag}d{index}"[:15]
+        _ip("link", "add", rack.uplink, "type", "veth", "peer", "name", inner)
+        _ip("link", "set", rack.uplink, "master", self.bridge, "up")
+        _ip("link", "set", inner, "master", rack.bridge, "up")
+        _shape(rack.uplink, uplink, None)  # core -> rack
+        _shape(inner, uplink, None)  # rack -> core
+        return rack
+
+    def add_host(self, upload: str | None = None, download: str | None = None, delay: str | None = None,
+                 rack: Rack | None = None) -> Host:
         n = len(self.hosts) + 2
-        host = Host(name=f"h{n}", namespace=f"{self.tag}h{n}", address=f"10.231.{self.subnet}.{n}",
-                    veth=f"{self.tag}v{n}"[:15])
+        if rack is None:
+            address = f"10.231.{self.subnet}.{n}"
+        else:
+            rack.hosts += 1
+            address = f"10.231.{self.subnet}.{64 * rack.index + rack.hosts}"
+        host = Host(name=f"h{n}", namespace=f"{self.tag}h{n}", address=address, veth=f"{self.tag}v{n}"[:15])
         inside = f"{self.tag}i{n}"[:15]
         self.hosts.append(host)
         _ip("netns", "add", host.namespace)
         _ip("link", "add", host.veth, "type", "veth", "peer", "name", inside)
         _ip("link", "set", inside, "netns", host.namespace)
-        _ip("link", "set", host.veth, "master", self.bridge, "up")
+        _ip("link", "set", host.veth, "master", rack.bridge if rack else self.bridge, "up")
         _ip("-n", host.namespace, "addr", "add", f"{host.address}/24", "dev", inside)
         _ip("-n", host.namespace, "link", "set", inside, "up")
         _ip("-n", host.namespace, "link", "set", "lo", "up")
@@ -112,4 +149,8 @@ class Lab:
             subprocess.run(["ip", "netns", "del", host.namespace], capture_output=True)
             subprocess.run(["ip", "link", "del", host.veth], capture_output=True)
         self.hosts.clear()
+        for rack in self.racks:
+            subprocess.run(["ip", "link", "del", rack.uplink], capture_output=True)
+            subprocess.run(["ip", "link", "del", rack.bridge], capture_output=True)
+        self.racks.clear()
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)

@@ -51,6 +51,12 @@ def rate_bytes(rate: str) -> float:
     return float(number) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[unit] / 8
 
 
+def link_bytes(device: str) -> int:
+    """Bytes through a root-namespace device, both ways."""
+    stats = Path("/sys/class/net") / device / "statistics"
+    return int((stats / "tx_bytes").read_text()) + int((stats / "rx_bytes").read_text())
+
+
 def tx_bytes(host: Host) -> int:
     out = subprocess.run(host.command("cat", "/proc/net/dev"), capture_output=True, text=True, check=True).stdout
     return sum(int(line.split(":")[1].split()[8]) for line in out.splitlines()[2:] if ":" in line
@@ -78,6 +84,8 @@ class Run:
     bound_seconds: float
     unicast_seconds: float | None
     origin_copies: float
+    #: image copies that crossed the links between racks (0 without racks)
+    cross_rack_copies: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -116,8 +124,11 @@ async def fetch_all(commands: list[list[str]]) -> float:
 
 def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
     with Lab() as lab:
-        origin = lab.add_host(upload=args.origin_up)
-        nodes = [lab.add_host(upload=args.node_up, download=args.node_down) for _ in range(n)]
+        racks = [lab.add_rack(args.uplink) for _ in range(args.racks)]
+        origin = lab.add_host(upload=args.origin_up, rack=racks[0] if racks else None)
+        nodes = [lab.add_host(upload=args.node_up, download=args.node_down,
+                              rack=racks[(i + 1) % len(racks)] if racks else None) for i in range(n)]
+        topology = "".join(f'"lab/{r.name}" = ["{r.subnet}"]\n' for r in racks) if args.topology else ""
         keys = init_keys(work / "keys")
         tracker_port = 6969
         catalogue_port = 8470
@@ -130,7 +141,7 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
         (work / "distributor.toml").write_text(
             f'[tracker]\ncatalogue_url = "http://{origin.address}:{catalogue_port}"\ncatalogue_ca = "{keys.ca_dir}"\n'
             f'endorser_dn = "{dn}"\nhost = "{lab.gateway}"\nport = {tracker_port}\ninterval = 10\nmin_interval = 1\n'
-            f'log_level = "warning"\n'
+            f'log_level = "warning"\n[tracker.topology]\n{topology}'
             f'[seeder]\ncatalogue_url = "http://{origin.address}:{catalogue_port}"\ncatalogue_ca = "{keys.ca_dir}"\n'
             f'endorser_dn = "{dn}"\nblob_dir = "{work / "catalogue" / "blobs" / "sha512"}"\n'
             f'state_dir = "{work / "seeder"}"\nlisten = "{origin.address}:6881"\nlog_level = "warning"\n')
@@ -158,10 +169,12 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
                                                             str(work / "distributor.toml")), stderr=logs))
             wait_tracker(lab.gateway, tracker_port, torrent_url, seeds=1)
             sent_before = tx_bytes(origin)
+            crossed_before = sum(link_bytes(r.uplink) for r in racks)
             swarm = asyncio.run(fetch_all([
                 node.command(PY, str(HERE / "node_fetch.py"), "torrent", torrent_url, sha512,
                              str(work / "nodes" / node.name), node.address) for node in nodes]))
             copies = (tx_bytes(origin) - sent_before) / size
+            cross_rack = (sum(link_bytes(r.uplink) for r in racks) - crossed_before) / size
             shutil.rmtree(work / "nodes", ignore_errors=True)
             unicast = None
             if not args.no_unicast:
@@ -180,7 +193,7 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
                 service.wait(15)
     u_s, u, d = rate_bytes(args.origin_up), rate_bytes(args.node_up), rate_bytes(args.node_down)
     bound = max(size / u_s, size / d, n * size / (u_s + n * u))
-    return Run(n, size, swarm, bound, unicast, copies)
+    return Run(n, size, swarm, bound, unicast, copies, cross_rack)
 
 
 async def publish(url: str, image: Path, sha512: str) -> dict:
@@ -230,12 +243,18 @@ def main() -> None:
     parser.add_argument("--origin-up", default="200mbit")
     parser.add_argument("--no-unicast", action="store_true")
     parser.add_argument("--no-web-seed", action="store_true", help="nodes fetch from peers only")
+    parser.add_argument("--racks", type=int, default=0, help="put the hosts in this many racks (2 or 3)")
+    parser.add_argument("--uplink", default="100mbit", help="each rack's link to the others")
+    parser.add_argument("--topology", action="store_true", help="give the tracker the racks' subnets")
+    parser.add_argument("--result", default="swarm", help="name of the JSON result (default: swarm)")
     args = parser.parse_args()
     if args.no_web_seed:
         os.environ["VMIC_NODE_NO_WEB_SEED"] = "1"  # inherited by every node (tools/bench/node_fetch.py)
     runs = []
-    print(f"u_s={args.origin_up} u={args.node_up} d={args.node_down}")
-    print(f"{'N':>3} {'S MiB':>6} {'T s':>7} {'T* s':>7} {'T/T*':>6} {'unicast s':>10} {'unicast/T':>10} {'origin copies':>14}")
+    racks = f" racks={args.racks} uplink={args.uplink} topology={'on' if args.topology else 'off'}" if args.racks else ""
+    print(f"u_s={args.origin_up} u={args.node_up} d={args.node_down}{racks}")
+    print(f"{'N':>3} {'S MiB':>6} {'T s':>7} {'T* s':>7} {'T/T*':>6} {'unicast s':>10} {'unicast/T':>10} "
+          f"{'origin copies':>14} {'cross-rack copies':>18}")
     for size_mib in (int(s) for s in args.size_mib.split(",")):
         for n in (int(x) for x in args.nodes.split(",")):
             with tempfile.TemporaryDirectory(prefix="vmic-swarm-", dir=os.environ.get("VMIC_BENCH_DIR")) as tmp:
@@ -244,12 +263,13 @@ def main() -> None:
             unicast = f"{run.unicast_seconds:10.1f} {run.unicast_seconds / run.swarm_seconds:10.2f}" \
                 if run.unicast_seconds else f"{'-':>10} {'-':>10}"
             print(f"{n:>3} {size_mib:>6} {run.swarm_seconds:7.1f} {run.bound_seconds:7.1f} {run.ratio:6.2f} "
-                  f"{unicast} {run.origin_copies:14.2f}", flush=True)
-    write_result("swarm", {
+                  f"{unicast} {run.origin_copies:14.2f} {run.cross_rack_copies:18.2f}", flush=True)
+    write_result(args.result, {
         "origin_up": args.origin_up, "node_up": args.node_up, "node_down": args.node_down,
+        "racks": args.racks, "uplink": args.uplink if args.racks else None, "topology": args.topology,
         "runs": [{"nodes": r.nodes, "size_bytes": r.size, "swarm_seconds": r.swarm_seconds,
                   "bound_seconds": r.bound_seconds, "ratio": r.ratio, "unicast_seconds": r.unicast_seconds,
-                  "origin_copies": r.origin_copies} for r in runs],
+                  "origin_copies": r.origin_copies, "cross_rack_copies": r.cross_rack_copies} for r in runs],
     })
 
 
