@@ -6,11 +6,15 @@ Public, read-only:
     GET  /imagelist             the signed HEPiX list (detached S/MIME), ETag / If-None-Match
     GET  /imagelist.json        the same list as plain JSON, for people
     GET  /images/<identifier>   an image's bytes, with HTTP Range (usable as a BEP 19 web seed)
+    GET  /images/<identifier>.torrent    its torrent (made in the background after publication)
     GET  /api/v1/images[/<identifier>]   image records as JSON (revoked ones too)
+    GET  /events                Server-Sent Events: ``imagelist`` at every signing
     GET  /metrics               Prometheus metrics
     GET  /healthz
 
-Publishers (``Authorization: Bearer <token>``):
+Partner sync (:mod:`vmic.sync.web`): ``/api/v1/subscriptions`` and ``/partners/<name>/imagelist``.
+
+Publishers (``Authorization: Bearer <token>``, or a TLS client certificate):
 
     POST   /api/v1/uploads               start an upload (see :mod:`.uploads`)
     HEAD   /api/v1/uploads/<id>          its offset
@@ -36,10 +40,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..errors import BadRequest, NotFound, Unauthorized, VmicError
+from ..sync.web import add_routes as sync_routes
 from .http import CATALOGUE, catalogue_of, publisher_of
 from .names import check_identifier
 from .page import render
-from ..sync.web import add_routes as sync_routes
 from .service import Catalogue
 from .store import ImageRecord
 
