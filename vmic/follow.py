@@ -38,6 +38,19 @@ class CatalogueSource:
         return f"{self.url.rstrip('/')}/imagelist"
 
 
+@dataclass(frozen=True)
+class FollowsCatalogue:
+    """The settings every follower of a catalogue has (a base of their config dataclasses)."""
+
+    catalogue_url: str
+    catalogue_ca: Path
+    endorser_dn: str
+
+    @property
+    def source(self) -> CatalogueSource:
+        return CatalogueSource(self.catalogue_url, self.catalogue_ca, self.endorser_dn)
+
+
 class ListFollower:
     def __init__(self, source: CatalogueSource, logger: logging.Logger) -> None:
         self.source = source

@@ -35,7 +35,7 @@ import aiohttp
 import libtorrent as lt
 
 from vmic.events import events_url, watch_events
-from vmic.follow import CatalogueSource, ListFollower
+from vmic.follow import FollowsCatalogue, ListFollower
 from vmic.imagelist.model import Image
 from vmic.log import event
 from vmic.torrents import Torrent
@@ -50,10 +50,7 @@ QUICK_RETRIES = 10
 
 
 @dataclass(frozen=True)
-class SeederConfig:
-    catalogue_url: str
-    catalogue_ca: Path
-    endorser_dn: str
+class SeederConfig(FollowsCatalogue):
     blob_dir: Path
     state_dir: Path
     listen: str = "127.0.0.1:6881"
@@ -82,8 +79,7 @@ class Seeder:
     _quick_retries: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.follower = ListFollower(
-            CatalogueSource(self.config.catalogue_url, self.config.catalogue_ca, self.config.endorser_dn), log)
+        self.follower = ListFollower(self.config.source, log)
 
     @property
     def list_version(self) -> int | None:

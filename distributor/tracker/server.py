@@ -23,7 +23,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,7 +31,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from vmic.events import events_url, watch_events
-from vmic.follow import CatalogueSource, ListFollower
+from vmic.follow import FollowsCatalogue, ListFollower
 from vmic.imagelist.model import ImageList
 from vmic.log import event
 
@@ -44,10 +43,7 @@ log = logging.getLogger("distributor.tracker")
 
 
 @dataclass(frozen=True)
-class TrackerConfig:
-    catalogue_url: str
-    catalogue_ca: Path
-    endorser_dn: str
+class TrackerConfig(FollowsCatalogue):
     host: str = "127.0.0.1"
     port: int = 6969
     interval: int = 300
@@ -100,8 +96,7 @@ class Tracker:
     metrics: Metrics = field(default_factory=Metrics)
 
     def __post_init__(self) -> None:
-        self.follower = ListFollower(
-            CatalogueSource(self.config.catalogue_url, self.config.catalogue_ca, self.config.endorser_dn), log)
+        self.follower = ListFollower(self.config.source, log)
 
     @classmethod
     def from_config(cls, config: TrackerConfig) -> Tracker:
