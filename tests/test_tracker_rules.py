@@ -167,3 +167,17 @@ def test_without_topology_large_swarms_are_sampled_and_silent_peers_skipped() ->
     assert all(p.ip.startswith("10.2.") for p in answer), "silent peers are never handed out"
     seed_answer = announce(swarms, "10.3.0.2", left=0, numwant=20)
     assert all(p.left > 0 for p in seed_answer)
+
+
+def test_a_small_swarm_is_not_handed_out_whole_when_racks_are_known() -> None:
+    """Four peers in the requester's rack, four in another: it gets its rack, plus a quarter
+    of the answer from farther away (so racks stay connected, but most bytes stay near)."""
+    swarms = make_swarms([0.0])
+    for n in range(1, 5):
+        announce(swarms, f"10.0.1.{n}")  # rack s/a
+        announce(swarms, f"10.9.0.{n}")  # another site
+    answer = announce(swarms, "10.0.1.100")
+    racks = [p.location.rack for p in answer]
+    assert racks.count("a") == 4 and racks.count("c") == 2, racks  # ceil(8 * 0.25) = 2 far peers
+    alone = announce(swarms, "10.0.2.100")  # rack s/b: no one in its rack, so its site counts as near
+    assert [p.location.rack for p in alone].count("a") == 5

@@ -109,15 +109,30 @@ class Swarms:
         return swarm, self.select(others, location, request.numwant)
 
     def select(self, peers: list[Peer], near: Location, numwant: int) -> list[Peer]:
+        """Nearest first, with a random share from farther away.
+
+        For a requester the topology places, an answer holds its nearest group (its rack,
+        or its site if its rack has no one else) and ``random_share`` of the answer drawn
+        at random from everyone farther, also when the swarm is smaller than ``numwant``:
+        handing every small swarm out whole would make the map useless. For a requester
+        the topology does not know, nearest-first ordering still fills a large answer.
+        """
         by_distance: list[list[Peer]] = [[], [], []]
         for peer in peers:
             by_distance[near.distance(peer.location)].append(peer)
         for group in by_distance:
             self.rng.shuffle(group)
+        total = min(numwant, len(peers))
+        random_count = math.ceil(total * self.random_share) if self.random_share > 0 else 0
+        if near.rack is not None:
+            nearest = next((d for d in (0, 1) if by_distance[d]), None)
+            if nearest is not None:
+                farther = [p for d in range(nearest + 1, 3) for p in by_distance[d]]
+                far_count = min(random_count, len(farther))
+                return by_distance[nearest][: total - far_count] + self.rng.sample(farther, far_count)
         ordered = [peer for group in by_distance for peer in group]
         if len(ordered) <= numwant:
             return ordered
-        random_count = math.ceil(numwant * self.random_share) if self.random_share > 0 else 0
         chosen = ordered[: numwant - random_count]
         rest = ordered[numwant - random_count:]
         return chosen + self.rng.sample(rest, min(random_count, len(rest)))
