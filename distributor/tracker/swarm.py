@@ -1,10 +1,11 @@
 """The tracker's memory: who is in which swarm, and which peers to give whom. Pure: no I/O.
 
-Peer selection is topology-aware: peers in the requester's rack first, then its site,
-then the rest, so that most bytes stay near. Uber's Kraken found that a strictly
-nearest-first answer lets the group that started first starve the others of the
-origin; so a share of every answer (``random_share``) is drawn at random from the
-peers the nearest-first part left out, keeping the swarm one connected whole.
+Peer selection is topology-aware: a requester the topology places gets its nearest
+group (its rack, or its site if the rack has no one else) and a share of the answer
+(``random_share``, a quarter) drawn at random from everyone farther, even when the swarm
+is smaller than ``numwant``, so that most bytes stay near. Uber's Kraken found that a
+strictly nearest-first answer lets the group that started first starve the others of
+the origin; the random far share keeps the swarm one connected whole.
 A seed is given only leechers: seeds have nothing to fetch from each other.
 """
 
