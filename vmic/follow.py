@@ -3,6 +3,7 @@
 
     follower = ListFollower(CatalogueSource(url, ca, endorser_dn), logger)
     image_list = await follower.fetch(session)      # None if unreachable or refused
+    await follower.follow(session, on_list, 60)     # on_list(list) at start, at every event, every 60 s
 
 Each fetch is verified by :func:`vmic.imagelist.verify.verify_signed_list`; the version
 may never go back (rollback), and a list that fails leaves the last good one in force,
@@ -12,13 +13,16 @@ with the reason logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
 from .errors import ImageListError
+from .events import events_url, watch_events
 from .imagelist.model import ImageList
 from .imagelist.policy import History, Subscription
 from .imagelist.verify import verify_signed_list
@@ -56,6 +60,7 @@ class ListFollower:
         self.source = source
         self.log = logger
         self.current: ImageList | None = None
+        self._looking = asyncio.Lock()
 
     async def fetch(self, session: aiohttp.ClientSession) -> ImageList | None:
         """The catalogue's list now, verified; None (and the last good list kept) if not."""
@@ -72,3 +77,27 @@ class ListFollower:
             return None
         self.current = image_list
         return image_list
+
+    async def follow(self, session: aiohttp.ClientSession, on_list: Callable[[ImageList], Awaitable[None]],
+                     poll_seconds: float) -> None:
+        """Call ``on_list`` with each verified list: now, whenever the catalogue's ``/events``
+        stream announces one, and every ``poll_seconds`` as a fallback; one look at a time.
+        Runs until cancelled."""
+
+        async def look() -> None:
+            async with self._looking:
+                image_list = await self.fetch(session)
+                if image_list is not None:
+                    await on_list(image_list)
+
+        await look()
+        stream = events_url(self.source.list_url) or self.source.list_url
+        watcher = asyncio.create_task(watch_events(session, stream, look))
+        try:
+            while True:
+                await asyncio.sleep(poll_seconds)
+                await look()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher

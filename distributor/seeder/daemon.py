@@ -34,9 +34,8 @@ from typing import Any
 import aiohttp
 import libtorrent as lt
 
-from vmic.events import events_url, watch_events
 from vmic.follow import FollowsCatalogue, ListFollower
-from vmic.imagelist.model import Image
+from vmic.imagelist.model import Image, ImageList
 from vmic.log import event
 from vmic.torrents import Torrent
 
@@ -110,27 +109,20 @@ class Seeder:
     async def run(self) -> None:
         """Follow the catalogue until cancelled."""
         assert self._http is not None
-        await self.reconcile()
-        list_url = self.follower.source.list_url
-        watcher = asyncio.create_task(watch_events(self._http, events_url(list_url) or list_url, self.reconcile))
-        try:
-            while True:
-                await asyncio.sleep(self.config.poll_seconds)
-                await self.reconcile()
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        await self.follower.follow(self._http, self.seed, self.config.poll_seconds)
 
     # --- following the list --------------------------------------------------------------
 
     async def reconcile(self) -> None:
+        """Look at the catalogue's list once, and seed what it names."""
+        assert self._http is not None
+        image_list = await self.follower.fetch(self._http)
+        if image_list is not None:
+            await self.seed(image_list)
+
+    async def seed(self, image_list: ImageList) -> None:
         """Seed what the verified list names; drop what it no longer names."""
         async with self._lock:
-            assert self._http is not None
-            image_list = await self.follower.fetch(self._http)
-            if image_list is None:
-                return
             wanted = {str(i.extra["vmic:btih"]): i for i in image_list.images if "vmic:btih" in i.extra}
             for info_hash in set(self.seeding) - set(wanted):
                 self._drop(info_hash)

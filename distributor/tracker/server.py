@@ -30,7 +30,6 @@ import libtorrent as lt
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
-from vmic.events import events_url, watch_events
 from vmic.follow import FollowsCatalogue, ListFollower
 from vmic.imagelist.model import ImageList
 from vmic.log import event
@@ -130,28 +129,20 @@ class Tracker:
 
     # --- following the catalogue ---------------------------------------------------------
 
-    async def refresh_allowlist(self, session: aiohttp.ClientSession) -> None:
-        image_list = await self.follower.fetch(session)
-        if image_list is None:
-            return
+    async def take_list(self, image_list: ImageList) -> None:
         self.allowlist.update(image_list)
         self.metrics.allowed.set(len(self.allowlist.hashes))
         event(log, "tracker.list_accepted", version=image_list.version, torrents=len(self.allowlist.hashes))
 
     async def follow_catalogue(self) -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60)) as session:
-            await self.refresh_allowlist(session)
-            stream = events_url(self.follower.source.list_url)
-            watcher = asyncio.create_task(watch_events(session, stream, lambda: self.refresh_allowlist(session)))  # type: ignore[arg-type]
-            try:
-                while True:
-                    await asyncio.sleep(self.config.poll_seconds)
-                    self.swarms.expire()
-                    await self.refresh_allowlist(session)
-            finally:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+            await self.follower.follow(session, self.take_list, self.config.poll_seconds)
+
+    async def expire_peers(self) -> None:
+        """Forget silent peers, whether or not the catalogue answers."""
+        while True:
+            await asyncio.sleep(self.config.peer_expiry / 3)
+            self.swarms.expire()
 
 
 def _peers_field(peers: list[Peer], request: Announce) -> dict[bytes, Any]:
@@ -209,11 +200,13 @@ def make_app(tracker: Tracker, follow: bool = True) -> web.Application:
     app.add_routes([web.get("/announce", announce), web.get("/scrape", scrape), web.get("/metrics", metrics)])
     if follow:
         async def background(app: web.Application) -> AsyncIterator[None]:
-            task = asyncio.create_task(tracker.follow_catalogue())
+            tasks = [asyncio.create_task(tracker.follow_catalogue()), asyncio.create_task(tracker.expire_peers())]
             yield
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
         app.cleanup_ctx.append(background)
     return app
