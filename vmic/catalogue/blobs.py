@@ -12,10 +12,11 @@ file is never read by anyone but the upload that writes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +44,19 @@ class BlobStore:
         self.part_dir = self.root / "uploads"
         self.blob_dir.mkdir(parents=True, exist_ok=True)
         self.part_dir.mkdir(parents=True, exist_ok=True)
+        #: blobs stored but not yet recorded by an image (garbage collection leaves them alone)
+        self.pinned: set[str] = set()
 
     # --- blobs ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def pin(self, sha512: str) -> Iterator[None]:
+        """Keep the blob ``sha512`` from garbage collection while its image is being recorded."""
+        self.pinned.add(sha512)
+        try:
+            yield
+        finally:
+            self.pinned.discard(sha512)
 
     def path(self, sha512: str) -> Path:
         return self.blob_dir / sha512[:2] / sha512

@@ -109,8 +109,8 @@ class Catalogue:
         return record
 
     async def collect_garbage(self) -> list[str]:
-        """Remove blobs that no unrevoked image (nor an upload being published) references."""
-        live = await self.store.live_sha512s() | self.uploads.publishing
+        """Remove blobs that no unrevoked image references (pinned ones are being recorded)."""
+        live = await self.store.live_sha512s() | self.blobs.pinned
         removed = sorted(self.blobs.sha512s() - live)
         for sha512 in removed:
             self.blobs.remove(sha512)

@@ -107,8 +107,6 @@ class Uploads:
         self.max_bytes = max_bytes
         self._hashes: dict[str, HashState] = {}
         self._busy: set[str] = set()
-        #: sha512s of blobs committed but not yet recorded (garbage collection keeps them)
-        self.publishing: set[str] = set()
 
     async def recover(self) -> None:
         """After a crash: drop part files without a record and records without a part file."""
@@ -173,18 +171,16 @@ class Uploads:
                 f"uploaded bytes have sha512 {sha512[:16]}..., the declared sha512 is {declared[:16]}...; "
                 "the upload was discarded"
             )
-        self.publishing.add(sha512)
         try:
-            await self.blobs.commit(record.id, sha512)
-            self._hashes.pop(record.id, None)
-            image = await self.store.publish(record, sha512, record.publisher)
+            with self.blobs.pin(sha512):
+                await self.blobs.commit(record.id, sha512)
+                self._hashes.pop(record.id, None)
+                image = await self.store.publish(record, sha512, record.publisher)
         except Conflict:  # another upload took this version meanwhile
             await self.abort_record(record)
             if sha512 not in await self.store.live_sha512s():
                 self.blobs.remove(sha512)
             raise
-        finally:
-            self.publishing.discard(sha512)
         event(log, "image.published", image=image.identifier, namespace=image.namespace, name=image.name,
               version=image.version, bytes=image.size, sha512=sha512)
         return image

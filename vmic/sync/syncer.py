@@ -210,7 +210,16 @@ class Syncer:
                 raise Conflict(f"image {image.identifier}: this identifier is used here for other bytes; not imported")
             await self.records.add_mirrored(record.name, image.identifier)  # already here (same bytes)
             return
-        await mirror_image(self._http(), self.catalogue.blobs, image)
+        with self.catalogue.blobs.pin(image.sha512):
+            await mirror_image(self._http(), self.catalogue.blobs, image)
+            stored_name = await self._record(record, image_list, image)
+        await self.records.add_mirrored(record.name, image.identifier)
+        event(log, "subscription.imported", subscription=record.name, image=image.identifier,
+              namespace=record.namespace, name=stored_name, version=image.version, bytes=image.size)
+
+    async def _record(self, record: SubscriptionRecord, image_list: ImageList, image: Image) -> str:
+        """Add the mirrored image's record; returns the name it got (its own, or with the
+        identifier appended if another image of the namespace has that name and version)."""
         name = _slug(str(image.extra.get("vmic:name") or image.title), "image")
         version = _slug(image.version, "1")
         metadata: dict[str, Any] = {
@@ -230,14 +239,12 @@ class Syncer:
                                        publisher=f"partner:{record.name}", created=utcnow(), expires=None,
                                        revoked=None, metadata=metadata)
             try:
-                await store.insert_image(image_record, request)
-                break
+                await self.catalogue.store.insert_image(image_record, request)
+                return attempt_name
             except Conflict:
                 if attempt_name != name:
                     raise
-        await self.records.add_mirrored(record.name, image.identifier)
-        event(log, "subscription.imported", subscription=record.name, image=image.identifier,
-              namespace=record.namespace, name=name, version=version, bytes=image.size)
+        raise AssertionError("unreachable")
 
     async def _propagate_revocations(self, record: SubscriptionRecord, listed: set[str],
                                      mirrored: dict[str, dt.datetime | None], now: dt.datetime,
