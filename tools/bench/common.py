@@ -26,13 +26,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30, host: str = "127.0.0.1") -> None:
+    """Until ``proc`` listens on ``host:port`` (it exiting first ends the benchmark)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"server exited with {proc.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            with socket.create_connection((host, port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.05)
@@ -40,27 +41,33 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> 
 
 
 class CatalogueUnderTest:
-    """`vmic serve` in its own process, with a demo CA and one publisher 'bench'."""
+    """`vmic serve` in its own process, with a demo CA and one publisher 'bench'.
+
+    ``host`` is the address it binds to; ``prefix`` runs it elsewhere (a network
+    namespace: ``host.command()``'s prefix); ``extra`` adds lines to its [catalogue] table.
+    """
 
     TOKEN = "bench-token"
 
-    def __init__(self, workdir: Path, cpu: int | None = None) -> None:
+    def __init__(self, workdir: Path, cpu: int | None = None, host: str = "127.0.0.1", port: int | None = None,
+                 prefix: list[str] | None = None, extra: str = "", log: Any = None) -> None:
         from vmic.catalogue.config import hash_token
         from vmic.pki import init_keys
 
-        keys = init_keys(workdir / "keys")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.keys = init_keys(workdir / "keys")
+        self.port = port or free_port()
+        self.url = f"http://{host}:{self.port}"
         self.data_dir = workdir / "catalogue"
-        self.ca_dir = keys.ca_dir
+        self.ca_dir = self.keys.ca_dir
         config = workdir / "vmic.toml"
         config.write_text(
-            f'[catalogue]\ndata_dir = "{self.data_dir}"\nport = {self.port}\n'
-            f'endorser_cert = "{keys.cert}"\nendorser_key = "{keys.key}"\nlog_level = "warning"\n'
+            f'[catalogue]\ndata_dir = "{self.data_dir}"\nhost = "{host}"\nport = {self.port}\n'
+            f'endorser_cert = "{self.keys.cert}"\nendorser_key = "{self.keys.key}"\nlog_level = "warning"\n{extra}'
             f'[catalogue.publishers.bench]\ntoken_sha256 = "{hash_token(self.TOKEN)}"\n'
         )
-        self.proc = subprocess.Popen([*pinned(cpu), sys.executable, "-m", "vmic.cli.main", "serve", "-c", str(config)])
-        wait_port(self.port, self.proc)
+        self.proc = subprocess.Popen([*(prefix or []), *pinned(cpu), sys.executable, "-m", "vmic.cli.main", "serve",
+                                      "-c", str(config)], stderr=log)
+        wait_port(self.port, self.proc, host=host)
 
     def stop(self) -> None:
         self.proc.terminate()

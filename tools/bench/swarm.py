@@ -34,14 +34,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from common import write_result  # noqa: E402
+from common import CatalogueUnderTest, wait_port, write_result  # noqa: E402
 from netlab import Host, Lab  # noqa: E402
 
-from vmic.catalogue.config import hash_token  # noqa: E402
 from vmic.client import CatalogueClient  # noqa: E402
-from vmic.pki import init_keys  # noqa: E402
 
-TOKEN = "bench-token"
 PY = sys.executable
 
 
@@ -61,19 +58,6 @@ def tx_bytes(host: Host) -> int:
     out = subprocess.run(host.command("cat", "/proc/net/dev"), capture_output=True, text=True, check=True).stdout
     return sum(int(line.split(":")[1].split()[8]) for line in out.splitlines()[2:] if ":" in line
                and not line.strip().startswith("lo:"))
-
-
-def wait_port(address: str, port: int, timeout: float = 30) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((address, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"nothing listens on {address}:{port}")
 
 
 @dataclass
@@ -129,40 +113,33 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
         nodes = [lab.add_host(upload=args.node_up, download=args.node_down,
                               rack=racks[(i + 1) % len(racks)] if racks else None) for i in range(n)]
         topology = "".join(f'"lab/{r.name}" = ["{r.subnet}"]\n' for r in racks) if args.topology else ""
-        keys = init_keys(work / "keys")
         tracker_port = 6969
-        catalogue_port = 8470
-        (work / "vmic.toml").write_text(
-            f'[catalogue]\ndata_dir = "{work / "catalogue"}"\nhost = "{origin.address}"\nport = {catalogue_port}\n'
-            f'endorser_cert = "{keys.cert}"\nendorser_key = "{keys.key}"\nlog_level = "warning"\n'
-            f'trackers = "http://{lab.gateway}:{tracker_port}/announce"\n'
-            f'[catalogue.publishers.bench]\ntoken_sha256 = "{hash_token(TOKEN)}"\n')
-        dn = "/C=CH/O=vmic demo/CN=vmic catalogue endorser"
-        (work / "distributor.toml").write_text(
-            f'[tracker]\ncatalogue_url = "http://{origin.address}:{catalogue_port}"\ncatalogue_ca = "{keys.ca_dir}"\n'
-            f'endorser_dn = "{dn}"\nhost = "{lab.gateway}"\nport = {tracker_port}\ninterval = 10\nmin_interval = 1\n'
-            f'log_level = "warning"\n[tracker.topology]\n{topology}'
-            f'[seeder]\ncatalogue_url = "http://{origin.address}:{catalogue_port}"\ncatalogue_ca = "{keys.ca_dir}"\n'
-            f'endorser_dn = "{dn}"\nblob_dir = "{work / "catalogue" / "blobs" / "sha512"}"\n'
-            f'state_dir = "{work / "seeder"}"\nlisten = "{origin.address}:6881"\nlog_level = "warning"\n')
         logs = open(work / "services.log", "ab")
-        services = [
-            subprocess.Popen(origin.command(PY, "-m", "vmic.cli.main", "serve", "-c", str(work / "vmic.toml")),
-                             stderr=logs),
-            subprocess.Popen([PY, "-m", "distributor.cli", "tracker", "-c", str(work / "distributor.toml")],
-                             stderr=logs),
-        ]
+        services: list[subprocess.Popen[bytes]] = []
+        catalogue = CatalogueUnderTest(work, host=origin.address, port=8470, prefix=origin.command(),
+                                       extra=f'trackers = "http://{lab.gateway}:{tracker_port}/announce"\n', log=logs)
+        services.append(catalogue.proc)
         try:
-            wait_port(origin.address, catalogue_port)
-            wait_port(lab.gateway, tracker_port)
+            keys = catalogue.keys
+            dn = "/C=CH/O=vmic demo/CN=vmic catalogue endorser"
+            (work / "distributor.toml").write_text(
+                f'[tracker]\ncatalogue_url = "{catalogue.url}"\ncatalogue_ca = "{keys.ca_dir}"\n'
+                f'endorser_dn = "{dn}"\nhost = "{lab.gateway}"\nport = {tracker_port}\ninterval = 10\nmin_interval = 1\n'
+                f'log_level = "warning"\n[tracker.topology]\n{topology}'
+                f'[seeder]\ncatalogue_url = "{catalogue.url}"\ncatalogue_ca = "{keys.ca_dir}"\n'
+                f'endorser_dn = "{dn}"\nblob_dir = "{work / "catalogue" / "blobs" / "sha512"}"\n'
+                f'state_dir = "{work / "seeder"}"\nlisten = "{origin.address}:6881"\nlog_level = "warning"\n')
+            services.append(subprocess.Popen([PY, "-m", "distributor.cli", "tracker", "-c",
+                                              str(work / "distributor.toml")], stderr=logs))
+            wait_port(tracker_port, services[-1], host=lab.gateway)
             image = work / "image.raw"
             with open(image, "wb") as out:
                 block = os.urandom(4 * 2**20)
                 for i in range(size // len(block)):
                     out.write(block[i % 13:] + block[: i % 13])
             sha512 = hashlib.sha512(image.read_bytes()).hexdigest()
-            record = asyncio.run(publish(f"http://{origin.address}:{catalogue_port}", image, sha512))
-            torrent_url = f"http://{origin.address}:{catalogue_port}/images/{record['identifier']}.torrent"
+            record = asyncio.run(publish(catalogue.url, image, sha512))
+            torrent_url = f"{catalogue.url}/images/{record['identifier']}.torrent"
             wait_url(torrent_url)
             wait_tracker(lab.gateway, tracker_port, torrent_url, seeds=0)
             services.append(subprocess.Popen(origin.command(PY, "-m", "distributor.cli", "seeder", "-c",
@@ -178,7 +155,7 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
             shutil.rmtree(work / "nodes", ignore_errors=True)
             unicast = None
             if not args.no_unicast:
-                image_url = f"http://{origin.address}:{catalogue_port}/images/{record['identifier']}"
+                image_url = f"{catalogue.url}/images/{record['identifier']}"
                 unicast = asyncio.run(fetch_all([
                     node.command(PY, str(HERE / "node_fetch.py"), "http", image_url, sha512,
                                  str(work / "http" / node.name)) for node in nodes]))
@@ -197,7 +174,7 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
 
 
 async def publish(url: str, image: Path, sha512: str) -> dict:
-    async with CatalogueClient(url, TOKEN) as client:
+    async with CatalogueClient(url, CatalogueUnderTest.TOKEN) as client:
         return await client.upload(image, {"namespace": "bench", "name": "swarm", "version": "1",
                                            "size": image.stat().st_size, "sha512": sha512})
 
