@@ -16,8 +16,8 @@ import pytest
 from aiohttp import web
 from support import until, ENDORSER_DN, free_port, publish_and_wait, running_seeder, write_image
 
-from distributor.seeder.alerts import AlertPump
-from distributor.seeder.session import make_session
+from vmic.bittorrent.alerts import AlertPump
+from vmic.bittorrent.session import make_session
 from vmic.pki import KeyPaths
 from vmic.torrents import Torrent
 

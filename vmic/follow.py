@@ -36,6 +36,7 @@ class CatalogueSource:
     url: str  #: the catalogue's base URL
     ca: Path  #: CA file or directory of its endorser
     endorser_dn: str
+    list_identifier: str | None = None  #: if set, a list with another identifier is refused
 
     @property
     def list_url(self) -> str:
@@ -56,10 +57,21 @@ class FollowsCatalogue:
 
 
 class ListFollower:
-    def __init__(self, source: CatalogueSource, logger: logging.Logger) -> None:
+    """``current`` and ``known`` (image identifier -> sha512 of every image ever accepted)
+    may be restored from a follower's state database, so that rollback and
+    identifier-reuse checks hold across restarts. ``refused`` is the reason the last
+    look failed (None after a good one)."""
+
+    def __init__(self, source: CatalogueSource, logger: logging.Logger, current: ImageList | None = None,
+                 known: dict[str, str] | None = None) -> None:
         self.source = source
         self.log = logger
-        self.current: ImageList | None = None
+        self.current = current
+        self.known: dict[str, str] = dict(known or {})
+        self.refused: ImageListError | None = None
+        self.unreachable: str | None = None
+        #: called with each refusal (a metric, say)
+        self.on_refused: Callable[[ImageListError], None] | None = None
         self._looking = asyncio.Lock()
 
     async def fetch(self, session: aiohttp.ClientSession) -> ImageList | None:
@@ -67,15 +79,29 @@ class ListFollower:
         last = self.current.version if self.current is not None else None
         try:
             async with session.get(self.source.list_url) as response:
+                response.raise_for_status()
                 message = await response.read()
-            image_list = await verify_signed_list(message, [self.source.ca],
-                                                  Subscription(endorser_dn=self.source.endorser_dn),
-                                                  History(last_version=last))
-        except (aiohttp.ClientError, asyncio.TimeoutError, ImageListError) as exc:
-            event(self.log, "list.refused", level=logging.WARNING, catalogue=self.source.url, reason=str(exc),
-                  kept_version=last)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            self.unreachable = str(exc) or type(exc).__name__
+            event(self.log, "list.unreachable", level=logging.WARNING, catalogue=self.source.url,
+                  reason=self.unreachable, kept_version=last)
             return None
+        self.unreachable = None
+        try:
+            image_list = await verify_signed_list(
+                message, [self.source.ca],
+                Subscription(endorser_dn=self.source.endorser_dn, list_identifier=self.source.list_identifier),
+                History(last_version=last, known_images=self.known))
+        except ImageListError as exc:
+            self.refused = exc
+            if self.on_refused is not None:
+                self.on_refused(exc)
+            event(self.log, "list.refused", level=logging.WARNING, catalogue=self.source.url, reason=str(exc),
+                  code=exc.code, kept_version=last)
+            return None
+        self.refused = None
         self.current = image_list
+        self.known.update({image.identifier: image.sha512 for image in image_list.images})
         return image_list
 
     async def follow(self, session: aiohttp.ClientSession, on_list: Callable[[ImageList], Awaitable[None]],

@@ -39,8 +39,8 @@ from vmic.imagelist.model import Image, ImageList
 from vmic.log import event
 from vmic.torrents import Torrent
 
-from .alerts import AlertPump
-from .session import make_session
+from vmic.bittorrent.alerts import AlertPump
+from vmic.bittorrent.session import make_session
 
 log = logging.getLogger("distributor.seeder")
 

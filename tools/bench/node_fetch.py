@@ -34,7 +34,7 @@ def sha512_file(path: Path) -> str:
 def fetch_torrent(url: str, out: Path, listen: str) -> tuple[object, Path]:
     import libtorrent as lt
 
-    from distributor.seeder.session import make_session
+    from vmic.bittorrent.session import make_session
 
     data = urllib.request.urlopen(url).read()
     if os.environ.get("VMIC_NODE_NO_WEB_SEED"):  # peers only (the info dict, and so the hash, unchanged)

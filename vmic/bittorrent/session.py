@@ -1,4 +1,4 @@
-"""The seeder's libtorrent session: every setting, and why, in one place.
+"""The libtorrent session of seeders and node daemons: every setting, and why, in one place.
 
 Starts from libtorrent's ``high_performance_seed()`` preset (large send buffers,
 many connections, suggest mode for pieces in cache), then, for a data-centre LAN:
@@ -38,14 +38,15 @@ OVERRIDES: dict[str, Any] = {
 }
 
 
-def settings(listen: str, upload_limit: int = 0) -> dict[str, Any]:
-    """``listen``: "host:port" to accept peers on; ``upload_limit``: bytes/s, 0 = none."""
+def settings(listen: str, upload_limit: int = 0, download_limit: int = 0) -> dict[str, Any]:
+    """``listen``: "host:port" to accept peers on; limits in bytes/s, 0 = none."""
     result = dict(lt.high_performance_seed())
     result.update(OVERRIDES)
     result["listen_interfaces"] = listen
     result["upload_rate_limit"] = upload_limit
+    result["download_rate_limit"] = download_limit
     return result
 
 
-def make_session(listen: str, upload_limit: int = 0) -> lt.session:
-    return lt.session(settings(listen, upload_limit))
+def make_session(listen: str, upload_limit: int = 0, download_limit: int = 0) -> lt.session:
+    return lt.session(settings(listen, upload_limit, download_limit))

@@ -1,0 +1,146 @@
+"""The node daemon's local API: aiohttp on a Unix socket (mode 0660: root and the
+socket's group only), what the ``nodecache`` CLI and the provisioning shim call.
+
+    GET    /status            lists in force (or why refused), images, jobs, cache fill
+    POST   /ensure            {"image": id-or-name}: staged base; streams NDJSON progress
+    POST   /evict             {"image": ...}: 409 if a VM uses it
+    POST   /gc                evict revoked/expired, then LRU above the high watermark
+    POST   /refs              {"image", "holder", "disk"}: a VM uses a base
+    DELETE /refs/{holder}
+    GET    /metrics           Prometheus (also on ``metrics_listen`` over TCP, if set)
+
+Errors are JSON bodies ``{"error": code, "message": ...}`` with the error's HTTP status.
+``/ensure`` answers 200 at once with one JSON line per half second
+(``{"phase", "done", "total"}``) and ends with ``{"result": {...}}`` or ``{"error": ...}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from vmic.errors import BadRequest, VmicError
+
+from .daemon import NodeCache
+
+log = logging.getLogger("nodecache.api")
+NODE: web.AppKey[NodeCache] = web.AppKey("node", NodeCache)
+
+
+@web.middleware
+async def errors_as_json(request: web.Request,
+                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except VmicError as exc:
+        return web.json_response(exc.to_json(), status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return web.json_response({"error": exc.reason.lower().replace(" ", "_"), "message": exc.text or exc.reason},
+                                 status=exc.status)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("api.internal_error")
+        return web.json_response({"error": "internal_error", "message": "internal error (see the daemon log)"},
+                                 status=500)
+
+
+async def _body(request: web.Request, *keys: str) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest("the request body is not JSON") from None
+    if not isinstance(body, dict) or any(not isinstance(body.get(k), str) or not body.get(k) for k in keys):
+        raise BadRequest(f"expected a JSON object with {', '.join(keys)}")
+    return body
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[NODE].status())
+
+
+async def ensure(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE]
+    wanted = (await _body(request, "image"))["image"]
+    record = await node.held(wanted)
+    if record is not None and record.state == "staged":
+        await node.state.touch(record.sha512)
+        return web.Response(text=json.dumps({"result": record.__dict__}) + "\n", content_type="application/x-ndjson")
+    job = node.job_for(wanted)  # UnknownImage -> 404 before anything is streamed
+    assert job.task is not None
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    task = job.task
+    while not task.done():
+        await asyncio.wait([task], timeout=0.5)
+        if not task.done():
+            await response.write((json.dumps(job.to_json()) + "\n").encode())
+    try:
+        line = {"result": task.result().__dict__}
+    except VmicError as exc:
+        line = exc.to_json()
+    except asyncio.CancelledError:
+        line = {"error": "cancelled", "message": "staging was cancelled (image evicted or daemon stopping)"}
+    await response.write((json.dumps(line) + "\n").encode())
+    await response.write_eof()
+    return response
+
+
+async def evict(request: web.Request) -> web.Response:
+    record = await request.app[NODE].evict((await _body(request, "image"))["image"])
+    return web.json_response({"evicted": record.__dict__})
+
+
+async def gc(request: web.Request) -> web.Response:
+    plan = await request.app[NODE].gc()
+    return web.json_response({"evicted": [e.__dict__ for e in plan.evictions], "used": plan.used_after,
+                              "over_watermark": plan.over_watermark})
+
+
+async def add_ref(request: web.Request) -> web.Response:
+    body = await _body(request, "image", "holder")
+    record = await request.app[NODE].add_reference(body["image"], body["holder"], str(body.get("disk", "")))
+    return web.json_response({"image": record.__dict__, "holder": body["holder"]}, status=201)
+
+
+async def drop_ref(request: web.Request) -> web.Response:
+    holder = request.match_info["holder"]
+    if not await request.app[NODE].drop_reference(holder):
+        return web.json_response({"error": "not_found", "message": f"no reference held by {holder!r}"}, status=404)
+    return web.json_response({"dropped": holder})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    node.refresh_metrics()
+    return web.Response(body=generate_latest(node.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def make_app(node: NodeCache) -> web.Application:
+    app = web.Application(middlewares=[errors_as_json])
+    app[NODE] = node
+    app.add_routes([
+        web.get("/status", status),
+        web.post("/ensure", ensure),
+        web.post("/evict", evict),
+        web.post("/gc", gc),
+        web.post("/refs", add_ref),
+        web.delete("/refs/{holder}", drop_ref),
+        web.get("/metrics", metrics),
+    ])
+    return app
+
+
+def metrics_app(node: NodeCache) -> web.Application:
+    app = web.Application()
+    app[NODE] = node
+    app.add_routes([web.get("/metrics", metrics)])
+    return app

@@ -1,0 +1,164 @@
+"""``nodecache``: run the node daemon, and talk to it.
+
+    nodecache run -c /etc/vmic/nodecache.toml     # the daemon (systemd: nodecache/vmic-nodecache.service)
+    nodecache status                              # lists in force, images, jobs, cache fill
+    nodecache ensure IMAGE                        # stage now (identifier or name), with a progress bar
+    nodecache evict IMAGE
+    nodecache gc
+
+The client commands find the daemon's socket from the config (``-c``) or ``--socket``.
+Every failure is one line on stderr and a non-zero exit, as with ``vmic``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+from vmic.catalogue.page import human_size
+from vmic.cli.output import console, run_command
+from vmic.errors import RemoteError, VmicError
+from vmic.log import setup
+
+from .config import load
+
+DEFAULT_CONFIG = Path("/etc/vmic/nodecache.toml")
+
+
+class DaemonUnreachable(VmicError):
+    code = "daemon_unreachable"
+
+
+class Client:
+    """The daemon's local API over its Unix socket."""
+
+    def __init__(self, socket: Path) -> None:
+        self.socket = socket
+
+    def session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(self.socket)),
+                                     timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
+
+    async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            async with self.session() as session, session.request(method, f"http://node{path}",
+                                                                   json=body) as response:
+                data = await response.json(content_type=None)
+                if response.status >= 400:
+                    raise RemoteError(data.get("message", ""), response.status, data.get("error", "error"))
+                return data
+        except aiohttp.ClientConnectionError as exc:
+            raise DaemonUnreachable(f"cannot reach the node daemon at {self.socket}: {exc}") from None
+
+    async def ensure(self, image: str, on_progress: Any) -> dict[str, Any]:
+        try:
+            async with self.session() as session, session.post("http://node/ensure", json={"image": image}) as r:
+                if r.status >= 400:
+                    data = await r.json(content_type=None)
+                    raise RemoteError(data.get("message", ""), r.status, data.get("error", "error"))
+                async for line in r.content:
+                    message = json.loads(line)
+                    if "result" in message:
+                        return dict(message["result"])
+                    if "error" in message:
+                        raise RemoteError(message.get("message", ""), 500, message["error"])
+                    on_progress(message)
+        except aiohttp.ClientConnectionError as exc:
+            raise DaemonUnreachable(f"cannot reach the node daemon at {self.socket}: {exc}") from None
+        raise RemoteError("the daemon closed the connection before staging ended", 502, "incomplete")
+
+
+def status_tables(status: dict[str, Any]) -> list[Table]:
+    lists = Table("catalogue", "list version", "images", "expires", "problem", title="lists in force")
+    for c in status["catalogues"]:
+        problem = c["refused"] and f"refused: {c['refused']}" or c["unreachable"] and f"unreachable: {c['unreachable']}"
+        lists.add_row(c["url"], str(c["version"] or "-"), str(c["images"]), c["expires"] or "-", problem or "")
+    images = Table("image", "version", "state", "size", "where", "used by", "identifier", title="images")
+    for i in status["images"]:
+        images.add_row(i["title"], i["version"], i["state"] + (f" ({i['reason']})" if i["reason"] else ""),
+                       human_size(i["size"]), i["location"], ", ".join(i["references"]), i["identifier"])
+    jobs = Table("image", "phase", "done", "of", title="jobs")
+    for j in status["jobs"]:
+        jobs.add_row(j["title"], j["phase"], human_size(j["done"]), human_size(j["total"]))
+    cache = status["cache"]
+    fill = Table("used", "capacity", "high", "low", title=f"cache ({status['backend']} backend)")
+    fill.add_row(human_size(cache["used"]), human_size(cache["capacity"]), f"{cache['high_watermark']:.0%}",
+                 f"{cache['low_watermark']:.0%}")
+    return [lists, images, jobs, fill]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nodecache", description="vmic node cache daemon and its client")
+    parser.add_argument("-c", "--config", type=Path, help=f"TOML config (default {DEFAULT_CONFIG} if it exists)")
+    parser.add_argument("--socket", type=Path, help="the daemon's socket (default: from the config)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the daemon")
+    st = sub.add_parser("status", help="lists, images, jobs and cache fill")
+    st.add_argument("--json", action="store_true")
+    en = sub.add_parser("ensure", help="stage an image now (waits), by identifier or name")
+    en.add_argument("image")
+    en.add_argument("--no-progress", action="store_true")
+    ev = sub.add_parser("evict", help="remove a staged image (refused while a VM uses it)")
+    ev.add_argument("image")
+    sub.add_parser("gc", help="evict revoked/expired images, then LRU above the high watermark")
+    args = parser.parse_args(argv)
+    out = console(sys.stdout)
+
+    def config_path() -> Path | None:
+        return args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+
+    def client() -> Client:
+        if args.socket:
+            return Client(args.socket)
+        return Client(load(config_path()).socket_path)
+
+    def run() -> int:
+        if args.command == "run":
+            from .server import serve
+
+            config = load(config_path())
+            setup(config.log_level)
+            asyncio.run(serve(config))
+        elif args.command == "status":
+            status = asyncio.run(client().call("GET", "/status"))
+            if args.json:
+                out.print_json(data=status)
+            else:
+                for table in status_tables(status):
+                    out.print(table)
+        elif args.command == "ensure":
+            with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                          disable=args.no_progress or not sys.stderr.isatty(), console=console(sys.stderr)) as bar:
+                task = bar.add_task(args.image, total=None)
+
+                def on_progress(message: dict[str, Any]) -> None:
+                    bar.update(task, description=f"{message['title']} {message['version']}: {message['phase']}",
+                               completed=message["done"], total=message["total"])
+
+                record = asyncio.run(client().ensure(args.image, on_progress))
+            out.print(f"{record['title']} {record['version']} staged at {record['location']} "
+                      f"({record['format']}, {human_size(record['size'])})")
+        elif args.command == "evict":
+            record = asyncio.run(client().call("POST", "/evict", {"image": args.image}))["evicted"]
+            out.print(f"evicted {record['title']} {record['version']} ({record['identifier']})")
+        elif args.command == "gc":
+            result = asyncio.run(client().call("POST", "/gc"))
+            for e in result["evicted"]:
+                out.print(f"evicted {e['identifier']} ({e['reason']})")
+            out.print(f"cache holds {human_size(result['used'])}"
+                      + (" (still above the high watermark: the rest is in use)" if result["over_watermark"] else ""))
+        return 0
+
+    return run_command("nodecache", run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

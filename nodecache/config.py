@@ -1,0 +1,144 @@
+"""The node daemon's configuration (TOML; environment overrides as everywhere in vmic).
+
+    [nodecache]
+    cache_dir = "/var/lib/vmic-nodecache"
+    backend = "file"                  # or "lvm"
+    format = "qcow2"                  # base format for the file backend: raw, qcow2, or "published"
+    volume_group = "vmic"             # lvm backend
+    listen = "0.0.0.0:6881"           # BitTorrent
+    upload_limit = "50M"              # bytes/s for seeding to peers, 0 = none
+    capacity = "500G"                 # the cache's own budget (0: the file system's or VG's size)
+    high_watermark = 0.9              # evict when the cache's own bytes exceed this share ...
+    low_watermark = 0.7               # ... down to this share, least recently used first
+
+    [[nodecache.catalogue]]
+    url = "https://catalogue.example:8470"
+    ca = "/etc/vmic/ca"
+    endorser_dn = "/C=CH/O=Site/CN=endorser"
+
+    [nodecache.select]                # which images to pre-stage (all by default)
+    os = ["linux"]
+    latest = 2                        # newest versions per image name
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vmic.config import load_section, read_toml
+from vmic.errors import ConfigError
+from vmic.follow import CatalogueSource
+
+BACKENDS = ("file", "lvm")
+BASE_FORMATS = ("raw", "qcow2", "published")
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_size(value: Any, where: str = "size") -> int:
+    """``123``, ``"64M"``, ``"1.5G"`` (powers of 1024) -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)i?B?\s*", str(value), re.IGNORECASE)
+    if not match:
+        raise ConfigError(f"{where}: {value!r} is not a size (e.g. 500G)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which images this node pre-stages. Empty tuples match everything; ``latest`` keeps
+    the newest N versions of each image name (0: every version in the list)."""
+
+    os: tuple[str, ...] = ()
+    arch: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()  #: words of the title or description, or vmic:tags entries
+    publishers: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()  #: vmic:namespace/vmic:name or titles
+    latest: int = 0
+    none: bool = False  #: pre-stage nothing (only what ``ensure`` asks for)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    cache_dir: Path
+    catalogues: tuple[CatalogueSource, ...] = ()
+    backend: str = "file"
+    format: str = "qcow2"
+    volume_group: str = ""
+    thin_pool: str = ""
+    listen: str = "0.0.0.0:6881"
+    upload_limit: int = 0
+    download_limit: int = 0
+    #: keep the downloaded image to seed it to peers (it costs its size again where the
+    #: base differs from the published bytes: conversion, compression, LVM)
+    seed: bool = True
+    capacity: int = 0
+    high_watermark: float = 0.9
+    low_watermark: float = 0.7
+    poll_seconds: float = 60.0
+    #: concurrent fetch-and-stage jobs
+    parallel: int = 2
+    socket: Path | None = None
+    metrics_listen: str = ""
+    log_level: str = "info"
+    select: Selection = field(default_factory=Selection)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"[nodecache] backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if self.format not in BASE_FORMATS:
+            raise ConfigError(f"[nodecache] format must be one of {', '.join(BASE_FORMATS)}, not {self.format!r}")
+        if self.backend == "lvm" and not self.volume_group:
+            raise ConfigError("[nodecache] backend = \"lvm\" needs volume_group")
+        if not 0 < self.low_watermark <= self.high_watermark <= 1:
+            raise ConfigError("[nodecache] watermarks must satisfy 0 < low_watermark <= high_watermark <= 1")
+
+    @property
+    def socket_path(self) -> Path:
+        return self.socket or self.cache_dir / "nodecache.sock"
+
+
+def _catalogue(table: Any, index: int) -> CatalogueSource:
+    where = f"[[nodecache.catalogue]] #{index + 1}"
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: expected a table")
+    unknown = set(table) - {"url", "ca", "endorser_dn", "list_identifier"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+    for key in ("url", "ca", "endorser_dn"):
+        if not table.get(key):
+            raise ConfigError(f"{where}: {key} is not set")
+    return CatalogueSource(str(table["url"]), Path(str(table["ca"])), str(table["endorser_dn"]),
+                           table.get("list_identifier"))
+
+
+def _selection(table: Any) -> Selection:
+    if not isinstance(table, Mapping):
+        raise ConfigError("[nodecache.select]: expected a table")
+    unknown = set(table) - set(Selection.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"[nodecache.select]: unknown setting(s) {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "latest":
+            values[key] = int(value)
+        elif key == "none":
+            values[key] = bool(value)
+        else:
+            values[key] = (value,) if isinstance(value, str) else tuple(str(v) for v in value)
+    return Selection(**values)
+
+
+def load(path: Path | None, env: Mapping[str, str] | None = None) -> NodeConfig:
+    document = read_toml(path)
+    table = dict(document.get("nodecache", {}))
+    catalogues = tuple(_catalogue(t, i) for i, t in enumerate(table.pop("catalogue", [])))
+    selection = _selection(table.pop("select", {}))
+    for key in ("upload_limit", "download_limit", "capacity"):
+        if key in table:
+            table[key] = parse_size(table[key], f"[nodecache] {key}")
+    return load_section(NodeConfig, "nodecache", table, env, catalogues=catalogues, select=selection)

@@ -1,0 +1,220 @@
+"""The node's BitTorrent side: one libtorrent session that downloads images and keeps
+seeding what the node holds to its peers.
+
+- Settings: :mod:`vmic.bittorrent.session` (high-performance-seed preset, no uTP, no
+  DHT/LSD, limits apply to LAN peers), with the node's upload/download limits.
+- Alerts come through libtorrent's alert fd on the event loop (:mod:`vmic.bittorrent.alerts`).
+- A torrent is used only if it matches the signed list: v1 info hash = ``vmic:btih``,
+  its one file named by the sha512 (so nothing can name a path), size = ``hv:size``.
+- Resume data is saved every few seconds while downloading and on shutdown, to
+  ``<torrents>/<btih>.resume``: after a crash or SIGKILL, a restart continues with the
+  pieces it had (libtorrent re-checks only what resume data does not vouch for).
+- Pieces that fail their hash are counted (``hash_failures``); libtorrent bans the
+  peers that sent them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import libtorrent as lt
+
+from vmic.bittorrent.alerts import AlertPump
+from vmic.bittorrent.session import make_session
+from vmic.imagelist.model import Image
+from vmic.log import event
+from vmic.torrents import Torrent
+
+from ..errors import FetchFailed
+
+log = logging.getLogger("nodecache.swarm")
+RESUME_SECONDS = 2.0
+QUICK_RETRIES = 10
+
+
+@dataclass
+class Transfer:
+    image: Image
+    handle: lt.torrent_handle
+    done: asyncio.Future[None]
+    retries: int = 0
+
+
+@dataclass
+class Swarm:
+    data_dir: Path
+    torrent_dir: Path
+    listen: str
+    upload_limit: int = 0
+    download_limit: int = 0
+    transfers: dict[str, Transfer] = field(default_factory=dict)  #: by v1 info hash
+    hash_failures: int = 0
+    _session: lt.session | None = None
+    _pump: AlertPump | None = None
+    _saved: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.torrent_dir.mkdir(parents=True, exist_ok=True)
+        self._session = make_session(self.listen, self.upload_limit, self.download_limit)
+        self._pump = AlertPump(self._session, self._on_alert)
+
+    async def close(self) -> None:
+        for info_hash in list(self.transfers):
+            self._save_resume(info_hash)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self._saved.values())), 10)
+        for transfer in self.transfers.values():
+            if not transfer.done.done():
+                transfer.done.cancel()
+        self.transfers.clear()
+        self._session = None  # libtorrent stops before the pipe it writes to is closed
+        if self._pump is not None:
+            self._pump.close()
+
+    @property
+    def port(self) -> int:
+        assert self._session is not None
+        return int(self._session.listen_port())
+
+    # --- torrents ---------------------------------------------------------------------------
+
+    async def torrent_for(self, http: aiohttp.ClientSession, image: Image) -> Torrent:
+        """The image's torrent (kept from before, or fetched), checked against the signed list."""
+        info_hash = str(image.extra["vmic:btih"])
+        path = self.torrent_dir / f"{info_hash}.torrent"
+        if path.is_file():
+            torrent = Torrent.parse(path.read_bytes())
+        else:
+            try:
+                async with http.get(str(image.extra.get("vmic:torrent", ""))) as response:
+                    response.raise_for_status()
+                    torrent = Torrent.parse(await response.read())
+            except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError, ValueError) as exc:
+                raise FetchFailed(f"image {image.identifier}: cannot get its torrent: {exc}") from None
+        info = torrent.info
+        if torrent.btih != info_hash or info.name() != image.sha512 or info.total_size() != image.size \
+                or info.num_files() != 1:
+            raise FetchFailed(f"image {image.identifier}: its torrent does not match the signed list")
+        path.write_bytes(torrent.data)
+        return torrent
+
+    def _add(self, image: Image, torrent: Torrent, seed_mode: bool) -> Transfer:
+        assert self._session is not None
+        if torrent.btih in self.transfers:
+            return self.transfers[torrent.btih]
+        resume = self.torrent_dir / f"{torrent.btih}.resume"
+        if resume.is_file():
+            params = lt.read_resume_data(resume.read_bytes())
+            params.ti = torrent.info
+        else:
+            params = lt.add_torrent_params()
+            params.ti = torrent.info
+            if seed_mode:
+                params.flags |= lt.torrent_flags.seed_mode  # verified whole by sha512 at staging
+        params.save_path = str(self.data_dir)
+        handle = self._session.add_torrent(params)
+        transfer = Transfer(image, handle, asyncio.get_running_loop().create_future())
+        self.transfers[torrent.btih] = transfer
+        if handle.status().is_seeding:
+            transfer.done.set_result(None)
+        return transfer
+
+    async def fetch(self, image: Image, torrent: Torrent, progress: Callable[[int], None],
+                    stall_seconds: float = 600) -> Path:
+        """Download until complete (resuming what is there); the path of the bytes."""
+        transfer = self._add(image, torrent, seed_mode=False)
+        event(log, "swarm.fetching", image=image.identifier, btih=torrent.btih)
+        last, still = -1, 0.0
+        while not transfer.done.done():
+            await asyncio.wait([transfer.done], timeout=RESUME_SECONDS)
+            status = transfer.handle.status()
+            progress(status.total_wanted_done)
+            self._save_resume(torrent.btih)
+            if status.total_wanted_done == last:
+                still += RESUME_SECONDS
+                if still >= stall_seconds:
+                    raise FetchFailed(f"image {image.identifier}: no progress for {stall_seconds:.0f} s "
+                                      f"({last} of {image.size} bytes; no peer or web seed answers)")
+            else:
+                last, still = status.total_wanted_done, 0.0
+        transfer.done.result()  # raises the torrent's error, if any
+        self._save_resume(torrent.btih)
+        progress(image.size)
+        return self.data_dir / image.sha512
+
+    def seed(self, image: Image, torrent: Torrent) -> None:
+        """Seed bytes the node already verified (at start-up, for what it holds)."""
+        self._add(image, torrent, seed_mode=True)
+
+    def drop(self, info_hash: str, delete: bool = False) -> None:
+        """Stop sharing a torrent; with ``delete``, forget its bytes and resume data too."""
+        assert self._session is not None
+        transfer = self.transfers.pop(info_hash, None)
+        if transfer is not None:
+            self._session.remove_torrent(transfer.handle)
+            if not transfer.done.done():
+                transfer.done.set_exception(FetchFailed(f"image {transfer.image.identifier}: download cancelled"))
+                transfer.done.exception()  # retrieved: nobody may be waiting
+        if delete:
+            for suffix in (".torrent", ".resume"):
+                (self.torrent_dir / f"{info_hash}{suffix}").unlink(missing_ok=True)
+
+    def _save_resume(self, info_hash: str) -> None:
+        transfer = self.transfers.get(info_hash)
+        if transfer is not None and transfer.handle.is_valid():
+            self._saved[info_hash] = asyncio.Event()
+            transfer.handle.save_resume_data(lt.save_resume_flags_t.only_if_modified)
+
+    # --- alerts and numbers -------------------------------------------------------------------
+
+    def _on_alert(self, alert: lt.alert) -> None:
+        if isinstance(alert, lt.save_resume_data_alert):
+            info_hash = str(alert.handle.info_hashes().v1)
+            if info_hash in self.transfers:
+                path = self.torrent_dir / f"{info_hash}.resume"
+                temporary = path.with_suffix(".resume.new")
+                temporary.write_bytes(lt.write_resume_data_buf(alert.params))
+                temporary.rename(path)
+            if info_hash in self._saved:
+                self._saved.pop(info_hash).set()
+        elif isinstance(alert, lt.save_resume_data_failed_alert):
+            info_hash = str(alert.handle.info_hashes().v1)
+            if info_hash in self._saved:
+                self._saved.pop(info_hash).set()
+        elif isinstance(alert, lt.torrent_finished_alert):
+            transfer = self.transfers.get(str(alert.handle.info_hashes().v1))
+            if transfer is not None and not transfer.done.done():
+                transfer.done.set_result(None)
+        elif isinstance(alert, lt.hash_failed_alert):
+            self.hash_failures += 1
+            event(log, "swarm.piece_failed", level=logging.WARNING, piece=alert.piece_index,
+                  btih=str(alert.handle.info_hashes().v1))
+        elif isinstance(alert, lt.peer_ban_alert):
+            event(log, "swarm.peer_banned", level=logging.WARNING, peer=str(alert.endpoint))
+        elif isinstance(alert, (lt.file_error_alert, lt.torrent_error_alert)):
+            transfer = self.transfers.get(str(alert.handle.info_hashes().v1))
+            event(log, "swarm.torrent_error", level=logging.ERROR, message=alert.message())
+            if transfer is not None and not transfer.done.done():
+                transfer.done.set_exception(FetchFailed(f"image {transfer.image.identifier}: {alert.message()}"))
+        elif isinstance(alert, lt.tracker_error_alert) and "unknown torrent" in alert.message():
+            # the tracker follows the same list and may not have read it yet: ask again soon
+            transfer = self.transfers.get(str(alert.handle.info_hashes().v1))
+            if transfer is not None and transfer.retries < QUICK_RETRIES:
+                transfer.retries += 1
+                alert.handle.force_reannounce(2)
+
+    def totals(self) -> tuple[int, int]:
+        """Payload bytes downloaded and uploaded by the torrents in the session now."""
+        down = up = 0
+        for transfer in self.transfers.values():
+            status = transfer.handle.status()
+            down += status.total_payload_download
+            up += status.total_payload_upload
+        return down, up

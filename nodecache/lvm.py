@@ -1,0 +1,117 @@
+"""lvm2, through :mod:`.tools`: the logical volumes of one volume group, as data.
+
+Reports are read with ``--reportformat json`` in bytes. Where the kernel has no
+device-mapper (no ``/dev/mapper/control``), every command runs with ``--driverloaded n``:
+LVM then edits metadata only (create, tag, rename, read-only, remove all work), and
+nothing can be activated, so no data can be written into a volume
+(:func:`device_mapper_available` tells which).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BackendUnavailable
+from .tools import run, run_json
+
+DM_CONTROL = Path("/dev/mapper/control")
+_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_+.\-/=!:&#]")
+
+
+def device_mapper_available() -> bool:
+    return DM_CONTROL.exists()
+
+
+def tag(key: str, value: str) -> str:
+    """``vmic.key=value`` with characters LVM refuses in tags replaced."""
+    return _TAG_UNSAFE.sub("_", f"vmic.{key}={value}")[:1024]
+
+
+def parse_tags(tags: tuple[str, ...]) -> dict[str, str]:
+    return dict(t.removeprefix("vmic.").split("=", 1) for t in tags if t.startswith("vmic.") and "=" in t)
+
+
+@dataclass(frozen=True)
+class LogicalVolume:
+    name: str
+    size: int
+    tags: tuple[str, ...]
+    attr: str
+
+    @property
+    def read_only(self) -> bool:
+        return len(self.attr) > 1 and self.attr[1] == "r"
+
+    @property
+    def vmic(self) -> dict[str, str]:
+        return parse_tags(self.tags)
+
+
+@dataclass(frozen=True)
+class VolumeGroup:
+    name: str
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "LVM_SUPPRESS_FD_WARNINGS": "1"}
+
+    def _common(self) -> tuple[str, ...]:
+        return () if device_mapper_available() else ("--driverloaded", "n")
+
+    async def _run(self, program: str, *args: str) -> str:
+        return await run(program, *self._common(), *args, env=self._env())
+
+    async def volumes(self) -> list[LogicalVolume]:
+        body = await run_json("lvs", *self._common(), "--reportformat", "json", "--units", "b", "--nosuffix",
+                              "-o", "lv_name,lv_size,lv_tags,lv_attr", self.name, env=self._env())
+        rows = body["report"][0]["lv"]
+        return [LogicalVolume(r["lv_name"], int(r["lv_size"]), tuple(t for t in r["lv_tags"].split(",") if t),
+                              r["lv_attr"]) for r in rows]
+
+    async def size_and_free(self) -> tuple[int, int]:
+        body = await run_json("vgs", *self._common(), "--reportformat", "json", "--units", "b", "--nosuffix",
+                              "-o", "vg_size,vg_free", self.name, env=self._env())
+        row = body["report"][0]["vg"][0]
+        return int(row["vg_size"]), int(row["vg_free"])
+
+    async def create(self, name: str, size: int, tags: tuple[str, ...]) -> None:
+        """A new, inactive volume (``-an -Zn``: activation and zeroing come when data is written)."""
+        args = ["-an", "-Zn", "-L", f"{size}b", "-n", name]
+        for t in tags:
+            args += ["--addtag", t]
+        await self._run("lvcreate", *args, self.name)
+
+    async def add_tags(self, name: str, tags: tuple[str, ...]) -> None:
+        args: list[str] = []
+        for t in tags:
+            args += ["--addtag", t]
+        await self._run("lvchange", *args, f"{self.name}/{name}")
+
+    async def remove_tags(self, name: str, tags: tuple[str, ...]) -> None:
+        args: list[str] = []
+        for t in tags:
+            args += ["--deltag", t]
+        await self._run("lvchange", *args, f"{self.name}/{name}")
+
+    async def set_read_only(self, name: str) -> None:
+        await self._run("lvchange", "-pr", f"{self.name}/{name}")
+
+    async def rename(self, old: str, new: str) -> None:
+        await self._run("lvrename", self.name, old, new)
+
+    async def remove(self, name: str) -> None:
+        await self._run("lvremove", "-y", f"{self.name}/{name}")
+
+    async def activate(self, name: str) -> Path:
+        """Activate for writing; where there is no device-mapper, say so."""
+        if not device_mapper_available():
+            raise BackendUnavailable(f"cannot write into {self.name}/{name}: this kernel has no device-mapper "
+                                     f"({DM_CONTROL} is missing)")
+        await self._run("lvchange", "-ay", f"{self.name}/{name}")
+        return Path("/dev") / self.name / name
+
+    async def deactivate(self, name: str) -> None:
+        if device_mapper_available():
+            await self._run("lvchange", "-an", f"{self.name}/{name}")

@@ -1,0 +1,63 @@
+"""Run the node daemon until SIGINT/SIGTERM: the cache, its API on a Unix socket, and
+(if configured) Prometheus metrics over TCP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+
+from aiohttp import web
+
+from vmic.log import event
+
+from .api import make_app, metrics_app
+from .config import NodeConfig
+from .daemon import NodeCache
+
+log = logging.getLogger("nodecache")
+
+
+async def serve(config: NodeConfig) -> None:
+    node = NodeCache(config)
+    await node.start()
+    runners: list[web.AppRunner] = []
+    task: asyncio.Task[None] | None = None
+    try:
+        socket = config.socket_path
+        socket.parent.mkdir(parents=True, exist_ok=True)
+        socket.unlink(missing_ok=True)  # a dead daemon's socket
+        runner = web.AppRunner(make_app(node), access_log=None)
+        await runner.setup()
+        runners.append(runner)
+        await web.UnixSite(runner, str(socket)).start()
+        os.chmod(socket, 0o660)
+        if config.metrics_listen:
+            host, _, port = config.metrics_listen.rpartition(":")
+            metrics = web.AppRunner(metrics_app(node), access_log=None)
+            await metrics.setup()
+            runners.append(metrics)
+            await web.TCPSite(metrics, host.strip("[]") or None, int(port)).start()
+        event(log, "node.listening", socket=str(socket), metrics=config.metrics_listen or None,
+              bittorrent_port=node.swarm.port, backend=config.backend,
+              catalogues=[c.url for c in config.catalogues])
+        task = asyncio.create_task(node.run())
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # a crash of the follow loop is the daemon's crash
+        event(log, "node.stopping")
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for runner in runners:
+            await runner.cleanup()
+        await node.close()  # saves resume data: a restart continues where this one stopped
+        config.socket_path.unlink(missing_ok=True)

@@ -1,0 +1,129 @@
+"""The file backend: immutable, content-addressed base files.
+
+    <cache>/base/<sha512>.raw | <sha512>.qcow2      mode 0444, user.vmic.* xattrs
+    <cache>/base/.staging-<sha512>.<format>         while staging (swept at start-up)
+
+The name is the image's sha512 as published, so it never changes and an overlay never
+points at a renamed file. Staging writes under the temporary name, checks the bytes
+against the signed sha512 and the disk header (ours, then qemu-img's), converts with
+qemu-img if the node's format differs, fsyncs, sets the xattrs and mode, and only then
+renames into place (atomic on one file system). Where the node keeps the published
+bytes for seeding and they are already the base (uncompressed, same format), the base
+is a hard link to them: staging costs one hashing pass and no copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from pathlib import Path
+
+import xattr
+
+from vmic.imagelist.model import Image
+
+from .. import qemu
+from ..errors import StageFailed
+from .base import METADATA_KEYS, Progress, Staged
+from .pipeline import copy_verified, verify_only
+
+PREFIX = ".staging-"
+XATTR = "user.vmic."
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    attributes = xattr.xattr(str(path))
+    return {key: attributes.get(XATTR + key).decode() for key in METADATA_KEYS if XATTR + key in attributes}
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileBackend:
+    def __init__(self, base_dir: Path, node_format: str) -> None:
+        self.base_dir = base_dir
+        self.node_format = node_format  #: "raw", "qcow2" or "published"
+        base_dir.mkdir(parents=True, exist_ok=True)
+
+    def target_format(self, image: Image) -> str:
+        return image.format if self.node_format == "published" else self.node_format
+
+    def path(self, sha512: str, fmt: str) -> Path:
+        return self.base_dir / f"{sha512}.{fmt}"
+
+    async def stage(self, source: Path, image: Image, metadata: dict[str, str], progress: Progress) -> Staged:
+        fmt = self.target_format(image)
+        final = self.path(image.sha512, fmt)
+        first = self.base_dir / f"{PREFIX}{image.sha512}.{image.format}"
+        second = self.base_dir / f"{PREFIX}{image.sha512}.converted.{fmt}"
+        try:
+            for leftover in (first, second):
+                leftover.unlink(missing_ok=True)
+            if image.compression == "none" and image.format == fmt:
+                # zero copy: the published bytes are the base; verify them, then link
+                await asyncio.to_thread(verify_only, source, image.sha512, image.format, progress)
+                await asyncio.to_thread(os.link, source, first)
+            else:
+                await asyncio.to_thread(copy_verified, source, first, image.sha512, image.compression,
+                                        image.format, progress)
+            await qemu.check_safe(first, image.format)
+            staged = first
+            if image.format != fmt:
+                await qemu.convert(first, image.format, second, fmt)
+                first.unlink()
+                staged = second
+            await asyncio.to_thread(self._seal, staged, {**metadata, "format": fmt})
+            await asyncio.to_thread(os.rename, staged, final)
+            await asyncio.to_thread(_fsync_dir, self.base_dir)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StageFailed(f"disk full while staging into {self.base_dir}") from None
+            raise StageFailed(f"cannot stage into {self.base_dir}: {exc.strerror or exc}") from None
+        finally:
+            for leftover in (first, second):
+                leftover.unlink(missing_ok=True)
+        return self._describe(final)
+
+    @staticmethod
+    def _seal(path: Path, metadata: dict[str, str]) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        attributes = xattr.xattr(str(path))
+        for key, value in metadata.items():
+            attributes.set(XATTR + key, value.encode())
+        os.chmod(path, 0o444)
+
+    def _describe(self, path: Path) -> Staged:
+        sha512, _, fmt = path.name.partition(".")
+        return Staged(sha512, str(path), fmt, path.stat().st_blocks * 512, read_metadata(path))
+
+    async def staged(self) -> list[Staged]:
+        def scan() -> list[Staged]:
+            return [self._describe(p) for p in sorted(self.base_dir.iterdir())
+                    if not p.name.startswith(".") and p.suffix in (".raw", ".qcow2")]
+        return await asyncio.to_thread(scan)
+
+    async def remove(self, sha512: str) -> None:
+        for fmt in ("raw", "qcow2"):
+            self.path(sha512, fmt).unlink(missing_ok=True)
+
+    async def sweep(self) -> list[str]:
+        removed = []
+        for path in self.base_dir.iterdir():
+            if path.name.startswith(PREFIX):
+                path.unlink()
+                removed.append(path.name)
+        return removed
+
+    async def capacity(self) -> int:
+        stat = os.statvfs(self.base_dir)
+        return stat.f_blocks * stat.f_frsize

@@ -1,0 +1,124 @@
+"""The LVM backend: one read-only logical volume per image version.
+
+    <vg>/vmic-<first 32 hex of sha512>            read-only, tags vmic.sha512=..., vmic.identifier=...
+    <vg>/vmic-staging-<first 32 hex>              while staging, tag vmic.staging (swept at start-up)
+
+Staging: the published bytes are verified (and decompressed into ``scratch`` if
+needed) exactly as for the file backend; a volume of the image's virtual size is
+created under the temporary name, activated, written with ``qemu-img convert -n -O
+raw``, deactivated, tagged, made read-only (``lvchange -pr``) and only then renamed
+into place. VM snapshots (thin, with the image volume as external origin, or
+classic) are the provisioning shim's; names never embed the base's name, tags link
+them.
+
+Where the kernel has no device-mapper, volumes cannot be activated: every metadata
+step still runs for real, and the write says clearly why it cannot happen
+(:class:`~nodecache.errors.BackendUnavailable`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from vmic.imagelist.model import Image
+
+from .. import qemu
+
+from ..lvm import LogicalVolume, VolumeGroup, tag
+from ..tools import run
+from .base import Progress, Staged
+from .pipeline import copy_verified, verify_only
+
+STAGING_TAG = "vmic.staging"
+EXTENT = 4 * 2**20
+
+
+def base_name(sha512: str) -> str:
+    return f"vmic-{sha512[:32]}"
+
+
+def staging_name(sha512: str) -> str:
+    return f"vmic-staging-{sha512[:32]}"
+
+
+class LvmBackend:
+    def __init__(self, volume_group: str, scratch: Path) -> None:
+        self.vg = VolumeGroup(volume_group)
+        self.scratch = scratch
+        scratch.mkdir(parents=True, exist_ok=True)
+
+    def target_format(self, image: Image) -> str:
+        return "raw"
+
+    async def stage(self, source: Path, image: Image, metadata: dict[str, str], progress: Progress) -> Staged:
+        plain = source
+        unpacked = self.scratch / f"{image.sha512}.{image.format}"
+        try:
+            if image.compression == "none":
+                await asyncio.to_thread(verify_only, source, image.sha512, image.format, progress)
+            else:
+                await asyncio.to_thread(copy_verified, source, unpacked, image.sha512, image.compression,
+                                        image.format, progress)
+                plain = unpacked
+            facts = await qemu.check_safe(plain, image.format)
+            await self.write_volume(image.sha512, plain, image.format, facts.virtual_size,
+                                    {**metadata, "format": "raw"})
+        finally:
+            unpacked.unlink(missing_ok=True)
+        return next(s for s in await self.staged() if s.sha512 == image.sha512)
+
+    async def write_volume(self, sha512: str, source: Path, fmt: str, size: int, metadata: dict[str, str]) -> None:
+        """Create, write, tag, seal and publish the volume; on any failure, remove it."""
+        name = staging_name(sha512)
+        size = -(-size // EXTENT) * EXTENT
+        await self.vg.create(name, size, (STAGING_TAG,))
+        try:
+            device = await self.vg.activate(name)
+            try:
+                await run("qemu-img", "convert", "-n", "-f", fmt, "-O", "raw", str(source), str(device))
+            finally:
+                await self.vg.deactivate(name)
+            await self.publish(name, sha512, metadata)
+        except BaseException:
+            await self.vg.remove(name)
+            raise
+
+    async def publish(self, name: str, sha512: str, metadata: dict[str, str]) -> None:
+        """The last steps, metadata only: tag, read-only, rename into place."""
+        await self.vg.add_tags(name, tuple(tag(k, v) for k, v in metadata.items()))
+        await self.vg.remove_tags(name, (STAGING_TAG,))
+        await self.vg.set_read_only(name)
+        await self.vg.rename(name, base_name(sha512))
+
+    def _describe(self, volume: LogicalVolume) -> Staged | None:
+        meta = volume.vmic
+        if not volume.name.startswith("vmic-") or "sha512" not in meta or STAGING_TAG in volume.tags:
+            return None
+        return Staged(meta["sha512"], f"{self.vg.name}/{volume.name}", "raw", volume.size, meta)
+
+    async def staged(self) -> list[Staged]:
+        return [s for v in await self.vg.volumes() if (s := self._describe(v)) is not None]
+
+    async def remove(self, sha512: str) -> None:
+        names = {v.name for v in await self.vg.volumes()}
+        for name in (base_name(sha512), staging_name(sha512)):
+            if name in names:
+                await self.vg.remove(name)
+
+    async def sweep(self) -> list[str]:
+        removed = []
+        for volume in await self.vg.volumes():
+            if STAGING_TAG in volume.tags or volume.name.startswith("vmic-staging-"):
+                await self.vg.remove(volume.name)
+                removed.append(volume.name)
+        for path in self.scratch.iterdir():
+            path.unlink()
+            removed.append(path.name)
+        return removed
+
+    async def capacity(self) -> int:
+        size, _ = await self.vg.size_and_free()
+        return size
+
+

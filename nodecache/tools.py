@@ -1,0 +1,44 @@
+"""Running the system's disk tools (qemu-img, lvm) without blocking the event loop.
+
+Every call goes through :func:`run`: ``sh`` in its async mode, the tool's own
+``--output=json`` / ``--reportformat json`` parsed by the callers, and a failure turned
+into one :class:`~nodecache.errors.NodeCacheError` whose message is the tool's last
+line of stderr (what an operator needs to read).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sh
+
+from .errors import NodeCacheError, StageFailed
+
+
+async def run(program: str, *args: str, error: type[NodeCacheError] = StageFailed,
+              env: dict[str, str] | None = None) -> str:
+    try:
+        command = sh.Command(program)
+    except sh.CommandNotFound:
+        raise error(f"{program} is not installed") from None
+    try:
+        kwargs: dict[str, Any] = {"_async": True}
+        if env is not None:
+            kwargs["_env"] = env
+        output = await command(*args, **kwargs)
+    except sh.ErrorReturnCode as exc:
+        lines = [line for line in exc.stderr.decode(errors="replace").splitlines()
+                 if line.strip() and "WARNING" not in line]
+        reason = lines[-1].strip() if lines else f"exit code {exc.exit_code}"
+        raise error(f"{program} {args[0] if args else ''}: {reason}") from None
+    return str(output)
+
+
+async def run_json(program: str, *args: str, error: type[NodeCacheError] = StageFailed,
+                   env: dict[str, str] | None = None) -> Any:
+    output = await run(program, *args, error=error, env=env)
+    try:
+        return json.loads(output)
+    except json.JSONDecodeError:
+        raise error(f"{program} {args[0] if args else ''}: output is not JSON") from None

@@ -1,0 +1,183 @@
+"""Staging into the file backend, for real: qemu-img, xattrs, a small file system that
+fills up. Every way the bytes can be wrong ends with no base and no leftover."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import lzma
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from nodecache import qemu
+from nodecache.errors import ImageRefused, StageFailed
+from nodecache.stage.base import metadata_for
+from nodecache.stage.files import FileBackend, read_metadata
+from vmic.imagelist.model import EXT_COMPRESSION, Image
+from support import write_image
+
+COMPRESS = {"gzip": gzip.compress, "xz": lambda d: lzma.compress(d, preset=0), "zstd": zstandard.compress}
+
+
+def published(path: Path, fmt: str = "raw", compression: str = "none", sha512: str | None = None) -> Image:
+    data = path.read_bytes()
+    return Image(identifier="11111111-2222-3333-4444-555555555555", uri="http://x", size=len(data),
+                 sha512=sha512 or hashlib.sha512(data).hexdigest(), version="7", title="alice/golden", format=fmt,
+                 extra={EXT_COMPRESSION: compression})
+
+
+async def stage(backend: FileBackend, source: Path, image: Image) -> Path:
+    seen: list[int] = []
+    staged = await backend.stage(source, image, metadata_for(image, backend.target_format(image), "http://c", 3),
+                                 seen.append)
+    assert seen, "progress was reported"
+    return Path(staged.location)
+
+
+def leftovers(base: Path) -> list[str]:
+    return sorted(p.name for p in base.iterdir())
+
+
+@pytest.fixture
+def raw_image(tmp_path: Path) -> Path:
+    path = write_image(tmp_path / "golden.raw", 3 * 2**20 + 4096)
+    with open(path, "r+b") as handle:  # a stretch of zeros: staged sparse
+        handle.seek(2**20)
+        handle.write(bytes(2**20))
+    return path
+
+
+async def test_raw_to_raw_is_a_verified_link_with_metadata(tmp_path: Path, raw_image: Path) -> None:
+    backend = FileBackend(tmp_path / "base", "raw")
+    image = published(raw_image)
+    base = await stage(backend, raw_image, image)
+    assert base == tmp_path / "base" / f"{image.sha512}.raw"
+    assert base.read_bytes() == raw_image.read_bytes()
+    assert os.path.samefile(base, raw_image), "no copy: the base is the downloaded file"
+    assert stat.S_IMODE(base.stat().st_mode) == 0o444
+    meta = read_metadata(base)
+    assert (meta["identifier"], meta["version"], meta["sha512"], meta["format"], meta["list_version"]) == \
+        (image.identifier, "7", image.sha512, "raw", "3")
+    assert [s.sha512 for s in await backend.staged()] == [image.sha512]
+
+
+@pytest.mark.parametrize("compression", ["gzip", "xz", "zstd"])
+async def test_compressed_images_are_decompressed_while_verified(tmp_path: Path, raw_image: Path,
+                                                                 compression: str) -> None:
+    packed = tmp_path / f"golden.raw.{compression}"
+    packed.write_bytes(COMPRESS[compression](raw_image.read_bytes()))
+    backend = FileBackend(tmp_path / "base", "raw")
+    base = await stage(backend, packed, published(packed, compression=compression))
+    assert base.read_bytes() == raw_image.read_bytes()
+    assert base.stat().st_blocks * 512 < raw_image.stat().st_size, "zero blocks are not written"
+    assert leftovers(tmp_path / "base") == [base.name]
+
+
+async def test_converted_to_the_nodes_format_with_qemu_img(tmp_path: Path, raw_image: Path) -> None:
+    backend = FileBackend(tmp_path / "base", "qcow2")
+    image = published(raw_image)
+    base = await stage(backend, raw_image, image)
+    assert base.name == f"{image.sha512}.qcow2"
+    facts = await qemu.info(base, "qcow2")
+    assert facts.format == "qcow2" and facts.virtual_size == raw_image.stat().st_size and facts.backing_file is None
+    back = tmp_path / "back.raw"
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(base), str(back)], check=True)
+    assert back.read_bytes() == raw_image.read_bytes()
+    assert read_metadata(base)["format"] == "qcow2"
+    assert leftovers(tmp_path / "base") == [base.name]
+
+
+async def test_published_qcow2_staged_as_raw(tmp_path: Path, raw_image: Path) -> None:
+    qcow2 = tmp_path / "golden.qcow2"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw_image), str(qcow2)], check=True)
+    backend = FileBackend(tmp_path / "base", "raw")
+    base = await stage(backend, qcow2, published(qcow2, fmt="qcow2"))
+    assert base.suffix == ".raw" and base.read_bytes() == raw_image.read_bytes()
+
+
+async def test_bytes_that_do_not_match_the_signed_sha512_are_never_staged(tmp_path: Path, raw_image: Path) -> None:
+    for node_format, compression in (("raw", "none"), ("qcow2", "none"), ("raw", "gzip")):
+        source = raw_image
+        if compression == "gzip":
+            source = tmp_path / "golden.gz"
+            source.write_bytes(gzip.compress(raw_image.read_bytes()))
+        backend = FileBackend(tmp_path / f"base-{node_format}-{compression}", node_format)
+        with pytest.raises(ImageRefused, match="sha512 of the downloaded image"):
+            await stage(backend, source, published(source, compression=compression, sha512="ab" * 64))
+        assert leftovers(backend.base_dir) == []
+
+
+async def test_qcow2_with_a_backing_file_is_refused(tmp_path: Path, raw_image: Path) -> None:
+    secret = tmp_path / "host-secret.raw"
+    secret.write_bytes(b"root:x:0:0" * 1000)
+    evil = tmp_path / "evil.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(secret), "-F", "raw", str(evil)], check=True)
+    for node_format in ("raw", "qcow2"):
+        backend = FileBackend(tmp_path / f"base-{node_format}", node_format)
+        with pytest.raises(ImageRefused, match="backing file"):
+            await stage(backend, evil, published(evil, fmt="qcow2"))
+        # the same bytes declared raw (a format confusion) are refused too
+        with pytest.raises(ImageRefused, match="declared raw but the bytes are a qcow2"):
+            await stage(backend, evil, published(evil, fmt="raw"))
+        assert leftovers(backend.base_dir) == []
+
+
+async def test_qcow2_with_an_external_data_file_is_refused(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", f"data_file={tmp_path / 'data.raw'}",
+                    str(evil), "1M"], check=True)
+    backend = FileBackend(tmp_path / "base", "raw")
+    with pytest.raises(ImageRefused, match="external data file"):
+        await stage(backend, evil, published(evil, fmt="qcow2"))
+    assert leftovers(backend.base_dir) == []
+
+
+async def test_corrupt_compressed_stream_is_refused(tmp_path: Path, raw_image: Path) -> None:
+    packed = tmp_path / "golden.xz"
+    data = bytearray(lzma.compress(raw_image.read_bytes(), preset=0))
+    data[len(data) // 2] ^= 0xFF
+    packed.write_bytes(bytes(data))
+    backend = FileBackend(tmp_path / "base", "raw")
+    with pytest.raises(ImageRefused, match="cannot decompress"):
+        await stage(backend, packed, published(packed, compression="xz"))
+    assert leftovers(backend.base_dir) == []
+
+
+async def test_sweep_removes_leftovers_of_a_crash_but_no_base(tmp_path: Path, raw_image: Path) -> None:
+    backend = FileBackend(tmp_path / "base", "raw")
+    base = await stage(backend, raw_image, published(raw_image))
+    (backend.base_dir / (".staging-" + "a" * 128 + ".raw")).write_bytes(b"half")
+    assert await backend.sweep() == [".staging-" + "a" * 128 + ".raw"]
+    assert leftovers(backend.base_dir) == [base.name]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Path:
+    """A 16 MiB tmpfs (user xattrs work on tmpfs since Linux 6.6)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+async def test_disk_full_while_staging(tmp_path: Path, small_disk: Path) -> None:
+    backend = FileBackend(small_disk / "base", "raw")
+    small = write_image(tmp_path / "small.raw", 4 * 2**20, seed=2)
+    packed_small = tmp_path / "small.gz"
+    packed_small.write_bytes(gzip.compress(small.read_bytes()))
+    big = write_image(tmp_path / "big.raw", 24 * 2**20, seed=3)
+    packed_big = tmp_path / "big.gz"
+    packed_big.write_bytes(gzip.compress(big.read_bytes()))
+    first = await stage(backend, packed_small, published(packed_small, compression="gzip"))
+    with pytest.raises(StageFailed, match="disk full"):
+        await stage(backend, packed_big, published(packed_big, compression="gzip"))
+    assert leftovers(backend.base_dir) == [first.name], "no partial base; the other image is unaffected"
+    assert first.read_bytes() == small.read_bytes()
