@@ -5,6 +5,7 @@ socket's group only), what the ``nodecache`` CLI and the provisioning shim call.
     POST   /ensure            {"image": id-or-name}: staged base; streams NDJSON progress
     POST   /evict             {"image": ...}: 409 if a VM uses it
     POST   /gc                evict revoked/expired, then LRU above the high watermark
+    POST   /refresh           look at every catalogue's list now
     POST   /refs              {"image", "holder", "disk"}: a VM uses a base
     DELETE /refs/{holder}
     GET    /metrics           Prometheus (also on ``metrics_listen`` over TCP, if set)
@@ -105,6 +106,12 @@ async def gc(request: web.Request) -> web.Response:
                               "over_watermark": plan.over_watermark})
 
 
+async def refresh(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    await node.refresh()
+    return web.json_response((await node.status())["catalogues"])
+
+
 async def add_ref(request: web.Request) -> web.Response:
     body = await _body(request, "image", "holder")
     record = await request.app[NODE].add_reference(body["image"], body["holder"], str(body.get("disk", "")))
@@ -120,7 +127,7 @@ async def drop_ref(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    node.refresh_metrics()
+    await node.refresh_metrics()
     return web.Response(body=generate_latest(node.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -132,6 +139,7 @@ def make_app(node: NodeCache) -> web.Application:
         web.post("/ensure", ensure),
         web.post("/evict", evict),
         web.post("/gc", gc),
+        web.post("/refresh", refresh),
         web.post("/refs", add_ref),
         web.delete("/refs/{holder}", drop_ref),
         web.get("/metrics", metrics),

@@ -5,6 +5,7 @@
     nodecache ensure IMAGE                        # stage now (identifier or name), with a progress bar
     nodecache evict IMAGE
     nodecache gc
+    nodecache refresh                             # look at the catalogues now
 
 The client commands find the daemon's socket from the config (``-c``) or ``--socket``.
 Every failure is one line on stderr and a non-zero exit, as with ``vmic``.
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     ev = sub.add_parser("evict", help="remove a staged image (refused while a VM uses it)")
     ev.add_argument("image")
     sub.add_parser("gc", help="evict revoked/expired images, then LRU above the high watermark")
+    sub.add_parser("refresh", help="look at every catalogue's list now")
     args = parser.parse_args(argv)
     out = console(sys.stdout)
 
@@ -155,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
                 out.print(f"evicted {e['identifier']} ({e['reason']})")
             out.print(f"cache holds {human_size(result['used'])}"
                       + (" (still above the high watermark: the rest is in use)" if result["over_watermark"] else ""))
+        elif args.command == "refresh":
+            for c in asyncio.run(client().call("POST", "/refresh")):
+                problem = c["refused"] and f"refused: {c['refused']}" or c["unreachable"] and \
+                    f"unreachable: {c['unreachable']}"
+                out.print(f"{c['url']}: list version {c['version']}" + (f" kept ({problem})" if problem else ""))
         return 0
 
     return run_command("nodecache", run)

@@ -80,6 +80,11 @@ class NodeConfig:
     high_watermark: float = 0.9
     low_watermark: float = 0.7
     poll_seconds: float = 60.0
+    #: after a failed fetch or stage, wait this long before the next attempt
+    retry_seconds: float = 60.0
+    #: a new image without a torrent yet, from a catalogue that makes torrents: wait this
+    #: long for the torrent before pre-staging it over plain HTTP
+    torrent_wait: float = 120.0
     #: concurrent fetch-and-stage jobs
     parallel: int = 2
     socket: Path | None = None

@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 
 from vmic.follow import ListFollower
-from vmic.imagelist.model import EXT_EXPIRES, Image, parse_date
+from vmic.imagelist.model import EXT_EXPIRES, Image, ImageList, parse_date
 from vmic.log import event
 
 from . import evict, qemu
@@ -44,7 +44,6 @@ from .stage.lvm import LvmBackend
 from .state import HeldImage, State
 
 log = logging.getLogger("nodecache")
-RETRY_SECONDS = 60.0
 HOUSEKEEPING_SECONDS = 60.0
 
 
@@ -84,6 +83,7 @@ class NodeCache:
             follower.on_refused = lambda exc: self.metrics.verification_failures.labels("list", exc.code).inc()
         self.jobs: dict[str, Job] = {}  #: by sha512
         self._failed_at: dict[str, float] = {}
+        self._first_seen: dict[str, float] = {}
         self._slots = asyncio.Semaphore(config.parallel)
         self._state: State | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -127,12 +127,8 @@ class NodeCache:
         http = self._http
         tasks = [asyncio.create_task(self._housekeeping())]
         for url, follower in self.followers.items():
-            async def on_list(image_list: Any, url: str = url) -> None:
-                await self.state.save_list(url, image_list)
-                self.metrics.list_version.labels(url).set(image_list.version)
-                event(log, "node.list_accepted", catalogue=url, version=image_list.version,
-                      images=len(image_list.images))
-                await self.plan()
+            async def on_list(image_list: ImageList, url: str = url) -> None:
+                await self._accepted(url, image_list)
             tasks.append(asyncio.create_task(follower.follow(http, on_list, self.config.poll_seconds)))
         try:
             await self.plan()  # the last good lists, while the catalogues are asked
@@ -141,6 +137,21 @@ class NodeCache:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def refresh(self) -> None:
+        """Look at every catalogue's list now (what ``nodecache refresh`` asks)."""
+        assert self._http is not None
+        for url, follower in self.followers.items():
+            image_list = await follower.fetch(self._http)
+            if image_list is not None:
+                await self._accepted(url, image_list)
+        await self.plan()
+
+    async def _accepted(self, url: str, image_list: ImageList) -> None:
+        await self.state.save_list(url, image_list)
+        self.metrics.list_version.labels(url).set(image_list.version)
+        event(log, "node.list_accepted", catalogue=url, version=image_list.version, images=len(image_list.images))
+        await self.plan()
 
     async def _housekeeping(self) -> None:
         while True:
@@ -172,13 +183,30 @@ class NodeCache:
             held = {image.sha512: image for image in await self.state.images()}
             for image in select(current, self.config.select):
                 record = held.get(image.sha512)
-                if record is not None and record.state in ("staged", "refused"):
+                if record is not None and record.state in ("staged", "refused", "evicted"):
+                    continue  # "evicted": for space or by an operator; only ensure brings it back
+                retry = self.config.retry_seconds
+                if time.monotonic() - self._failed_at.get(image.sha512, -retry) < retry:
                     continue
-                if time.monotonic() - self._failed_at.get(image.sha512, -RETRY_SECONDS) < RETRY_SECONDS:
+                if self._torrent_coming(image, listed[image.sha512].catalogue):
                     continue
                 self._job(image, listed[image.sha512].catalogue)
             await self.gc()
             self._count_images(await self.state.images())
+
+    def _torrent_coming(self, image: Image, catalogue: str) -> bool:
+        """Whether to wait for the image's torrent rather than fetch it by plain HTTP: its
+        catalogue makes torrents (the list says so) and it was first seen less than
+        ``torrent_wait`` seconds ago. Hundreds of nodes fetching a new image from the
+        catalogue at once is what the swarm is there to avoid; the list that names the
+        torrent follows within seconds."""
+        if "vmic:btih" in image.extra:
+            return False
+        current = self.followers[catalogue].current
+        if current is None or current.extra.get("vmic:torrents") is not True:
+            return False
+        first = self._first_seen.setdefault(image.sha512, time.monotonic())
+        return time.monotonic() - first < self.config.torrent_wait
 
     # --- jobs: fetch and stage -------------------------------------------------------------------
 
@@ -377,7 +405,11 @@ class NodeCache:
                 self.swarm.drop(path.stem, delete=True)
         for path in (self.data_dir / record.sha512, self.data_dir / f"{record.sha512}.part"):
             path.unlink(missing_ok=True)
-        await self.state.forget(record.sha512)
+        if reason in ("space", "operator"):  # still listed: remembered, so it is not fetched again at once
+            await self.state.put(HeldImage(**{**record.__dict__, "state": "evicted", "reason": reason,
+                                              "location": "", "size": 0}))
+        else:
+            await self.state.forget(record.sha512)
         self.metrics.evictions.labels(reason).inc()
         event(log, "node.evicted", image=record.identifier, reason=reason)
 
@@ -449,10 +481,11 @@ class NodeCache:
     # --- status ---------------------------------------------------------------------------------
 
     def _count_images(self, records: list[HeldImage]) -> None:
-        for state in ("staged", "fetching", "refused", "failed"):
+        for state in ("staged", "fetching", "refused", "failed", "evicted"):
             self.metrics.images.labels(state).set(sum(1 for r in records if r.state == state))
 
-    def refresh_metrics(self) -> None:
+    async def refresh_metrics(self) -> None:
+        self._count_images(await self.state.images())
         down, up = self.swarm.totals()
         self.metrics.bytes_down.set(down)
         self.metrics.bytes_up.set(up)

@@ -1,7 +1,7 @@
 """lvm2, through :mod:`.tools`: the logical volumes of one volume group, as data.
 
 Reports are read with ``--reportformat json`` in bytes. Where the kernel has no
-device-mapper (no ``/dev/mapper/control``), every command runs with ``--driverloaded n``:
+device-mapper (``/dev/mapper/control`` cannot be opened), every command runs with ``--driverloaded n``:
 LVM then edits metadata only (create, tag, rename, read-only, remove all work), and
 nothing can be activated, so no data can be written into a volume
 (:func:`device_mapper_available` tells which).
@@ -22,7 +22,13 @@ _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_+.\-/=!:&#]")
 
 
 def device_mapper_available() -> bool:
-    return DM_CONTROL.exists()
+    """Whether the kernel has device-mapper. The control node alone proves nothing: LVM
+    creates it even where the kernel lacks the driver, and opening it then fails."""
+    try:
+        os.close(os.open(DM_CONTROL, os.O_RDWR))
+    except OSError:
+        return False
+    return True
 
 
 def tag(key: str, value: str) -> str:
@@ -108,7 +114,7 @@ class VolumeGroup:
         """Activate for writing; where there is no device-mapper, say so."""
         if not device_mapper_available():
             raise BackendUnavailable(f"cannot write into {self.name}/{name}: this kernel has no device-mapper "
-                                     f"({DM_CONTROL} is missing)")
+                                     f"({DM_CONTROL} cannot be opened)")
         await self._run("lvchange", "-ay", f"{self.name}/{name}")
         return Path("/dev") / self.name / name
 

@@ -341,3 +341,68 @@ async def running_seeder(catalogue: RunningCatalogue, keys: KeyPaths, state_dir:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await seeder.close()
+
+
+# --- node daemons ---------------------------------------------------------------------------
+
+
+def node_config(cache_dir: Path, catalogue_url: str, keys: KeyPaths, **overrides: Any) -> Any:
+    """A node daemon's config following ``catalogue_url`` (BitTorrent on loopback)."""
+    from nodecache.config import NodeConfig
+    from vmic.follow import CatalogueSource
+
+    settings: dict[str, Any] = {
+        "cache_dir": cache_dir, "catalogues": (CatalogueSource(catalogue_url, keys.ca_dir, ENDORSER_DN),),
+        "listen": f"127.0.0.1:{free_port()}", "poll_seconds": 3600.0, "format": "raw"}
+    settings.update(overrides)
+    return NodeConfig(**settings)
+
+
+def node_toml(config: Any) -> str:
+    """The TOML file a node daemon process reads for ``config``."""
+    lines = ["[nodecache]"]
+    for name, value in config.__dict__.items():
+        if name in ("catalogues", "select") or value is None:
+            continue
+        lines.append(f"{name} = {json.dumps(str(value) if isinstance(value, Path) else value)}")
+    for source in config.catalogues:
+        lines += ["[[nodecache.catalogue]]", f"url = {json.dumps(source.url)}", f"ca = {json.dumps(str(source.ca))}",
+                  f"endorser_dn = {json.dumps(source.endorser_dn)}"]
+    return "\n".join(lines) + "\n"
+
+
+@contextlib.asynccontextmanager
+async def running_node(config: Any) -> AsyncIterator[Any]:
+    """A node daemon in this process: started, following, its API on its Unix socket."""
+    from nodecache.api import make_app
+    from nodecache.daemon import NodeCache
+
+    node = NodeCache(config)
+    await node.start()
+    runner = web.AppRunner(make_app(node))
+    await runner.setup()
+    await web.UnixSite(runner, str(config.socket_path)).start()
+    task = asyncio.create_task(node.run())
+    try:
+        yield node
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await runner.cleanup()
+        await node.close()
+
+
+async def wait_staged(node: Any, sha512: str, seconds: float = 60) -> Any:
+    """The node's record of ``sha512`` once staged (fails on refusal or timeout)."""
+    for _ in range(int(seconds / 0.1)):
+        record = await node.state.get(sha512)
+        if record is not None and record.state == "staged":
+            return record
+        if record is not None and record.state == "refused":
+            raise AssertionError(f"image refused: {record.reason}")
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"image {sha512[:16]} not staged within {seconds} s")
+
+
+NODECACHE = [sys.executable, "-m", "nodecache.cli"]

@@ -27,6 +27,9 @@ EXT_NAME = "vmic:name"
 EXT_BTIH = "vmic:btih"  #: BitTorrent v1 info hash of the image's torrent
 EXT_BTMH = "vmic:btmh"  #: BitTorrent v2 info hash
 EXT_TORRENT = "vmic:torrent"  #: URL of the .torrent file
+#: list-level: this catalogue makes a torrent for every image (an image without one yet
+#: gets it within seconds; nodes wait for it rather than all fetching over HTTP at once)
+EXT_LIST_TORRENTS = "vmic:torrents"
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,7 @@ class ListSigner:
                 description=self.settings.description,
                 source=self.settings.url,
                 uri=f"{self.settings.url}/imagelist",
+                extra={EXT_LIST_TORRENTS: True},
             )
             self._current = await asyncio.get_running_loop().run_in_executor(None, self._sign, image_list)
             event(log, "imagelist.signed", version=version, images=len(images),

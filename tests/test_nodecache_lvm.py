@@ -1,0 +1,134 @@
+"""The LVM backend against a real volume group on a loop device.
+
+Every metadata step runs for real (create, tag, read-only, rename, list with
+``--reportformat json``, sweep, remove, a full volume group). Writing data into a
+volume needs it activated, which needs device-mapper: where the kernel has none,
+that part is skipped with the reason, and the stage fails cleanly with no volume left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nodecache.errors import BackendUnavailable, StageFailed
+from nodecache.lvm import VolumeGroup, device_mapper_available, tag
+from nodecache.stage.base import metadata_for
+from nodecache.stage.lvm import STAGING_TAG, LvmBackend, base_name, staging_name
+from support import write_image
+from vmic.imagelist.model import Image
+
+NO_DM = "this kernel has no device-mapper (/dev/mapper/control): LVM volumes cannot be activated, so no data " \
+        "can be written into them here"
+
+
+@pytest.fixture
+def volume_group(tmp_path: Path) -> Iterator[str]:
+    if shutil.which("lvcreate") is None or shutil.which("losetup") is None:
+        pytest.skip("lvm2 is not installed")
+    backing = tmp_path / "pv.img"
+    with open(backing, "wb") as handle:
+        handle.truncate(256 * 2**20)
+    attach = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True, text=True)
+    if attach.returncode != 0:
+        pytest.skip(f"no loop device here: {attach.stderr.strip()}")
+    device = attach.stdout.strip()
+    name = f"vmictest{uuid.uuid4().hex[:8]}"
+    env = {"LVM_SUPPRESS_FD_WARNINGS": "1", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    try:
+        subprocess.run(["pvcreate", "-q", device], check=True, capture_output=True, env=env)
+        subprocess.run(["vgcreate", "-q", name, device], check=True, capture_output=True, env=env)
+        yield name
+    finally:
+        subprocess.run(["vgremove", "-f", "-q", name], capture_output=True, env=env)
+        subprocess.run(["pvremove", "-q", device], capture_output=True, env=env)
+        subprocess.run(["losetup", "-d", device], capture_output=True)
+
+
+def image_for(path: Path) -> Image:
+    data = path.read_bytes()
+    return Image(identifier=str(uuid.uuid4()), uri="http://x", size=len(data), sha512=hashlib.sha512(data).hexdigest(),
+                 version="2024.1 rc", title="alice/golden")
+
+
+async def test_volume_life_cycle_in_metadata(volume_group: str) -> None:
+    vg = VolumeGroup(volume_group)
+    await vg.create("vmic-staging-x", 8 * 2**20, (STAGING_TAG,))
+    await vg.add_tags("vmic-staging-x", (tag("sha512", "ab" * 64), tag("version", "2024.1 rc")))
+    await vg.remove_tags("vmic-staging-x", (STAGING_TAG,))
+    await vg.set_read_only("vmic-staging-x")
+    await vg.rename("vmic-staging-x", "vmic-x")
+    [volume] = await vg.volumes()
+    assert volume.name == "vmic-x" and volume.size == 8 * 2**20 and volume.read_only
+    assert volume.vmic == {"sha512": "ab" * 64, "version": "2024.1_rc"}  # LVM's tag alphabet
+    size, free = await vg.size_and_free()
+    assert size - free == 8 * 2**20
+    await vg.remove("vmic-x")
+    assert await vg.volumes() == []
+
+
+async def test_publish_and_list_staged_bases(volume_group: str, tmp_path: Path) -> None:
+    """The last steps of a stage (tag, read-only, rename into place), then what the
+    backend reports as staged: the published volume only, never one being staged."""
+    backend = LvmBackend(volume_group, tmp_path / "scratch")
+    image = image_for(write_image(tmp_path / "a.raw", 2**20))
+    await backend.vg.create(staging_name(image.sha512), 4 * 2**20, (STAGING_TAG,))
+    assert await backend.staged() == []
+    await backend.publish(staging_name(image.sha512), image.sha512, metadata_for(image, "raw", "http://c", 9))
+    [staged] = await backend.staged()
+    assert staged.sha512 == image.sha512 and staged.location == f"{volume_group}/{base_name(image.sha512)}"
+    assert staged.metadata["identifier"] == image.identifier and staged.metadata["list_version"] == "9"
+    assert (await backend.vg.volumes())[0].read_only
+    await backend.remove(image.sha512)
+    assert await backend.vg.volumes() == []
+
+
+async def test_sweep_removes_half_staged_volumes_only(volume_group: str, tmp_path: Path) -> None:
+    backend = LvmBackend(volume_group, tmp_path / "scratch")
+    image = image_for(write_image(tmp_path / "a.raw", 2**20))
+    await backend.vg.create(staging_name(image.sha512), 4 * 2**20, (STAGING_TAG,))
+    await backend.vg.create("vmic-staging-renamed", 4 * 2**20, ())
+    await backend.vg.create("someone-elses", 4 * 2**20, ())
+    (tmp_path / "scratch" / "half.raw").write_bytes(b"x")
+    removed = await backend.sweep()
+    assert sorted(removed) == sorted([staging_name(image.sha512), "vmic-staging-renamed", "half.raw"])
+    assert [v.name for v in await backend.vg.volumes()] == ["someone-elses"]
+
+
+async def test_full_volume_group_is_a_clear_error(volume_group: str) -> None:
+    vg = VolumeGroup(volume_group)
+    with pytest.raises(StageFailed, match="insufficient free space"):
+        await vg.create("vmic-huge", 2**30, ())
+    assert await vg.volumes() == []
+
+
+async def test_stage_without_device_mapper_fails_cleanly(volume_group: str, tmp_path: Path) -> None:
+    if device_mapper_available():
+        pytest.skip("device-mapper exists here: the data path is tested instead")
+    backend = LvmBackend(volume_group, tmp_path / "scratch")
+    source = write_image(tmp_path / "a.raw", 2**20)
+    image = image_for(source)
+    with pytest.raises(BackendUnavailable, match="no device-mapper"):
+        await backend.stage(source, image, metadata_for(image, "raw", "http://c", 1), lambda n: None)
+    assert await backend.vg.volumes() == [], "the half-made volume was removed"
+
+
+@pytest.mark.skipif(not device_mapper_available(), reason=NO_DM)
+async def test_stage_writes_the_image_into_a_read_only_volume(volume_group: str, tmp_path: Path) -> None:
+    backend = LvmBackend(volume_group, tmp_path / "scratch")
+    source = write_image(tmp_path / "a.raw", 6 * 2**20)
+    image = image_for(source)
+    staged = await backend.stage(source, image, metadata_for(image, "raw", "http://c", 1), lambda n: None)
+    device = Path("/dev") / staged.location
+    await backend.vg.activate(base_name(image.sha512))
+    try:
+        assert device.read_bytes()[: image.size] == source.read_bytes()
+    finally:
+        await backend.vg.deactivate(base_name(image.sha512))
+    assert (await backend.vg.volumes())[0].read_only
