@@ -141,11 +141,14 @@ class NodeCache:
     async def refresh(self) -> None:
         """Look at every catalogue's list now (what ``nodecache refresh`` asks)."""
         assert self._http is not None
+        accepted = False
         for url, follower in self.followers.items():
             image_list = await follower.fetch(self._http)
             if image_list is not None:
                 await self._accepted(url, image_list)
-        await self.plan()
+                accepted = True
+        if not accepted:
+            await self.plan()
 
     async def _accepted(self, url: str, image_list: ImageList) -> None:
         await self.state.save_list(url, image_list)
@@ -215,8 +218,13 @@ class NodeCache:
         if job is None:
             job = self.jobs[image.sha512] = Job(image, catalogue)
             job.task = asyncio.create_task(self._acquire(job))
-            job.task.add_done_callback(lambda _, sha=image.sha512: self.jobs.pop(sha, None))
+            job.task.add_done_callback(lambda task, sha=image.sha512: self._job_done(sha, task))
         return job
+
+    def _job_done(self, sha512: str, task: asyncio.Task[HeldImage]) -> None:
+        self.jobs.pop(sha512, None)
+        if not task.cancelled():
+            task.exception()  # logged and recorded by _acquire; whoever awaits it sees it too
 
     async def _acquire(self, job: Job) -> HeldImage:
         image = job.image
@@ -228,7 +236,19 @@ class NodeCache:
                 job.phase = "fetching"
                 source = await self._fetch(job)
                 job.phase, job.done = "staging", 0
-                staged = await self._stage(job, source)
+                try:
+                    staged = await self._stage(job, source)
+                except ImageRefused:
+                    if "vmic:btih" not in image.extra:
+                        raise
+                    # complete by the piece hashes but not by the sha512: before blaming the
+                    # publisher, make sure the bytes on disk are what the swarm delivered
+                    job.phase = "rechecking"
+                    assert self._http is not None
+                    torrent = await self.swarm.torrent_for(self._http, image)
+                    source = await self.swarm.recheck(image, torrent, lambda n: setattr(job, "done", n))
+                    job.phase, job.done = "staging", 0
+                    staged = await self._stage(job, source)
         except asyncio.CancelledError:
             raise
         except ImageRefused as exc:

@@ -6,6 +6,7 @@ on loopback that serves a signed image list and image bytes, and misbehaves on d
     sim.publish()                       # sign and serve a new list version
     sim.served = b"anything"            # serve other bytes at /imagelist (tampering)
     sim.cut_after = 1000                # the next image transfer breaks after 1000 bytes
+    sim.torrents = tmp_dir              # lists name a torrent per image (web seed: this server)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import datetime as dt
 import hashlib
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 from support import free_port
@@ -21,6 +23,7 @@ from support import free_port
 from vmic.imagelist.model import Endorser, Image, ImageList
 from vmic.imagelist.smime import Signer
 from vmic.pki import KeyPaths
+from vmic.torrents import make_torrent
 
 
 @dataclass
@@ -41,6 +44,9 @@ class PartnerSimulator:
     #: Range headers received, per image
     ranges: list[str | None] = field(default_factory=list)
     history: list[bytes] = field(default_factory=list)
+    #: if set, every image gets a torrent of the bytes served (made in this directory)
+    torrents: Path | None = None
+    torrent_files: dict[str, bytes] = field(default_factory=dict)
 
     @classmethod
     async def start(cls, keys: KeyPaths) -> PartnerSimulator:
@@ -48,6 +54,7 @@ class PartnerSimulator:
         app = web.Application()
         sim = cls(Signer.load(keys.cert, keys.key), web.AppRunner(app), f"http://127.0.0.1:{port}")
         app.router.add_get("/imagelist", sim._imagelist)
+        app.router.add_get("/images/{identifier}.torrent", sim._torrent)
         app.router.add_get("/images/{identifier}", sim._image)
         await sim.runner.setup()
         await web.TCPSite(sim.runner, "127.0.0.1", port).start()
@@ -62,12 +69,24 @@ class PartnerSimulator:
         self.metadata[identifier] = metadata
         return identifier
 
+    def _torrent_fields(self, identifier: str, sha512: str) -> dict[str, str]:
+        """A torrent of the bytes this server serves for the image (the wrong ones, if set),
+        its one file named by the listed sha512, as a catalogue's would be."""
+        if self.torrents is None:
+            return {}
+        path = self.torrents / sha512
+        path.write_bytes(self.wrong_bytes.get(identifier, self.images[identifier]))
+        torrent = make_torrent(path, f"{self.url}/images/{identifier}")
+        self.torrent_files[identifier] = torrent.data
+        return {"vmic:btih": torrent.btih, "vmic:torrent": f"{self.url}/images/{identifier}.torrent"}
+
     def build(self, **changes: object) -> ImageList:
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         images = tuple(
             Image(identifier=i, uri=f"{self.url}/images/{i}", size=len(data), sha512=hashlib.sha512(data).hexdigest(),
                   version="1", title=self.metadata[i].get("title", "partner image"), os=self.metadata[i].get("os", ""),
-                  extra={k: v for k, v in self.metadata[i].items() if ":" in k})
+                  extra={**{k: v for k, v in self.metadata[i].items() if ":" in k},
+                         **self._torrent_fields(i, hashlib.sha512(data).hexdigest())})
             for i, data in self.images.items()
         )
         image_list = ImageList(identifier=self.list_identifier, version=self.version, created=now,
@@ -88,6 +107,12 @@ class PartnerSimulator:
     async def _imagelist(self, request: web.Request) -> web.Response:
         return web.Response(body=self.served, content_type="text/plain")
 
+    async def _torrent(self, request: web.Request) -> web.Response:
+        identifier = request.match_info["identifier"]
+        if identifier not in self.torrent_files:
+            raise web.HTTPNotFound()
+        return web.Response(body=self.torrent_files[identifier], content_type="application/x-bittorrent")
+
     async def _image(self, request: web.Request) -> web.StreamResponse:
         identifier = request.match_info["identifier"]
         if identifier not in self.images:
@@ -95,11 +120,14 @@ class PartnerSimulator:
         data = self.wrong_bytes.get(identifier, self.images[identifier])
         range_header = request.headers.get("Range")
         self.ranges.append(range_header)
-        start = int(range_header.removeprefix("bytes=").rstrip("-")) if range_header else 0
-        response = web.StreamResponse(status=206 if start else 200)
-        response.content_length = len(data) - start
-        if start:
-            response.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        start, end = 0, len(data) - 1
+        if range_header:  # "bytes=N-" (resuming) or "bytes=N-M" (a web seed's piece)
+            first, _, last = range_header.removeprefix("bytes=").partition("-")
+            start, end = int(first), min(int(last) if last else end, end)
+        response = web.StreamResponse(status=206 if range_header else 200)
+        response.content_length = end + 1 - start
+        if range_header:
+            response.headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
         await response.prepare(request)
         if self.cut_after is not None:
             cut, self.cut_after = self.cut_after, None
@@ -107,6 +135,6 @@ class PartnerSimulator:
             assert request.transport is not None
             request.transport.abort()  # the partner goes away mid-transfer
             return response
-        await response.write(data[start:])
+        await response.write(data[start:end + 1])
         await response.write_eof()
         return response

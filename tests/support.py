@@ -405,4 +405,14 @@ async def wait_staged(node: Any, sha512: str, seconds: float = 60) -> Any:
     raise AssertionError(f"image {sha512[:16]} not staged within {seconds} s")
 
 
+async def wait_settled(node: Any, sha512: str, seconds: float = 60) -> Any:
+    """The node's record of ``sha512`` once its job ended (staged, refused or failed)."""
+    for _ in range(int(seconds / 0.05)):
+        record = await node.state.get(sha512)
+        if record is not None and record.state != "fetching" and sha512 not in node.jobs:
+            return record
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"image {sha512[:16]}: no result within {seconds} s")
+
+
 NODECACHE = [sys.executable, "-m", "nodecache.cli"]

@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from nodecache.stage.files import read_metadata
-from support import (NODECACHE, node_config, publish_and_wait, running_node, running_seeder, sha512, until,
-                     wait_staged, write_image)
+from support import (NODECACHE, node_config, publish_and_wait, running_node, running_seeder, sha512, wait_staged, write_image)
 from vmic.pki import KeyPaths
 
 

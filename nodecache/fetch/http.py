@@ -19,8 +19,6 @@ from vmic.imagelist.model import Image
 
 from ..errors import FetchFailed
 
-CHUNK = 4 * 2**20
-
 
 async def fetch_http(session: aiohttp.ClientSession, image: Image, data_dir: Path,
                      progress: Callable[[int], None]) -> Path:
@@ -44,7 +42,7 @@ async def fetch_http(session: aiohttp.ClientSession, image: Image, data_dir: Pat
             fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o600)
             try:
                 os.ftruncate(fd, have)
-                async for chunk in response.content.iter_chunked(CHUNK):
+                async for chunk in response.content.iter_any():
                     if have + len(chunk) > image.size:
                         part.unlink()
                         raise FetchFailed(f"image {image.identifier}: the server sent more than hv:size "

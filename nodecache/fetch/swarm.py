@@ -7,8 +7,14 @@ seeding what the node holds to its peers.
 - A torrent is used only if it matches the signed list: v1 info hash = ``vmic:btih``,
   its one file named by the sha512 (so nothing can name a path), size = ``hv:size``.
 - Resume data is saved every few seconds while downloading and on shutdown, to
-  ``<torrents>/<btih>.resume``: after a crash or SIGKILL, a restart continues with the
-  pieces it had (libtorrent re-checks only what resume data does not vouch for).
+  ``<torrents>/<btih>.resume``, always after flushing the torrent's queued writes
+  (``flush_disk_cache``): libtorrent counts a piece as had once it passed its hash,
+  which can be before it is written, so resume data saved without the flush could vouch
+  for bytes a SIGKILL lost. After a crash, a restart continues with the pieces it had.
+- ``fetch`` returns only after that flush: the bytes staging reads are on disk.
+- ``recheck`` forgets the resume data and hashes the file again (then fetches what is
+  missing): what the daemon does once if complete bytes fail the signed sha512, before
+  it blames the publisher.
 - Pieces that fail their hash are counted (``hash_failures``); libtorrent bans the
   peers that sent them.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +64,8 @@ class Swarm:
     hash_failures: int = 0
     _session: lt.session | None = None
     _pump: AlertPump | None = None
-    _saved: dict[str, asyncio.Event] = field(default_factory=dict)
+    #: per torrent, the resume-data requests not answered yet (libtorrent answers in order)
+    _saved: dict[str, deque[asyncio.Event]] = field(default_factory=dict)
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +77,7 @@ class Swarm:
         for info_hash in list(self.transfers):
             self._save_resume(info_hash)
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self._saved.values())), 10)
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for q in self._saved.values() for e in q)), 10)
         for transfer in self.transfers.values():
             if not transfer.done.done():
                 transfer.done.cancel()
@@ -145,9 +153,19 @@ class Swarm:
             else:
                 last, still = status.total_wanted_done, 0.0
         transfer.done.result()  # raises the torrent's error, if any
-        self._save_resume(torrent.btih)
+        saved = self._save_resume(torrent.btih)
+        if saved is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(saved.wait(), 60)
         progress(image.size)
         return self.data_dir / image.sha512
+
+    async def recheck(self, image: Image, torrent: Torrent, progress: Callable[[int], None]) -> Path:
+        """Hash the bytes on disk again, fetch what fails, and return when complete."""
+        self.drop(torrent.btih)
+        (self.torrent_dir / f"{torrent.btih}.resume").unlink(missing_ok=True)
+        event(log, "swarm.recheck", image=image.identifier, btih=torrent.btih)
+        return await self.fetch(image, torrent, progress)
 
     def seed(self, image: Image, torrent: Torrent) -> None:
         """Seed bytes the node already verified (at start-up, for what it holds)."""
@@ -166,11 +184,21 @@ class Swarm:
             for suffix in (".torrent", ".resume"):
                 (self.torrent_dir / f"{info_hash}{suffix}").unlink(missing_ok=True)
 
-    def _save_resume(self, info_hash: str) -> None:
+    def _save_resume(self, info_hash: str) -> asyncio.Event | None:
+        """Ask for resume data (after the torrent's writes are flushed); the event is set
+        when it is saved (or could not be)."""
         transfer = self.transfers.get(info_hash)
-        if transfer is not None and transfer.handle.is_valid():
-            self._saved[info_hash] = asyncio.Event()
-            transfer.handle.save_resume_data(lt.save_resume_flags_t.only_if_modified)
+        if transfer is None or not transfer.handle.is_valid():
+            return None
+        saved = asyncio.Event()
+        self._saved.setdefault(info_hash, deque()).append(saved)
+        transfer.handle.save_resume_data(lt.save_resume_flags_t.flush_disk_cache)
+        return saved
+
+    def _answered(self, info_hash: str) -> None:
+        pending = self._saved.get(info_hash)
+        if pending:
+            pending.popleft().set()
 
     # --- alerts and numbers -------------------------------------------------------------------
 
@@ -182,12 +210,9 @@ class Swarm:
                 temporary = path.with_suffix(".resume.new")
                 temporary.write_bytes(lt.write_resume_data_buf(alert.params))
                 temporary.rename(path)
-            if info_hash in self._saved:
-                self._saved.pop(info_hash).set()
+            self._answered(info_hash)
         elif isinstance(alert, lt.save_resume_data_failed_alert):
-            info_hash = str(alert.handle.info_hashes().v1)
-            if info_hash in self._saved:
-                self._saved.pop(info_hash).set()
+            self._answered(str(alert.handle.info_hashes().v1))
         elif isinstance(alert, lt.torrent_finished_alert):
             transfer = self.transfers.get(str(alert.handle.info_hashes().v1))
             if transfer is not None and not transfer.done.done():

@@ -1,0 +1,186 @@
+"""What a node does with hostile catalogues, one test per attack, against a catalogue
+*simulator* (tests/partner_sim.py: a real HTTP server signing real lists, misbehaving
+on demand). A refused list keeps the last good one in force, with the precise reason
+in the status, the log and a metric; bytes that do not match the signed list are
+never staged."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from partner_sim import PartnerSimulator
+from support import node_config, running_node, wait_settled, wait_staged
+
+from vmic.follow import CatalogueSource
+from vmic.imagelist.smime import Signer
+from vmic.pki import KeyPaths
+from support import ENDORSER_DN
+
+IMAGE = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes, raw
+
+
+@pytest.fixture
+async def sim(keys: KeyPaths) -> AsyncIterator[PartnerSimulator]:
+    sim = await PartnerSimulator.start(keys)
+    yield sim
+    await sim.stop()
+
+
+def config_for(sim: PartnerSimulator, keys: KeyPaths, tmp_path: Path, **overrides: Any) -> Any:
+    source = CatalogueSource(sim.url, keys.ca_dir, ENDORSER_DN, sim.list_identifier)
+    return node_config(tmp_path / "node", sim.url, keys, catalogues=(source,), retry_seconds=0.0, **overrides)
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
+def tampered(sim: PartnerSimulator, keys: KeyPaths, other_keys: KeyPaths) -> None:
+    sim.served = sim.publish().replace(b'"hv:version"', b'"hv:versioN"', 1)
+
+
+def unsigned(sim: PartnerSimulator, keys: KeyPaths, other_keys: KeyPaths) -> None:
+    sim.version += 1
+    sim.served = sim.build().to_bytes()
+
+
+def expired(sim: PartnerSimulator, keys: KeyPaths, other_keys: KeyPaths) -> None:
+    sim.publish(created=now() - dt.timedelta(days=2), expires=now() - dt.timedelta(hours=1))
+
+
+def from_the_future(sim: PartnerSimulator, keys: KeyPaths, other_keys: KeyPaths) -> None:
+    sim.publish(created=now() + dt.timedelta(days=1))
+
+
+def rolled_back(sim: PartnerSimulator, keys: KeyPaths, other_keys: KeyPaths) -> None:
+    sim.served = sim.history[0]  # an old, validly signed list (the node accepted a newer one)
+
+
+def wrong_endorser(sim: PartnerSimulator, keys: KeyPaths, other_keys: KeyPaths) -> None:
+    sim.signer = Signer.load(other_keys.cert, other_keys.key)  # same DN, CA the node does not trust
+    sim.publish()
+
+
+def other_list(sim: PartnerSimulator, keys: KeyPaths, other_keys: KeyPaths) -> None:
+    sim.publish(identifier="00000000-0000-0000-0000-000000000000")
+
+
+def identifier_reused(sim: PartnerSimulator, keys: KeyPaths, other_keys: KeyPaths) -> None:
+    identifier = next(iter(sim.images))
+    sim.images[identifier] = IMAGE[::-1]  # same identifier, other bytes
+    sim.publish()
+
+
+ATTACKS: list[tuple[Callable[..., None], str]] = [
+    (tampered, "signature_invalid"),
+    (unsigned, "signature_invalid"),
+    (expired, "expired"),
+    (from_the_future, "created_in_future"),
+    (rolled_back, "rollback"),
+    (wrong_endorser, "untrusted_signer"),
+    (other_list, "identifier_mismatch"),
+    (identifier_reused, "image_identifier_reused"),
+]
+
+
+@pytest.mark.parametrize("attack, code", ATTACKS, ids=[a.__name__ for a, _ in ATTACKS])
+async def test_a_hostile_list_is_refused_and_the_last_good_one_kept(
+        sim: PartnerSimulator, keys: KeyPaths, other_keys: KeyPaths, tmp_path: Path,
+        attack: Callable[..., None], code: str) -> None:
+    identifier = sim.add_image(IMAGE, title="partner/golden")
+    sim.publish()
+    sim.publish()  # version 2 accepted: version 1 is then a rollback
+    async with running_node(config_for(sim, keys, tmp_path)) as node:
+        await node.refresh()
+        held = await wait_staged(node, hashlib.sha512(IMAGE).hexdigest())
+        attack(sim, keys, other_keys)
+        await node.refresh()
+        follower = node.followers[sim.url]
+        assert follower.refused is not None and follower.refused.code == code, follower.refused
+        assert follower.current is not None and follower.current.version == 2, "the last good list stays in force"
+        status = await node.status()
+        assert status["catalogues"][0]["refused_code"] == code and status["catalogues"][0]["version"] == 2
+        assert [(i["identifier"], i["state"]) for i in status["images"]] == [(identifier, "staged")]
+        assert Path(held.location).read_bytes() == IMAGE
+        assert node.metrics.verification_failures.labels("list", code)._value.get() == 1
+
+        sim.signer = Signer.load(keys.cert, keys.key)  # the catalogue recovers: accepted again
+        sim.images[identifier] = IMAGE
+        sim.publish()
+        await node.refresh()
+        assert follower.refused is None and follower.current.version == sim.version
+
+
+async def test_the_last_good_list_survives_a_restart(sim: PartnerSimulator, keys: KeyPaths, tmp_path: Path) -> None:
+    sim.add_image(IMAGE)
+    sim.publish()
+    sim.publish()
+    config = config_for(sim, keys, tmp_path)
+    async with running_node(config) as node:
+        await node.refresh()
+    sim.served = sim.history[0]
+    async with running_node(config) as node:
+        await node.refresh()
+        follower = node.followers[sim.url]
+        assert follower.refused is not None and follower.refused.code == "rollback"
+        assert follower.current is not None and follower.current.version == 2
+
+
+async def test_bytes_that_pass_piece_hashes_but_not_the_signed_sha512_are_never_staged(
+        sim: PartnerSimulator, keys: KeyPaths, tmp_path: Path) -> None:
+    """A publisher mismatch: the torrent (and so every piece hash) describes other bytes
+    than the list's sha512. BitTorrent accepts them; staging must not."""
+    sim.torrents = tmp_path / "sim-torrents"
+    sim.torrents.mkdir()
+    identifier = sim.add_image(IMAGE)
+    sim.wrong_bytes[identifier] = IMAGE[::-1]
+    sim.publish()
+    config = config_for(sim, keys, tmp_path)
+    async with running_node(config) as node:
+        await node.refresh()
+        sha = hashlib.sha512(IMAGE).hexdigest()
+        record = await wait_settled(node, sha)
+        assert record.state == "refused" and "sha512 of the downloaded image" in record.reason
+        assert "signed list says" in record.reason
+        assert list((config.cache_dir / "base").iterdir()) == []
+        assert list((config.cache_dir / "data").iterdir()) == [], "the wrong bytes are dropped, not seeded"
+        assert node.metrics.verification_failures.labels("image", "image_refused")._value.get() == 1
+        await node.refresh()
+        assert sha not in node.jobs, "not fetched again until a list names other bytes"
+
+
+async def test_http_download_cut_halfway_resumes_with_range(sim: PartnerSimulator, keys: KeyPaths,
+                                                            tmp_path: Path) -> None:
+    sim.add_image(IMAGE)
+    sim.cut_after = len(IMAGE) // 2
+    sim.publish()
+    async with running_node(config_for(sim, keys, tmp_path)) as node:
+        await node.refresh()
+        sha = hashlib.sha512(IMAGE).hexdigest()
+        record = await wait_settled(node, sha)
+        assert record.state == "failed" and ("broke at" in record.reason or "ended at" in record.reason)
+        assert list((tmp_path / "node" / "base").iterdir()) == [], "a partial image is never staged"
+        await node.refresh()
+        held = await wait_staged(node, sha)
+        assert Path(held.location).read_bytes() == IMAGE
+        resumed_at = int(sim.ranges[-1].removeprefix("bytes=").rstrip("-"))  # type: ignore[union-attr]
+        assert 0 < resumed_at <= len(IMAGE) // 2, "the second try asked only for the rest"
+
+
+async def test_a_server_sending_endless_data_is_cut_at_the_signed_size(sim: PartnerSimulator, keys: KeyPaths,
+                                                                       tmp_path: Path) -> None:
+    identifier = sim.add_image(IMAGE)
+    sim.wrong_bytes[identifier] = IMAGE + bytes(8 * 2**20)
+    sim.publish()
+    config = config_for(sim, keys, tmp_path)
+    async with running_node(config) as node:
+        await node.refresh()
+        sha = hashlib.sha512(IMAGE).hexdigest()
+        record = await wait_settled(node, sha)
+        assert record.state == "failed" and "more than hv:size" in record.reason
+        assert list((config.cache_dir / "data").iterdir()) == []
