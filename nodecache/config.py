@@ -76,6 +76,9 @@ class NodeConfig:
     #: keep the downloaded image to seed it to peers (it costs its size again where the
     #: base differs from the published bytes: conversion, compression, LVM)
     seed: bool = True
+    #: use the catalogue's web seed (BEP 19); off: peers and seeders only, the catalogue
+    #: serves no image bytes to this node
+    web_seed: bool = True
     capacity: int = 0
     high_watermark: float = 0.9
     low_watermark: float = 0.7

@@ -77,7 +77,7 @@ class NodeCache:
         self.backend: Backend = (FileBackend(root / "base", config.format) if config.backend == "file"
                                  else LvmBackend(config.volume_group, root / "scratch"))
         self.swarm = Swarm(self.data_dir, self.torrent_dir, config.listen, config.upload_limit,
-                           config.download_limit)
+                           config.download_limit, config.web_seed)
         self.followers = {source.url: ListFollower(source, log) for source in config.catalogues}
         for follower in self.followers.values():
             follower.on_refused = lambda exc: self.metrics.verification_failures.labels("list", exc.code).inc()

@@ -169,3 +169,25 @@ async def test_restart_reconciles_the_database_with_the_disk(catalogue: Any, key
         again = await wait_staged(node, second["sha512"])
         assert sha512(Path(again.location)) == second["sha512"]
         assert (await node.state.get(first["sha512"])).state == "staged"  # type: ignore[union-attr]
+
+
+async def test_nodes_seed_what_they_hold_to_each_other(site: Any, keys: KeyPaths, tmp_path: Path) -> None:
+    """Node A stages the image (seeder and web seed); then node B, which may not use the
+    web seed and has no seeder to ask, gets every byte from A."""
+    from nodecache.config import Selection
+
+    catalogue, tracker, _ = site
+    a_config = node_config(tmp_path / "a", catalogue.url, keys)
+    async with running_seeder(catalogue, keys, tmp_path / "seeder"), running_node(a_config) as a:
+        record, torrent = await publish_and_wait(catalogue, write_image(tmp_path / "g.raw", 4 * 2**20), tracker)
+        await wait_staged(a, record["sha512"])
+    b_config = node_config(tmp_path / "b", catalogue.url, keys, web_seed=False, select=Selection(none=True))
+    a_config = node_config(tmp_path / "a", catalogue.url, keys)  # A again, after a restart: seeds what it holds
+    async with running_node(a_config) as a, running_node(b_config) as b:
+        assert torrent.btih in a.swarm.transfers, "A seeds its staged image from the start"
+        await b.refresh()
+        held = await b.ensure(record["identifier"])
+        assert sha512(Path(held.location)) == record["sha512"]
+        assert not b.swarm.transfers[torrent.btih].handle.url_seeds()
+        await asyncio.sleep(1.5)  # libtorrent updates its counters once a second
+        assert a.swarm.totals()[1] >= 4 * 2**20, "A uploaded the whole image to B"

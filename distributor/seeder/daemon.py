@@ -100,7 +100,7 @@ class Seeder:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self._resume_saved.values())), 10)
         self.seeding.clear()
-        self._session = None  # libtorrent stops here, before the pipe it writes to is closed
+        self._session = None  # the pump holds the last reference: libtorrent stops in close(), then the pipe goes
         if self._pump is not None:
             self._pump.close()
         if self._http is not None:

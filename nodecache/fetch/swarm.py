@@ -60,6 +60,7 @@ class Swarm:
     listen: str
     upload_limit: int = 0
     download_limit: int = 0
+    web_seed: bool = True
     transfers: dict[str, Transfer] = field(default_factory=dict)  #: by v1 info hash
     hash_failures: int = 0
     _session: lt.session | None = None
@@ -82,7 +83,7 @@ class Swarm:
             if not transfer.done.done():
                 transfer.done.cancel()
         self.transfers.clear()
-        self._session = None  # libtorrent stops before the pipe it writes to is closed
+        self._session = None  # the pump holds the last reference: libtorrent stops in close(), then the pipe goes
         if self._pump is not None:
             self._pump.close()
 
@@ -127,7 +128,12 @@ class Swarm:
             if seed_mode:
                 params.flags |= lt.torrent_flags.seed_mode  # verified whole by sha512 at staging
         params.save_path = str(self.data_dir)
+        if not self.web_seed:
+            params.url_seeds = []
         handle = self._session.add_torrent(params)
+        if not self.web_seed:
+            for url in handle.url_seeds():
+                handle.remove_url_seed(url)
         transfer = Transfer(image, handle, asyncio.get_running_loop().create_future())
         self.transfers[torrent.btih] = transfer
         if handle.status().is_seeding:

@@ -18,8 +18,12 @@ import libtorrent as lt
 
 
 class AlertPump:
+    """Owners drop their own reference to the session, then call :meth:`close`, which
+    drops the pump's (the last one: libtorrent stops there, its destructor waits for its
+    threads) and only then closes the pipe libtorrent wrote to."""
+
     def __init__(self, session: lt.session, handle: Callable[[lt.alert], None]) -> None:
-        self.session = session
+        self.session: lt.session | None = session
         self.handle = handle
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
@@ -34,10 +38,13 @@ class AlertPump:
                 pass
         except BlockingIOError:
             pass
+        if self.session is None:
+            return
         for alert in self.session.pop_alerts():
             self.handle(alert)
 
     def close(self) -> None:
+        self.session = None
         self._loop.remove_reader(self._read)
         os.close(self._read)
         os.close(self._write)

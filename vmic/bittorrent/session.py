@@ -12,7 +12,9 @@ many connections, suggest mode for pieces in cache), then, for a data-centre LAN
   of strangers, not ours;
 - rate limits apply to local peers too (``ignore_limits_on_local_network = False``),
   so that a seeder's upload cap holds inside a rack;
-- several connections from one IP are allowed (hosts behind one address, tests).
+- several connections from one IP are allowed (hosts behind one address, tests);
+- a stopping session waits at most 1 s for the trackers to hear "stopped" (a LAN
+  tracker answers in milliseconds or is down; the peer expires there anyway).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ OVERRIDES: dict[str, Any] = {
     "ignore_limits_on_local_network": False,
     "allow_multiple_connections_per_ip": True,
     "announce_to_all_trackers": True,
+    "stop_tracker_timeout": 1,
     "alert_mask": (lt.alert_category.error | lt.alert_category.status | lt.alert_category.storage
                    | lt.alert_category.tracker),
 }
