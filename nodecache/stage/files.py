@@ -9,7 +9,9 @@ against the signed sha512 and the disk header (ours, then qemu-img's), converts 
 qemu-img if the node's format differs, fsyncs, sets the xattrs and mode, and only then
 renames into place (atomic on one file system). Where the node keeps the published
 bytes for seeding and they are already the base (uncompressed, same format), the base
-is a hard link to them: staging costs one hashing pass and no copy.
+is a hard link to them: staging costs one hashing pass and no copy. An uncompressed
+image in another format is hashed and converted at the same time (two cores), and
+published only if both succeed.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from vmic.imagelist.model import Image
 from .. import qemu
 from ..errors import StageFailed
 from .base import METADATA_KEYS, Progress, Staged
-from .pipeline import copy_verified, verify_only
+from .pipeline import check_head, copy_verified, gather_all, verify_only
 
 PREFIX = ".staging-"
 XATTR = "user.vmic."
@@ -65,19 +67,28 @@ class FileBackend:
         try:
             for leftover in (first, second):
                 leftover.unlink(missing_ok=True)
-            if image.compression == "none" and image.format == fmt:
-                # zero copy: the published bytes are the base; verify them, then link
-                await asyncio.to_thread(verify_only, source, image.sha512, image.format, progress)
-                await asyncio.to_thread(os.link, source, first)
+            if image.compression == "none":
+                # the published bytes as they are: header checks first (ours, then qemu-img's),
+                # then the sha512 pass, overlapped with the conversion if there is one
+                await asyncio.to_thread(check_head, source, image.format)
+                await qemu.check_safe(source, image.format)
+                verify = asyncio.to_thread(verify_only, source, image.sha512, image.format, progress)
+                if image.format == fmt:  # zero copy: the verified download is the base
+                    await verify
+                    await asyncio.to_thread(os.link, source, first)
+                    staged = first
+                else:
+                    await gather_all(verify, qemu.convert(source, image.format, second, fmt))
+                    staged = second
             else:
                 await asyncio.to_thread(copy_verified, source, first, image.sha512, image.compression,
                                         image.format, progress)
-            await qemu.check_safe(first, image.format)
-            staged = first
-            if image.format != fmt:
-                await qemu.convert(first, image.format, second, fmt)
-                first.unlink()
-                staged = second
+                await qemu.check_safe(first, image.format)
+                staged = first
+                if image.format != fmt:
+                    await qemu.convert(first, image.format, second, fmt)
+                    first.unlink()
+                    staged = second
             await asyncio.to_thread(self._seal, staged, {**metadata, "format": fmt})
             await asyncio.to_thread(os.rename, staged, final)
             await asyncio.to_thread(_fsync_dir, self.base_dir)

@@ -3,11 +3,11 @@
     <vg>/vmic-<first 32 hex of sha512>            read-only, tags vmic.sha512=..., vmic.identifier=...
     <vg>/vmic-staging-<first 32 hex>              while staging, tag vmic.staging (swept at start-up)
 
-Staging: the published bytes are verified (and decompressed into ``scratch`` if
-needed) exactly as for the file backend; a volume of the image's virtual size is
-created under the temporary name, activated, written with ``qemu-img convert -n -O
-raw``, deactivated, tagged, made read-only (``lvchange -pr``) and only then renamed
-into place. VM snapshots (thin, with the image volume as external origin, or
+Staging: the disk header is checked, a volume of the image's virtual size is created
+under the temporary name, activated and written with ``qemu-img convert -n -O raw``
+while the sha512 pass runs (a compressed image is first decompressed and verified
+into ``scratch``), deactivated, tagged, made read-only (``lvchange -pr``) and only
+then, when both the write and the sha512 succeeded, renamed into place. VM snapshots (thin, with the image volume as external origin, or
 classic) are the provisioning shim's; names never embed the base's name, tags link
 them.
 
@@ -28,7 +28,7 @@ from .. import qemu
 from ..lvm import LogicalVolume, VolumeGroup, tag
 from ..tools import run
 from .base import Progress, Staged
-from .pipeline import copy_verified, verify_only
+from .pipeline import check_head, copy_verified, gather_all, verify_only
 
 STAGING_TAG = "vmic.staging"
 EXTENT = 4 * 2**20
@@ -52,37 +52,37 @@ class LvmBackend:
         return "raw"
 
     async def stage(self, source: Path, image: Image, metadata: dict[str, str], progress: Progress) -> Staged:
-        plain = source
         unpacked = self.scratch / f"{image.sha512}.{image.format}"
+        name = staging_name(image.sha512)
         try:
-            if image.compression == "none":
-                await asyncio.to_thread(verify_only, source, image.sha512, image.format, progress)
+            if image.compression == "none":  # hash and write at the same time; publish if both succeed
+                await asyncio.to_thread(check_head, source, image.format)
+                facts = await qemu.check_safe(source, image.format)
+                await self.vg.create(name, -(-facts.virtual_size // EXTENT) * EXTENT, (STAGING_TAG,))
+                await gather_all(asyncio.to_thread(verify_only, source, image.sha512, image.format, progress),
+                                 self.write_volume(name, source, image.format))
             else:
                 await asyncio.to_thread(copy_verified, source, unpacked, image.sha512, image.compression,
                                         image.format, progress)
-                plain = unpacked
-            facts = await qemu.check_safe(plain, image.format)
-            await self.write_volume(image.sha512, plain, image.format, facts.virtual_size,
-                                    {**metadata, "format": "raw"})
+                facts = await qemu.check_safe(unpacked, image.format)
+                await self.vg.create(name, -(-facts.virtual_size // EXTENT) * EXTENT, (STAGING_TAG,))
+                await self.write_volume(name, unpacked, image.format)
+            await self.publish(name, image.sha512, {**metadata, "format": "raw"})
+        except BaseException:
+            if name in {v.name for v in await self.vg.volumes()}:
+                await self.vg.remove(name)
+            raise
         finally:
             unpacked.unlink(missing_ok=True)
         return next(s for s in await self.staged() if s.sha512 == image.sha512)
 
-    async def write_volume(self, sha512: str, source: Path, fmt: str, size: int, metadata: dict[str, str]) -> None:
-        """Create, write, tag, seal and publish the volume; on any failure, remove it."""
-        name = staging_name(sha512)
-        size = -(-size // EXTENT) * EXTENT
-        await self.vg.create(name, size, (STAGING_TAG,))
+    async def write_volume(self, name: str, source: Path, fmt: str) -> None:
+        """Activate the (new, staging) volume, write the image into it as raw, deactivate."""
+        device = await self.vg.activate(name)
         try:
-            device = await self.vg.activate(name)
-            try:
-                await run("qemu-img", "convert", "-n", "-f", fmt, "-O", "raw", str(source), str(device))
-            finally:
-                await self.vg.deactivate(name)
-            await self.publish(name, sha512, metadata)
-        except BaseException:
-            await self.vg.remove(name)
-            raise
+            await run("qemu-img", "convert", "-n", "-f", fmt, "-O", "raw", str(source), str(device))
+        finally:
+            await self.vg.deactivate(name)
 
     async def publish(self, name: str, sha512: str, metadata: dict[str, str]) -> None:
         """The last steps, metadata only: tag, read-only, rename into place."""

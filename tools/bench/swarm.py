@@ -11,8 +11,10 @@ d each), the tracker on the lab's bridge. Printed per N:
 - T* = max(S/u_s, S/d, N*S/(u_s + N*u)): no schedule can be faster;
 - T/T*; the unicast time and unicast/T; how many copies of the image the origin sent.
 
-Each node is tools/bench/node_fetch.py (libtorrent, the seeder's session settings),
-standing in for the node daemon until it exists. Needs root (namespaces, tc).
+Each node is tools/bench/node_fetch.py (libtorrent with the shared session settings; T
+ends when each has the verified file), or with ``--daemons`` a real node daemon
+(``nodecache run``: it follows the catalogue, fetches, verifies and stages; T ends when
+each reports the image staged). Needs root (namespaces, tc).
 """
 
 from __future__ import annotations
@@ -74,6 +76,57 @@ class Run:
     @property
     def ratio(self) -> float:
         return self.swarm_seconds / self.bound_seconds
+
+
+async def stage_all(nodes: list[Host], work: Path, catalogue_url: str, ca: Path, dn: str, sha512: str,
+                    web_seed: bool) -> float:
+    """Start a node daemon (nodecache) on every node host at once; seconds until the last
+    one has the image *staged* (followed, fetched, verified against the signed sha512,
+    published as a base file), read from each daemon's status over its Unix socket."""
+    import aiohttp
+
+    procs, sockets = [], []
+    for node in nodes:
+        cache = work / "daemons" / node.name
+        cache.mkdir(parents=True)
+        config = cache / "node.toml"
+        config.write_text(f'[nodecache]\ncache_dir = "{cache}"\nformat = "raw"\nlisten = "{node.address}:6881"\n'
+                          f'web_seed = {"true" if web_seed else "false"}\nlog_level = "warning"\n'
+                          f'[[nodecache.catalogue]]\nurl = "{catalogue_url}"\nca = "{ca}"\nendorser_dn = "{dn}"\n')
+        sockets.append(cache / "nodecache.sock")
+    start = time.monotonic()
+    logs = open(work / "daemons.log", "ab")
+    for node in nodes:
+        config = work / "daemons" / node.name / "node.toml"
+        procs.append(await asyncio.create_subprocess_exec(*node.command(PY, "-m", "nodecache.cli", "-c", str(config),
+                                                                        "run"), stderr=logs))
+    done: dict[int, float] = {}
+    try:
+        while len(done) < len(nodes):
+            for i, sock in enumerate(sockets):
+                if i in done or not sock.exists():
+                    continue
+                try:
+                    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as session:
+                        async with session.get("http://node/status") as response:
+                            status = await response.json()
+                except aiohttp.ClientError:
+                    continue
+                states = {image["sha512"]: image["state"] for image in status["images"]}
+                if states.get(sha512) == "staged":
+                    done[i] = time.monotonic()
+                elif states.get(sha512) == "refused":
+                    raise SystemExit(f"node {nodes[i].name} refused the image")
+            if any(p.returncode is not None for p in procs):
+                raise SystemExit("a node daemon stopped: see daemons.log")
+            await asyncio.sleep(0.1)
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.terminate()
+        for proc in procs:
+            await proc.wait()
+    return max(done.values()) - start
 
 
 async def fetch_all(commands: list[list[str]]) -> float:
@@ -147,12 +200,17 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
             wait_tracker(lab.gateway, tracker_port, torrent_url, seeds=1)
             sent_before = tx_bytes(origin)
             crossed_before = sum(link_bytes(r.uplink) for r in racks)
-            swarm = asyncio.run(fetch_all([
-                node.command(PY, str(HERE / "node_fetch.py"), "torrent", torrent_url, sha512,
-                             str(work / "nodes" / node.name), node.address) for node in nodes]))
+            if args.daemons:
+                swarm = asyncio.run(stage_all(nodes, work, catalogue.url, keys.ca_dir, dn, sha512,
+                                              not args.no_web_seed))
+            else:
+                swarm = asyncio.run(fetch_all([
+                    node.command(PY, str(HERE / "node_fetch.py"), "torrent", torrent_url, sha512,
+                                 str(work / "nodes" / node.name), node.address) for node in nodes]))
             copies = (tx_bytes(origin) - sent_before) / size
             cross_rack = (sum(link_bytes(r.uplink) for r in racks) - crossed_before) / size
             shutil.rmtree(work / "nodes", ignore_errors=True)
+            shutil.rmtree(work / "daemons", ignore_errors=True)
             unicast = None
             if not args.no_unicast:
                 image_url = f"{catalogue.url}/images/{record['identifier']}"
@@ -220,6 +278,8 @@ def main() -> None:
     parser.add_argument("--origin-up", default="200mbit")
     parser.add_argument("--no-unicast", action="store_true")
     parser.add_argument("--no-web-seed", action="store_true", help="nodes fetch from peers only")
+    parser.add_argument("--daemons", action="store_true",
+                        help="real node daemons (nodecache): T ends when every node has the image *staged*")
     parser.add_argument("--racks", type=int, default=0, help="put the hosts in this many racks (2 or 3)")
     parser.add_argument("--uplink", default="100mbit", help="each rack's link to the others")
     parser.add_argument("--topology", action="store_true", help="give the tracker the racks' subnets")
@@ -242,6 +302,7 @@ def main() -> None:
             print(f"{n:>3} {size_mib:>6} {run.swarm_seconds:7.1f} {run.bound_seconds:7.1f} {run.ratio:6.2f} "
                   f"{unicast} {run.origin_copies:14.2f} {run.cross_rack_copies:18.2f}", flush=True)
     write_result(args.result, {
+        "nodes_are": "nodecache daemons (staged)" if args.daemons else "tools/bench/node_fetch.py (verified file)",
         "origin_up": args.origin_up, "node_up": args.node_up, "node_down": args.node_down,
         "racks": args.racks, "uplink": args.uplink if args.racks else None, "topology": args.topology,
         "runs": [{"nodes": r.nodes, "size_bytes": r.size, "swarm_seconds": r.swarm_seconds,
