@@ -10,6 +10,12 @@ socket's group only), what the ``nodecache`` CLI and the provisioning shim call.
     DELETE /refs/{holder}
     GET    /metrics           Prometheus (also on ``metrics_listen`` over TCP, if set)
 
+    POST   /vms               create and start a VM (the provisioning shim); streams NDJSON
+    GET    /vms               every VM; GET /vms/{name} one
+    POST   /vms/{name}/start  POST /vms/{name}/stop   DELETE /vms/{name}
+    POST   /vms/rebase        repoint overlays after the cache directory moved
+    POST   /vms/reap          destroy the VMs whose time to live is over (also every minute)
+
 Errors are JSON bodies ``{"error": code, "message": ...}`` with the error's HTTP status.
 ``/ensure`` answers 200 at once with one JSON line per half second
 (``{"phase", "done", "total"}``) and ends with ``{"result": {...}}`` or ``{"error": ...}``.
@@ -68,6 +74,27 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response(await request.app[NODE].status())
 
 
+async def _stream(request: web.Request, task: asyncio.Task[Any], lines: list[dict[str, Any]],
+                  done: Callable[[Any], dict[str, Any]]) -> web.StreamResponse:
+    """Answer 200 at once, then a JSON line per half second from ``lines`` (progress the
+    task appends), then the task's result or error as the last line."""
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    while not task.done():
+        await asyncio.wait([task], timeout=0.5)
+        while lines:
+            await response.write((json.dumps(lines.pop(0)) + "\n").encode())
+    try:
+        line = done(task.result())
+    except VmicError as exc:
+        line = exc.to_json()
+    except asyncio.CancelledError:
+        line = {"error": "cancelled", "message": "cancelled (image evicted or daemon stopping)"}
+    await response.write((json.dumps(line) + "\n").encode())
+    await response.write_eof()
+    return response
+
+
 async def ensure(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     wanted = (await _body(request, "image"))["image"]
@@ -77,22 +104,18 @@ async def ensure(request: web.Request) -> web.StreamResponse:
         return web.Response(text=json.dumps({"result": record.__dict__}) + "\n", content_type="application/x-ndjson")
     job = node.job_for(wanted)  # UnknownImage -> 404 before anything is streamed
     assert job.task is not None
-    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    await response.prepare(request)
-    task = job.task
-    while not task.done():
-        await asyncio.wait([task], timeout=0.5)
-        if not task.done():
-            await response.write((json.dumps(job.to_json()) + "\n").encode())
+    lines: list[dict[str, Any]] = []
+
+    async def progress() -> None:
+        while True:
+            lines.append(job.to_json())
+            await asyncio.sleep(0.5)
+
+    reporter = asyncio.create_task(progress())
     try:
-        line = {"result": task.result().__dict__}
-    except VmicError as exc:
-        line = exc.to_json()
-    except asyncio.CancelledError:
-        line = {"error": "cancelled", "message": "staging was cancelled (image evicted or daemon stopping)"}
-    await response.write((json.dumps(line) + "\n").encode())
-    await response.write_eof()
-    return response
+        return await _stream(request, job.task, lines, lambda record: {"result": record.__dict__})
+    finally:
+        reporter.cancel()
 
 
 async def evict(request: web.Request) -> web.Response:
@@ -125,6 +148,52 @@ async def drop_ref(request: web.Request) -> web.Response:
     return web.json_response({"dropped": holder})
 
 
+async def create_vm(request: web.Request) -> web.StreamResponse:
+    provisioner = request.app[NODE].provisioner
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest("the request body is not JSON") from None
+    vm = provisioner.request(body)  # 400 before anything is streamed
+    lines: list[dict[str, Any]] = []
+    task = asyncio.create_task(provisioner.create(vm, lines.append))
+    await asyncio.wait([task], timeout=0.2)
+    if task.done() and task.exception() is not None:  # quick refusals keep their own HTTP status
+        raise task.exception()  # type: ignore[misc]
+    return await _stream(request, task, lines, lambda record: {"result": record.__dict__})
+
+
+async def list_vms(request: web.Request) -> web.Response:
+    return web.json_response([view.to_json() for view in await request.app[NODE].provisioner.list()])
+
+
+async def show_vm(request: web.Request) -> web.Response:
+    return web.json_response((await request.app[NODE].provisioner.show(request.match_info["name"])).to_json())
+
+
+async def start_vm(request: web.Request) -> web.Response:
+    record = await request.app[NODE].provisioner.start(request.match_info["name"])
+    return web.json_response({"started": record.name})
+
+
+async def stop_vm(request: web.Request) -> web.Response:
+    record = await request.app[NODE].provisioner.stop(request.match_info["name"])
+    return web.json_response({"stopped": record.name})
+
+
+async def destroy_vm(request: web.Request) -> web.Response:
+    record = await request.app[NODE].provisioner.destroy(request.match_info["name"])
+    return web.json_response({"destroyed": record.name})
+
+
+async def rebase_vms(request: web.Request) -> web.Response:
+    return web.json_response({"rebased": await request.app[NODE].provisioner.rebase()})
+
+
+async def reap_vms(request: web.Request) -> web.Response:
+    return web.json_response({"reaped": await request.app[NODE].provisioner.reap()})
+
+
 async def metrics(request: web.Request) -> web.Response:
     node = request.app[NODE]
     await node.refresh_metrics()
@@ -143,6 +212,14 @@ def make_app(node: NodeCache) -> web.Application:
         web.post("/refs", add_ref),
         web.delete("/refs/{holder}", drop_ref),
         web.get("/metrics", metrics),
+        web.post("/vms", create_vm),
+        web.get("/vms", list_vms),
+        web.post("/vms/rebase", rebase_vms),
+        web.post("/vms/reap", reap_vms),
+        web.get("/vms/{name}", show_vm),
+        web.post("/vms/{name}/start", start_vm),
+        web.post("/vms/{name}/stop", stop_vm),
+        web.delete("/vms/{name}", destroy_vm),
     ])
     return app
 

@@ -60,8 +60,12 @@ class Client:
             raise DaemonUnreachable(f"cannot reach the node daemon at {self.socket}: {exc}") from None
 
     async def ensure(self, image: str, on_progress: Any) -> dict[str, Any]:
+        return await self.stream("/ensure", {"image": image}, on_progress)
+
+    async def stream(self, path: str, body: dict[str, Any], on_progress: Any) -> dict[str, Any]:
+        """POST ``body``; call ``on_progress`` with each NDJSON progress line; the result."""
         try:
-            async with self.session() as session, session.post("http://node/ensure", json={"image": image}) as r:
+            async with self.session() as session, session.post(f"http://node{path}", json=body) as r:
                 if r.status >= 400:
                     data = await r.json(content_type=None)
                     raise RemoteError(data.get("message", ""), r.status, data.get("error", "error"))
@@ -74,7 +78,14 @@ class Client:
                     on_progress(message)
         except aiohttp.ClientConnectionError as exc:
             raise DaemonUnreachable(f"cannot reach the node daemon at {self.socket}: {exc}") from None
-        raise RemoteError("the daemon closed the connection before staging ended", 502, "incomplete")
+        raise RemoteError("the daemon closed the connection before the operation ended", 502, "incomplete")
+
+
+def client_for(config: Path | None, socket: Path | None) -> Client:
+    """The daemon's client: ``--socket``, else the socket of ``-c CONFIG`` (or the default config)."""
+    if socket:
+        return Client(socket)
+    return Client(load(config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)).socket_path)
 
 
 def status_tables(status: dict[str, Any]) -> list[Table]:
@@ -118,9 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
 
     def client() -> Client:
-        if args.socket:
-            return Client(args.socket)
-        return Client(load(config_path()).socket_path)
+        return client_for(args.config, args.socket)
 
     def run() -> int:
         if args.command == "run":

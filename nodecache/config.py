@@ -62,6 +62,30 @@ class Selection:
     none: bool = False  #: pre-stage nothing (only what ``ensure`` asks for)
 
 
+HYPERVISORS = ("qemu", "libvirt")
+
+
+@dataclass(frozen=True)
+class ProvisionConfig:
+    """``[nodecache.provision]``: how the shim starts VMs on this node."""
+
+    hypervisor: str = "qemu"  #: "libvirt" (libvirt_uri) or "qemu" (qemu-system started directly)
+    libvirt_uri: str = "qemu:///system"
+    vm_dir: Path | None = None  #: overlays, ISOs, qemu run files (default <cache_dir>/vms)
+    default_ttl: str = "48h"
+    default_memory: int = 2048  #: MiB
+    default_vcpus: int = 1
+    #: classic LVM snapshots (no thin pool): this share of the image's size for changes
+    snapshot_share: float = 0.2
+    qemu: str = "qemu-system-x86_64"
+    #: images allowed to run here (same keys as [nodecache.select]; empty: all listed)
+    allow: Selection = field(default_factory=Selection)
+
+    def __post_init__(self) -> None:
+        if self.hypervisor not in HYPERVISORS:
+            raise ConfigError(f"[nodecache.provision] hypervisor must be one of {', '.join(HYPERVISORS)}")
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     cache_dir: Path
@@ -94,6 +118,7 @@ class NodeConfig:
     metrics_listen: str = ""
     log_level: str = "info"
     select: Selection = field(default_factory=Selection)
+    provision: ProvisionConfig = field(default_factory=ProvisionConfig)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -108,6 +133,10 @@ class NodeConfig:
     @property
     def socket_path(self) -> Path:
         return self.socket or self.cache_dir / "nodecache.sock"
+
+    @property
+    def vm_dir(self) -> Path:
+        return self.provision.vm_dir or self.cache_dir / "vms"
 
 
 def _catalogue(table: Any, index: int) -> CatalogueSource:
@@ -124,12 +153,12 @@ def _catalogue(table: Any, index: int) -> CatalogueSource:
                            table.get("list_identifier"))
 
 
-def _selection(table: Any) -> Selection:
+def _selection(table: Any, where: str = "[nodecache.select]") -> Selection:
     if not isinstance(table, Mapping):
-        raise ConfigError("[nodecache.select]: expected a table")
+        raise ConfigError(f"{where}: expected a table")
     unknown = set(table) - set(Selection.__dataclass_fields__)
     if unknown:
-        raise ConfigError(f"[nodecache.select]: unknown setting(s) {', '.join(sorted(unknown))}")
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key == "latest":
@@ -146,7 +175,11 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> NodeConfig:
     table = dict(document.get("nodecache", {}))
     catalogues = tuple(_catalogue(t, i) for i, t in enumerate(table.pop("catalogue", [])))
     selection = _selection(table.pop("select", {}))
+    provision_table = dict(table.pop("provision", {}))
+    allow = _selection(provision_table.pop("allow", {}), "[nodecache.provision.allow]")
+    provision = load_section(ProvisionConfig, "nodecache_provision", provision_table, env, allow=allow)
     for key in ("upload_limit", "download_limit", "capacity"):
         if key in table:
             table[key] = parse_size(table[key], f"[nodecache] {key}")
-    return load_section(NodeConfig, "nodecache", table, env, catalogues=catalogues, select=selection)
+    return load_section(NodeConfig, "nodecache", table, env, catalogues=catalogues, select=selection,
+                        provision=provision)

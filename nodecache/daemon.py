@@ -88,6 +88,11 @@ class NodeCache:
         self._state: State | None = None
         self._http: aiohttp.ClientSession | None = None
         self._planning = asyncio.Lock()
+        #: eviction and new references never interleave (a base is not evicted while a VM takes it)
+        self._evicting = asyncio.Lock()
+        from .provision.provisioner import Provisioner
+
+        self.provisioner = Provisioner(self)
 
     @property
     def state(self) -> State:
@@ -159,6 +164,10 @@ class NodeCache:
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            with contextlib.suppress(NodeCacheError):
+                reaped = await self.provisioner.reap()
+                if reaped:
+                    event(log, "node.reaped", vms=reaped)
             with contextlib.suppress(NodeCacheError):
                 await self.plan()
 
@@ -343,6 +352,10 @@ class NodeCache:
             if record.state == "staged" and sha512 not in on_disk:
                 await self.state.forget(sha512)
                 event(log, "node.reconcile_vanished", level=logging.WARNING, image=record.identifier)
+            elif record.state == "staged" and on_disk[sha512].location != record.location:
+                # the cache directory moved: the base is the same, its path is new
+                await self.state.put(HeldImage(**{**record.__dict__, "location": on_disk[sha512].location}))
+                event(log, "node.reconcile_moved", image=record.identifier, location=on_disk[sha512].location)
             elif record.state == "fetching" and sha512 not in on_disk:
                 await self.state.put(HeldImage(**{**record.__dict__, "state": "failed",
                                                   "reason": "interrupted (the daemon stopped); resumes"}))
@@ -406,14 +419,15 @@ class NodeCache:
         return next((r for r in records if image is not None and r.sha512 == image.sha512), None)
 
     async def evict(self, wanted: str, reason: str = "operator") -> HeldImage:
-        record = await self.held(wanted)
-        if record is None:
-            raise UnknownImage(f"the cache holds no image {wanted!r}")
-        refs = [r.holder for r in await self.state.refs() if r.sha512 == record.sha512]
-        if refs:
-            raise InUse(f"image {record.identifier} is in use by {', '.join(refs)}")
-        await self._remove(record, reason)
-        return record
+        async with self._evicting:
+            record = await self.held(wanted)
+            if record is None:
+                raise UnknownImage(f"the cache holds no image {wanted!r}")
+            refs = [r.holder for r in await self.state.refs() if r.sha512 == record.sha512]
+            if refs:
+                raise InUse(f"image {record.identifier} is in use by {', '.join(refs)}")
+            await self._remove(record, reason)
+            return record
 
     async def _remove(self, record: HeldImage, reason: str) -> None:
         job = self.jobs.get(record.sha512)
@@ -444,6 +458,10 @@ class NodeCache:
 
     async def gc(self) -> evict.Plan:
         """Evict revoked and expired images, then least recently used ones above the watermark."""
+        async with self._evicting:
+            return await self._gc()
+
+    async def _gc(self) -> evict.Plan:
         listed = self.listed()
         refs = await self.check_references()
         counts: dict[str, int] = {}
@@ -468,12 +486,13 @@ class NodeCache:
     # --- references (kept with the provisioning shim) -------------------------------------------
 
     async def add_reference(self, wanted: str, holder: str, disk: str = "") -> HeldImage:
-        record = await self.held(wanted)
-        if record is None or record.state != "staged":
-            raise UnknownImage(f"image {wanted!r} is not staged on this node")
-        await self.state.add_ref(record.sha512, holder, disk)
-        await self.state.touch(record.sha512)
-        return record
+        async with self._evicting:
+            record = await self.held(wanted)
+            if record is None or record.state != "staged":
+                raise UnknownImage(f"image {wanted!r} is not staged on this node")
+            await self.state.add_ref(record.sha512, holder, disk)
+            await self.state.touch(record.sha512)
+            return record
 
     async def drop_reference(self, holder: str) -> bool:
         return await self.state.drop_ref(holder)

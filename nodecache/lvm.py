@@ -82,6 +82,9 @@ class VolumeGroup:
         row = body["report"][0]["vg"][0]
         return int(row["vg_size"]), int(row["vg_free"])
 
+    async def lvcreate(self, *args: str) -> None:
+        await self._run("lvcreate", *args)
+
     async def create(self, name: str, size: int, tags: tuple[str, ...]) -> None:
         """A new, inactive volume (``-an -Zn``: activation and zeroing come when data is written)."""
         args = ["-an", "-Zn", "-L", f"{size}b", "-n", name]

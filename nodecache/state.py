@@ -8,7 +8,8 @@ holds, and who uses what.
 - ``images``: per sha512, what the cache holds and in which state ("fetching",
   "staged", "refused", "failed"), where, and when it was last used;
 - ``refs``: who uses a staged image (a VM's overlay or snapshot), with the disk that
-  proves it, so eviction never removes a base in use.
+  proves it, so eviction never removes a base in use;
+- ``vms``: every VM the provisioning shim made here, until it is destroyed.
 
 The database is a record; the disk is the truth. At start-up the daemon reconciles
 the two (:meth:`nodecache.daemon.NodeCache.start`).
@@ -51,6 +52,22 @@ CREATE TABLE IF NOT EXISTS images (
     staged REAL,
     last_used REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS vms (
+    name TEXT PRIMARY KEY,
+    uuid TEXT NOT NULL,
+    sha512 TEXT NOT NULL,
+    identifier TEXT NOT NULL,
+    title TEXT NOT NULL,
+    version TEXT NOT NULL,
+    disk TEXT NOT NULL,
+    disk_kind TEXT NOT NULL,
+    iso TEXT NOT NULL,
+    memory_mib INTEGER NOT NULL,
+    vcpus INTEGER NOT NULL,
+    pin TEXT NOT NULL,
+    created REAL NOT NULL,
+    expires REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS refs (
     sha512 TEXT NOT NULL,
     holder TEXT NOT NULL,
@@ -83,6 +100,24 @@ class Reference:
     holder: str
     disk: str
     created: float
+
+
+@dataclass(frozen=True)
+class VmRecord:
+    name: str
+    uuid: str
+    sha512: str
+    identifier: str
+    title: str
+    version: str
+    disk: str
+    disk_kind: str  #: "file" (qcow2 overlay) or "block" (LVM snapshot)
+    iso: str
+    memory_mib: int
+    vcpus: int
+    pin: str  #: "0,1" or ""
+    created: float
+    expires: float
 
 
 class State:
@@ -147,6 +182,31 @@ class State:
 
     async def forget(self, sha512: str) -> None:
         await self.db.execute("DELETE FROM images WHERE sha512 = ?", (sha512,))
+        await self.db.commit()
+
+    # --- VMs -------------------------------------------------------------------------------
+
+    async def add_vm(self, vm: VmRecord) -> None:
+        await self.db.execute("INSERT INTO vms VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                              tuple(vm.__dict__.values()))
+        await self.db.commit()
+
+    async def vm(self, name: str) -> VmRecord | None:
+        async with self.db.execute("SELECT * FROM vms WHERE name = ?", (name,)) as cursor:
+            row = await cursor.fetchone()
+        return VmRecord(*row) if row else None
+
+    async def vms(self) -> list[VmRecord]:
+        async with self.db.execute("SELECT * FROM vms ORDER BY name") as cursor:
+            return [VmRecord(*row) for row in await cursor.fetchall()]
+
+    async def update_vm(self, name: str, **changes: object) -> None:
+        assignments = ", ".join(f"{key} = ?" for key in changes)  # keys are VmRecord fields, never input
+        await self.db.execute(f"UPDATE vms SET {assignments} WHERE name = ?", (*changes.values(), name))
+        await self.db.commit()
+
+    async def drop_vm(self, name: str) -> None:
+        await self.db.execute("DELETE FROM vms WHERE name = ?", (name,))
         await self.db.commit()
 
     # --- references ---------------------------------------------------------------------

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from nodecache.stage.files import read_metadata
-from support import (NODECACHE, node_config, publish_and_wait, running_node, running_seeder, sha512, wait_staged, write_image)
+from support import (NODECACHE, node_config, publish_and_wait, running_node, running_seeder, sha512, wait_settled,
+                     wait_staged, write_image)
 from vmic.pki import KeyPaths
 
 
@@ -191,3 +193,33 @@ async def test_nodes_seed_what_they_hold_to_each_other(site: Any, keys: KeyPaths
         assert not b.swarm.transfers[torrent.btih].handle.url_seeds()
         await asyncio.sleep(1.5)  # libtorrent updates its counters once a second
         assert a.swarm.totals()[1] >= 4 * 2**20, "A uploaded the whole image to B"
+
+
+async def test_disk_full_while_staging_leaves_the_cache_consistent(catalogue: Any, keys: KeyPaths,
+                                                                   tmp_path: Path) -> None:
+    """The cache on a 24 MiB file system; the second image's conversion does not fit."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.decode().strip()}")
+    try:
+        config = node_config(mount / "node", catalogue.url, keys, format="qcow2", retry_seconds=3600.0)
+        async with running_node(config) as node:
+            first, _ = await publish_and_wait(catalogue, write_image(tmp_path / "a.raw", 6 * 2**20, seed=1), name="a")
+            await node.refresh()
+            held = await wait_staged(node, first["sha512"])
+            second, _ = await publish_and_wait(catalogue, write_image(tmp_path / "b.raw", 8 * 2**20, seed=2),
+                                               name="b")
+            await node.refresh()
+            record = await wait_settled(node, second["sha512"])
+            assert record.state == "failed" and "No space left on device" in record.reason, record.reason
+            assert sorted(os.listdir(config.cache_dir / "base")) == [Path(held.location).name]
+            same = subprocess.run(["qemu-img", "compare", "-f", "qcow2", "-F", "raw", held.location,
+                                   str(tmp_path / "a.raw")], capture_output=True)
+            assert same.returncode == 0, "the other image is unaffected"
+            status = await node.status()
+            assert {i["identifier"]: i["state"] for i in status["images"]} == {first["identifier"]: "staged",
+                                                                                second["identifier"]: "failed"}
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

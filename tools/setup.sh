@@ -45,6 +45,7 @@ need_venv() {
         "$python" -m venv "$VENV"
     fi
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        need_debian $VMIC_BUILD_PACKAGES  # libvirt-python is built from source against libvirt
         echo "vmic: installing Python dependencies into $VENV" >&2
         "$VENV/bin/python" -m pip install -q --upgrade pip >&2
         "$VENV/bin/python" -m pip install -q -e "$VMIC_ROOT[test]" >&2
@@ -53,5 +54,6 @@ need_venv() {
 }
 
 # Debian packages each entry point needs (tests use the real tools, never stand-ins).
-VMIC_RUNTIME_PACKAGES="openssl lvm2 qemu-utils ca-certificates"
-VMIC_TEST_PACKAGES="$VMIC_RUNTIME_PACKAGES chromium postgresql iproute2 aria2 transmission-cli"
+VMIC_RUNTIME_PACKAGES="openssl lvm2 qemu-utils qemu-system-x86 ca-certificates"
+VMIC_BUILD_PACKAGES="gcc pkg-config python3-dev libvirt-dev"
+VMIC_TEST_PACKAGES="$VMIC_RUNTIME_PACKAGES chromium postgresql iproute2 aria2 transmission-cli libvirt-clients libxml2-utils"

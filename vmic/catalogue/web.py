@@ -186,7 +186,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             while (newer := await listing.wait_newer(current.image_list.version, KEEPALIVE_SECONDS)) is None:
                 await response.write(b": keep-alive\n\n")
             current = newer
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, ConnectionResetError):  # shutdown, or the follower went away
         return response
     finally:
         streams.discard(task)

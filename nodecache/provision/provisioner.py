@@ -1,0 +1,253 @@
+"""The shim itself: VMs from staged images, every step undone if a later one fails.
+
+    create:  name free? -> image listed and allowed? -> staged (ensure: fetch now if
+             needed) -> reference on the base (so eviction keeps it) -> base still there?
+             -> copy-on-write disk -> contextualization ISO -> domain started -> record
+    destroy: domain gone -> disk and ISO removed -> reference dropped -> record dropped
+
+Nothing here copies an image: the disk is an overlay or a snapshot, made in constant
+time whatever the image's size. A VM's reference on its base is its holder name
+``vm:<name>``; the node cache cross-checks references against the real backing chains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vmic.log import event
+
+from ..errors import UnknownImage
+from ..select import matches, resolve
+from ..state import HeldImage, VmRecord
+from .context import build_iso, context_files
+from .disks import FileDisks, LvmDisks
+from .domain import DomainSpec
+from .errors import BaseVanished, NameTaken, NotAllowed, UnknownVm
+from .hypervisors import Hypervisor, LibvirtHypervisor, QemuHypervisor
+from .request import VmRequest, parse_duration
+
+if TYPE_CHECKING:
+    from ..daemon import NodeCache
+
+log = logging.getLogger("nodecache.provision")
+Progress = Callable[[dict[str, Any]], None]
+
+
+def holder(name: str) -> str:
+    return f"vm:{name}"
+
+
+def iso_time(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+@dataclass(frozen=True)
+class VmView:
+    record: VmRecord
+    running: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.record.__dict__, "running": self.running, "expires_at": iso_time(self.record.expires)}
+
+
+class Provisioner:
+    def __init__(self, node: NodeCache) -> None:
+        self.node = node
+        self.config = node.config.provision
+        self.vm_dir = node.config.vm_dir
+        self.default_ttl = parse_duration(self.config.default_ttl, "default_ttl")
+        self.disks: FileDisks | LvmDisks = (
+            FileDisks(self.vm_dir) if node.config.backend == "file"
+            else LvmDisks(node.config.volume_group, node.config.thin_pool, self.config.snapshot_share))
+        self._hypervisor: Hypervisor | None = None
+        self._busy: set[str] = set()  #: names being created or destroyed
+
+    @property
+    def hypervisor(self) -> Hypervisor:
+        if self._hypervisor is None:  # libvirt connects on first use
+            self._hypervisor = (LibvirtHypervisor(self.config.libvirt_uri) if self.config.hypervisor == "libvirt"
+                                else QemuHypervisor(self.vm_dir / "run", self.config.qemu))
+        return self._hypervisor
+
+    def request(self, body: Any) -> VmRequest:
+        return VmRequest.from_json(body, self.default_ttl, self.config.default_memory, self.config.default_vcpus)
+
+    # --- create ---------------------------------------------------------------------------------
+
+    async def create(self, request: VmRequest, progress: Progress | None = None) -> VmRecord:
+        name = request.name
+        if name in self._busy or await self.node.state.vm(name) is not None or name in await self.hypervisor.names():
+            raise NameTaken(f"a VM named {name!r} exists on this node")
+        self._busy.add(name)
+        undo: list[tuple[str, Callable[[], Any]]] = []
+        try:
+            held = await self._staged(request, progress or (lambda _: None))
+            base = await self._reference(name, held, undo)
+            disk = await self._disk(name, held, base, undo)
+            await self.node.add_reference(held.sha512, holder(name), disk.path if disk.kind == "file" else "")
+            iso = self.vm_dir / f"{name}.iso"
+            undo.append(("iso", lambda: iso.unlink(missing_ok=True)))
+            instance = str(uuid.uuid4())
+            files = context_files(name, instance, request.user_data, request.context, request.ssh_keys)
+            await asyncio.to_thread(build_iso, iso, files)
+            now = time.time()
+            record = VmRecord(name, instance, held.sha512, held.identifier, held.title, held.version, disk.path,
+                              disk.kind, str(iso), request.memory_mib, request.vcpus,
+                              ",".join(map(str, request.pin)), now, now + request.ttl_seconds)
+            await self.hypervisor.start(self.spec(record, held), paused=request.paused)
+            undo.append(("domain", lambda: self.hypervisor.destroy(name)))
+            await self.node.state.add_vm(record)
+        except BaseException as exc:
+            for what, step in reversed(undo):
+                try:
+                    result = step()
+                    if asyncio.iscoroutine(result):
+                        await result
+                except Exception:  # keep undoing; the first error is the one to report
+                    log.exception("provision.undo_failed", extra={"fields": {"vm": name, "step": what}})
+            event(log, "provision.create_failed", level=logging.WARNING, vm=name, reason=str(exc))
+            raise
+        finally:
+            self._busy.discard(name)
+        event(log, "provision.created", vm=name, image=held.identifier, disk=disk.path,
+              expires=iso_time(record.expires))
+        return record
+
+    async def _staged(self, request: VmRequest, progress: Progress) -> HeldImage:
+        listed = [e.image for e in self.node.listed().values() if not e.expired]
+        image = resolve(listed, request.image)
+        if image is None:
+            raise UnknownImage(f"no followed list names an image {request.image!r}")
+        if not matches(image, self.config.allow):
+            raise NotAllowed(f"image {image.title or image.identifier} ({image.identifier}) may not run on "
+                             "this node")
+        held = await self.node.held(image.identifier)
+        if held is not None and held.state == "staged":
+            await self.node.state.touch(held.sha512)
+            return held
+        job = self.node.job_for(image.identifier)
+        assert job.task is not None
+        while not job.task.done():
+            await asyncio.wait([job.task], timeout=0.5)
+            progress(job.to_json())
+        return job.task.result()
+
+    async def _reference(self, name: str, held: HeldImage, undo: list[tuple[str, Callable[[], Any]]]) -> str:
+        """Hold the base (no disk yet: nothing for the cross-check to miss), then make sure
+        it is still there: eviction may have run between staging and now."""
+        await self.node.add_reference(held.sha512, holder(name), "")
+        undo.append(("reference", lambda: self.node.drop_reference(holder(name))))
+        if held.location.startswith("/"):
+            present = Path(held.location).exists()
+        else:
+            present = held.location.split("/", 1)[-1] in {v.name for v in await self.disks.vg.volumes()}  # type: ignore[union-attr]
+        if not present:
+            raise BaseVanished(f"the base of image {held.identifier} vanished from this node ({held.location}); "
+                               "ensure it again")
+        return held.location
+
+    async def _disk(self, name: str, held: HeldImage, base: str, undo: list[tuple[str, Callable[[], Any]]]) -> Any:
+        undo.append(("disk", lambda: self.disks.remove(name)))
+        if isinstance(self.disks, FileDisks):
+            return await self.disks.create(name, Path(base), held.format)
+        return await self.disks.create(name, base, held.sha512, held.size)
+
+    def spec(self, record: VmRecord, held: HeldImage | None = None) -> DomainSpec:
+        return DomainSpec(
+            name=record.name, uuid=record.uuid, memory_mib=record.memory_mib, vcpus=record.vcpus,
+            pin=tuple(int(c) for c in record.pin.split(",") if c), disk=record.disk, disk_type=record.disk_kind,
+            base=held.location if held is not None and record.disk_kind == "file" else "",
+            base_format=held.format if held is not None else "raw", iso=record.iso,
+            image_identifier=record.identifier, image_sha512=record.sha512, expires=iso_time(record.expires),
+            domain_type=self.hypervisor.domain_type, emulator=f"/usr/bin/{self.config.qemu}")
+
+    # --- the rest of the life cycle -------------------------------------------------------------
+
+    async def _record(self, name: str) -> VmRecord:
+        record = await self.node.state.vm(name)
+        if record is None:
+            raise UnknownVm(f"no VM named {name!r} on this node")
+        return record
+
+    async def start(self, name: str) -> VmRecord:
+        record = await self._record(name)
+        if not await self.hypervisor.running(name):
+            if isinstance(self.hypervisor, LibvirtHypervisor):
+                await self.hypervisor.destroy(name)  # defined again from the record, as it is now
+            await self.hypervisor.start(self.spec(record, await self.node.state.get(record.sha512)))
+        return record
+
+    async def stop(self, name: str) -> VmRecord:
+        record = await self._record(name)
+        await self.hypervisor.stop(name)
+        return record
+
+    async def destroy(self, name: str, reason: str = "request") -> VmRecord:
+        record = await self._record(name)
+        if name in self._busy:
+            raise NameTaken(f"VM {name!r} is being created or destroyed")
+        self._busy.add(name)
+        try:
+            await self.hypervisor.destroy(name)
+            await self.disks.remove(name)
+            Path(record.iso).unlink(missing_ok=True)
+            await self.node.drop_reference(holder(name))
+            await self.node.state.drop_vm(name)
+        finally:
+            self._busy.discard(name)
+        event(log, "provision.destroyed", vm=name, reason=reason)
+        return record
+
+    async def show(self, name: str) -> VmView:
+        record = await self._record(name)
+        return VmView(record, await self.hypervisor.running(name))
+
+    async def list(self) -> list[VmView]:
+        return [VmView(r, await self.hypervisor.running(r.name)) for r in await self.node.state.vms()]
+
+    async def reap(self, now: float | None = None) -> list[str]:
+        """Destroy every VM whose time to live is over; their disks and ISOs go too."""
+        now = time.time() if now is None else now
+        reaped = []
+        for record in await self.node.state.vms():
+            if record.expires <= now and record.name not in self._busy:
+                await self.destroy(record.name, reason="expired")
+                reaped.append(record.name)
+        return reaped
+
+    async def rebase(self) -> list[str]:
+        """After the cache directory moved: point every overlay at its base where the base
+        is now, and the records at the VM files where they are now."""
+        repaired = []
+        if not isinstance(self.disks, FileDisks):
+            return repaired
+        for record in await self.node.state.vms():
+            held = await self.node.state.get(record.sha512)
+            if held is None or held.state != "staged":
+                continue
+            disk, iso = self.disks.path(record.name), self.vm_dir / f"{record.name}.iso"
+            if await self.disks.backing_file(record.name) != held.location:
+                await self.disks.rebase(record.name, Path(held.location), held.format)
+                repaired.append(record.name)
+            if record.disk != str(disk) or record.iso != str(iso):
+                await self.node.state.update_vm(record.name, disk=str(disk), iso=str(iso))
+            await self.node.add_reference(record.sha512, holder(record.name), str(disk))
+            event(log, "provision.rebased", vm=record.name, base=held.location)
+        return repaired
+
+    async def leaks(self) -> dict[str, list[str]]:
+        """What exists without a VM record: files, references, domains (for tests and audits)."""
+        names = {r.name for r in await self.node.state.vms()}
+        files = sorted(p.name for p in self.vm_dir.glob("*") if p.is_file() and p.stem not in names) \
+            if self.vm_dir.is_dir() else []
+        refs = sorted(r.holder for r in await self.node.state.refs()
+                      if r.holder.startswith("vm:") and r.holder[3:] not in names)
+        domains = sorted(await self.hypervisor.names() - names - {"test"})  # "test": libvirt test driver's own
+        return {"files": files, "references": refs, "domains": domains}
