@@ -132,3 +132,20 @@ async def test_stage_writes_the_image_into_a_read_only_volume(volume_group: str,
     finally:
         await backend.vg.deactivate(base_name(image.sha512))
     assert (await backend.vg.volumes())[0].read_only
+
+
+async def test_vm_snapshot_without_device_mapper_fails_cleanly(volume_group: str) -> None:
+    """A VM's snapshot of a base volume (the provisioning shim's LVM disk): where there is
+    no device-mapper LVM refuses to make one; the error says so and nothing is left."""
+    from nodecache.provision.disks import LvmDisks
+    from nodecache.provision.errors import DiskFailed
+
+    if device_mapper_available():
+        pytest.skip("device-mapper exists here: snapshots are tested with data instead")
+    vg = VolumeGroup(volume_group)
+    await vg.create("vmic-base", 8 * 2**20, (tag("sha512", "ab" * 64),))
+    await vg.set_read_only("vmic-base")
+    disks = LvmDisks(volume_group, "", 0.2)
+    with pytest.raises(DiskFailed, match="device-mapper"):
+        await disks.create("web-1", f"{volume_group}/vmic-base", "ab" * 64, 8 * 2**20)
+    assert [v.name for v in await vg.volumes()] == ["vmic-base"]
