@@ -362,7 +362,7 @@ def node_toml(config: Any) -> str:
     """The TOML file a node daemon process reads for ``config``."""
     lines = ["[nodecache]"]
     for name, value in config.__dict__.items():
-        if name in ("catalogues", "select") or value is None:
+        if name in ("catalogues", "select", "provision") or value is None:
             continue
         lines.append(f"{name} = {json.dumps(str(value) if isinstance(value, Path) else value)}")
     for source in config.catalogues:
