@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Any
 from vmic.config import load_section, read_toml
 from vmic.errors import ConfigError
 from vmic.follow import CatalogueSource
+from vmic.preheat import NODE_NAME
 
 BACKENDS = ("file", "lvm")
 BASE_FORMATS = ("raw", "qcow2", "published")
@@ -90,6 +92,8 @@ class ProvisionConfig:
 class NodeConfig:
     cache_dir: Path
     catalogues: tuple[CatalogueSource, ...] = ()
+    #: this node's name: preheat targets name nodes, and the tracker shows progress by name
+    node_name: str = field(default_factory=socket.gethostname)
     backend: str = "file"
     format: str = "qcow2"
     volume_group: str = ""
@@ -127,6 +131,8 @@ class NodeConfig:
             raise ConfigError(f"[nodecache] format must be one of {', '.join(BASE_FORMATS)}, not {self.format!r}")
         if self.backend == "lvm" and not self.volume_group:
             raise ConfigError("[nodecache] backend = \"lvm\" needs volume_group")
+        if not NODE_NAME.match(self.node_name):
+            raise ConfigError(f"[nodecache] node_name {self.node_name!r}: letters, digits, '.', '_' and '-' only")
         if not 0 < self.low_watermark <= self.high_watermark <= 1:
             raise ConfigError("[nodecache] watermarks must satisfy 0 < low_watermark <= high_watermark <= 1")
 

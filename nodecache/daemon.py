@@ -30,6 +30,8 @@ import aiohttp
 from vmic.follow import ListFollower
 from vmic.imagelist.model import EXT_EXPIRES, Image, ImageList, parse_date
 from vmic.log import event
+from vmic.preheat import EXTENSION as PREHEAT
+from vmic.preheat import USER_AGENT_PREFIX, targets
 
 from . import evict, qemu
 from .config import NodeConfig
@@ -77,7 +79,7 @@ class NodeCache:
         self.backend: Backend = (FileBackend(root / "base", config.format) if config.backend == "file"
                                  else LvmBackend(config.volume_group, root / "scratch"))
         self.swarm = Swarm(self.data_dir, self.torrent_dir, config.listen, config.upload_limit,
-                           config.download_limit, config.web_seed)
+                           config.download_limit, config.web_seed, USER_AGENT_PREFIX + config.node_name)
         self.followers = {source.url: ListFollower(source, log) for source in config.catalogues}
         for follower in self.followers.values():
             follower.on_refused = lambda exc: self.metrics.verification_failures.labels("list", exc.code).inc()
@@ -193,7 +195,10 @@ class NodeCache:
             listed = self.listed()
             current = [entry.image for entry in listed.values() if not entry.expired]
             held = {image.sha512: image for image in await self.state.images()}
-            for image in select(current, self.config.select):
+            preheated = [i for i in current if targets(i.extra.get(PREHEAT), self.config.node_name, i.identifier)]
+            chosen = {i.sha512: i for i in select(current, self.config.select)}
+            chosen.update({i.sha512: i for i in preheated})  # a preheat overrides the selection policy
+            for image in chosen.values():
                 record = held.get(image.sha512)
                 if record is not None and record.state in ("staged", "refused", "evicted"):
                     continue  # "evicted": for space or by an operator; only ensure brings it back

@@ -127,6 +127,14 @@ class CatalogueClient:
         _, _, body = await self._request("DELETE", f"/api/v1/images/{identifier}")
         return json.loads(body)
 
+    async def preheat(self, identifier: str, target: dict[str, Any]) -> dict[str, Any]:
+        _, _, body = await self._request("POST", f"/api/v1/images/{identifier}/preheat", json=target)
+        return json.loads(body)
+
+    async def preheat_status(self, identifier: str) -> dict[str, Any]:
+        _, _, body = await self._request("GET", f"/api/v1/images/{identifier}/preheat")
+        return json.loads(body)
+
     # --- partner subscriptions (admin token) -----------------------------------------
 
     async def subscriptions(self) -> list[dict[str, Any]]:

@@ -55,6 +55,11 @@ class SeederConfig(FollowsCatalogue):
     listen: str = "127.0.0.1:6881"
     #: bytes per second for all uploads, 0 for no limit
     upload_limit: int = 0
+    #: BitTorrent super-seeding: each piece goes to one peer, and the next only once it has
+    #: spread, so the nodes' uploads carry more of the load (tools/bench/swarm.py, 256 MiB:
+    #: N = 8 / 16: T/T* 1.40 -> 1.26 / 1.63 -> 1.40, origin copies 2.08 -> 1.86 / 2.65 -> 2.15;
+    #: N = 4 slightly worse, 1.40 -> 1.49)
+    super_seed: bool = True
     poll_seconds: float = 60.0
     log_level: str = "info"
 
@@ -154,6 +159,8 @@ class Seeder:
             params = lt.add_torrent_params()
             params.ti = info
             params.flags |= lt.torrent_flags.seed_mode  # verified by sha512 on upload; never rehash
+        if self.config.super_seed:
+            params.flags |= lt.torrent_flags.super_seeding
         params.save_path = str(blob_dir)
         handle = self._session.add_torrent(params)
         self._state(info_hash, ".torrent").write_bytes(torrent.data)

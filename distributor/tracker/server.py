@@ -31,6 +31,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from vmic.follow import FollowsCatalogue, ListFollower
+from vmic.preheat import node_from_user_agent
 from vmic.imagelist.model import ImageList
 from vmic.log import event
 
@@ -62,18 +63,22 @@ class Allowlist:
     def __init__(self) -> None:
         self.hashes: frozenset[bytes] = frozenset()
         self.list_version: int | None = None
+        self.sizes: dict[bytes, int] = {}  #: hv:size by info hash (progress in /swarm)
 
     def __contains__(self, info_hash: bytes) -> bool:
         return info_hash in self.hashes
 
     def update(self, image_list: ImageList) -> None:
         hashes = set()
+        sizes = {}
         for image in image_list.images:
             if "vmic:btih" in image.extra:
                 hashes.add(bytes.fromhex(str(image.extra["vmic:btih"])))
+                sizes[bytes.fromhex(str(image.extra["vmic:btih"]))] = image.size
             if "vmic:btmh" in image.extra:
                 hashes.add(bytes.fromhex(str(image.extra["vmic:btmh"]))[:20])  # how v2 clients announce
         self.hashes = frozenset(hashes)
+        self.sizes = sizes
         self.list_version = image_list.version
 
 
@@ -104,11 +109,11 @@ class Tracker:
 
     # --- answers ---------------------------------------------------------------------------
 
-    def announce(self, query_string: str, remote_ip: str) -> dict[bytes, Any]:
+    def announce(self, query_string: str, remote_ip: str, user_agent: str = "") -> dict[bytes, Any]:
         request = parse_announce(query_string, remote_ip)
         if request.info_hash not in self.allowlist:
             raise TrackerError("unknown torrent: this tracker serves only the images of its catalogue")
-        swarm, peers = self.swarms.announce(request)
+        swarm, peers = self.swarms.announce(request, node_from_user_agent(user_agent) or "")
         answer: dict[bytes, Any] = {
             b"interval": self.config.interval, b"min interval": self.config.min_interval,
             b"complete": swarm.complete, b"incomplete": swarm.incomplete,
@@ -126,6 +131,23 @@ class Tracker:
                                     b"incomplete": swarm.incomplete if swarm else 0,
                                     b"downloaded": swarm.downloaded if swarm else 0}
         return {b"files": files}
+
+    def swarm_view(self, info_hash_hex: str) -> dict[str, Any]:
+        """Every peer of one image's swarm with its progress: what preheat status shows."""
+        try:
+            info_hash = bytes.fromhex(info_hash_hex)
+        except ValueError:
+            raise TrackerError("not an info hash") from None
+        if info_hash not in self.allowlist:
+            raise TrackerError("unknown torrent: this tracker serves only the images of its catalogue")
+        size = self.allowlist.sizes.get(info_hash, 0)
+        swarm = self.swarms.swarms.get(info_hash)
+        now = self.swarms.clock()
+        peers = sorted(swarm.peers.values(), key=lambda p: (p.name, p.ip, p.port)) if swarm else []
+        return {"btih": info_hash_hex, "size": size, "peers": [
+            {"name": p.name or None, "ip": p.ip, "port": p.port, "left": p.left, "seeding": p.left == 0,
+             "done": round(1 - p.left / size, 4) if size else None, "seen_seconds_ago": round(now - p.last_seen, 1)}
+            for p in peers]}
 
     # --- following the catalogue ---------------------------------------------------------
 
@@ -166,7 +188,8 @@ TRACKER = web.AppKey("tracker", Tracker)
 async def announce(request: web.Request) -> web.Response:
     tracker = request.app[TRACKER]
     try:
-        answer = tracker.announce(request.rel_url.raw_query_string, request.remote or "")
+        answer = tracker.announce(request.rel_url.raw_query_string, request.remote or "",
+                                  request.headers.get("User-Agent", ""))
     except TrackerError as exc:
         tracker.metrics.announces.labels("refused").inc()
         return _bencoded({b"failure reason": exc.message.encode()})
@@ -187,6 +210,15 @@ async def scrape(request: web.Request) -> web.Response:
         return _bencoded({b"failure reason": exc.message.encode()})
 
 
+async def swarm_status(request: web.Request) -> web.Response:
+    """JSON: who is in an image's swarm and how far each is (node names from node daemons'
+    User-Agent, "vmic-node/<name>")."""
+    try:
+        return web.json_response(request.app[TRACKER].swarm_view(request.match_info["btih"]))
+    except TrackerError as exc:
+        return web.json_response({"error": "unknown_torrent", "message": exc.message}, status=404)
+
+
 async def metrics(request: web.Request) -> web.Response:
     tracker = request.app[TRACKER]
     tracker.metrics.peers.set(sum(len(s.peers) for s in tracker.swarms.swarms.values()))
@@ -197,7 +229,8 @@ async def metrics(request: web.Request) -> web.Response:
 def make_app(tracker: Tracker, follow: bool = True) -> web.Application:
     app = web.Application()
     app[TRACKER] = tracker
-    app.add_routes([web.get("/announce", announce), web.get("/scrape", scrape), web.get("/metrics", metrics)])
+    app.add_routes([web.get("/announce", announce), web.get("/scrape", scrape), web.get("/metrics", metrics),
+                    web.get("/swarm/{btih}", swarm_status)])
     if follow:
         async def background(app: web.Application) -> AsyncIterator[None]:
             tasks = [asyncio.create_task(tracker.follow_catalogue()), asyncio.create_task(tracker.expire_peers())]

@@ -32,6 +32,8 @@ class Peer:
     last_seen: float
     #: address and port as compact answers carry them (BEP 23 / BEP 7), packed once
     packed: bytes = b""
+    #: a node daemon's name (from its User-Agent), "" for other clients
+    name: str = ""
 
     @property
     def ipv6(self) -> bool:
@@ -73,7 +75,7 @@ class Swarms:
     clock: Callable[[], float] = time.monotonic
     swarms: dict[bytes, Swarm] = field(default_factory=dict)
 
-    def announce(self, request: Announce) -> tuple[Swarm, list[Peer]]:
+    def announce(self, request: Announce, name: str = "") -> tuple[Swarm, list[Peer]]:
         """Record the announce; return the swarm and the peers to tell the requester about.
 
         Costs O(numwant) when no topology is configured (a random sample), O(peers) with
@@ -91,7 +93,7 @@ class Swarms:
         known = swarm.peers.get(key)
         location = known.location if known is not None else self.topology.locate(request.ip)
         packed = known.packed if known is not None else packed_address(request.ip, request.port)
-        swarm.put(key, Peer(request.peer_id, request.ip, request.port, request.left, location, now, packed))
+        swarm.put(key, Peer(request.peer_id, request.ip, request.port, request.left, location, now, packed, name))
 
         def wanted(k: tuple[str, int], p: Peer) -> bool:
             return k != key and not (request.seeding and p.left == 0) and now - p.last_seen <= self.peer_expiry

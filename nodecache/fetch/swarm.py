@@ -61,6 +61,7 @@ class Swarm:
     upload_limit: int = 0
     download_limit: int = 0
     web_seed: bool = True
+    user_agent: str = ""
     transfers: dict[str, Transfer] = field(default_factory=dict)  #: by v1 info hash
     hash_failures: int = 0
     _session: lt.session | None = None
@@ -71,7 +72,7 @@ class Swarm:
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.torrent_dir.mkdir(parents=True, exist_ok=True)
-        self._session = make_session(self.listen, self.upload_limit, self.download_limit)
+        self._session = make_session(self.listen, self.upload_limit, self.download_limit, self.user_agent)
         self._pump = AlertPump(self._session, self._on_alert)
 
     async def close(self) -> None:

@@ -181,7 +181,8 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
                 f'log_level = "warning"\n[tracker.topology]\n{topology}'
                 f'[seeder]\ncatalogue_url = "{catalogue.url}"\ncatalogue_ca = "{keys.ca_dir}"\n'
                 f'endorser_dn = "{dn}"\nblob_dir = "{work / "catalogue" / "blobs" / "sha512"}"\n'
-                f'state_dir = "{work / "seeder"}"\nlisten = "{origin.address}:6881"\nlog_level = "warning"\n')
+                f'state_dir = "{work / "seeder"}"\nlisten = "{origin.address}:6881"\nlog_level = "warning"\n'
+                f'super_seed = {"false" if args.no_super_seed else "true"}\n')
             services.append(subprocess.Popen([PY, "-m", "distributor.cli", "tracker", "-c",
                                               str(work / "distributor.toml")], stderr=logs))
             wait_port(tracker_port, services[-1], host=lab.gateway)
@@ -278,6 +279,7 @@ def main() -> None:
     parser.add_argument("--origin-up", default="200mbit")
     parser.add_argument("--no-unicast", action="store_true")
     parser.add_argument("--no-web-seed", action="store_true", help="nodes fetch from peers only")
+    parser.add_argument("--no-super-seed", action="store_true", help="the seeder does not super-seed")
     parser.add_argument("--daemons", action="store_true",
                         help="real node daemons (nodecache): T ends when every node has the image *staged*")
     parser.add_argument("--racks", type=int, default=0, help="put the hosts in this many racks (2 or 3)")

@@ -41,15 +41,18 @@ OVERRIDES: dict[str, Any] = {
 }
 
 
-def settings(listen: str, upload_limit: int = 0, download_limit: int = 0) -> dict[str, Any]:
-    """``listen``: "host:port" to accept peers on; limits in bytes/s, 0 = none."""
+def settings(listen: str, upload_limit: int = 0, download_limit: int = 0, user_agent: str = "") -> dict[str, Any]:
+    """``listen``: "host:port" to accept peers on; limits in bytes/s, 0 = none;
+    ``user_agent``: what HTTP trackers see (node daemons: "vmic-node/<name>")."""
     result = dict(lt.high_performance_seed())
     result.update(OVERRIDES)
     result["listen_interfaces"] = listen
     result["upload_rate_limit"] = upload_limit
     result["download_rate_limit"] = download_limit
+    if user_agent:
+        result["user_agent"] = user_agent
     return result
 
 
-def make_session(listen: str, upload_limit: int = 0, download_limit: int = 0) -> lt.session:
-    return lt.session(settings(listen, upload_limit, download_limit))
+def make_session(listen: str, upload_limit: int = 0, download_limit: int = 0, user_agent: str = "") -> lt.session:
+    return lt.session(settings(listen, upload_limit, download_limit, user_agent))

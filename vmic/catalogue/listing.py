@@ -17,6 +17,7 @@ from typing import Any
 
 from ..imagelist.model import EXT_COMPRESSION, EXT_CREATED, EXT_EXPIRES, EXT_PUBLISHER, Endorser, Image, ImageList, format_date
 from ..imagelist.smime import Signer
+from ..preheat import EXTENSION as PREHEAT
 from ..log import event
 from .store import ImageRecord, MetadataStore, utcnow
 
@@ -64,6 +65,8 @@ def image_entry(record: ImageRecord, base_url: str, info_hashes: tuple[str, str 
     }
     if record.expires is not None:
         extra[EXT_EXPIRES] = format_date(record.expires)
+    if meta.get("preheat"):
+        extra[PREHEAT] = meta["preheat"]
     if info_hashes is not None:
         extra[EXT_BTIH] = info_hashes[0]
         if info_hashes[1] is not None:

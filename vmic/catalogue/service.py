@@ -13,9 +13,9 @@ import hmac
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, Forbidden
+from ..errors import ConfigError, Conflict, Forbidden
 from ..imagelist.smime import Signer
 from ..log import event
 from ..torrents import FORMATS as TORRENT_FORMATS
@@ -99,6 +99,18 @@ class Catalogue:
         if record.namespace not in publisher.namespaces:
             raise Forbidden(f"publisher {publisher.name} may not revoke images in namespace {record.namespace}")
         return await self.withdraw(identifier, by=publisher.name)
+
+    async def preheat(self, publisher: Publisher, identifier: str, target: dict[str, Any] | None) -> ImageRecord:
+        """Sign a preheat target into the list (None cancels it): nodes follow at once."""
+        record = await self.store.image(identifier)
+        if record.namespace not in publisher.namespaces and not publisher.admin:
+            raise Forbidden(f"publisher {publisher.name} may not preheat images in namespace {record.namespace}")
+        if record.revoked is not None:
+            raise Conflict(f"image {identifier} is revoked")
+        record = await self.store.set_metadata(identifier, "preheat", target)
+        await self.listing.refresh()
+        event(log, "image.preheat", image=identifier, target=target, by=publisher.name)
+        return record
 
     async def withdraw(self, identifier: str, by: str) -> ImageRecord:
         """Revoke an image version: out of the next list, its blob gone if nothing else uses it."""

@@ -263,6 +263,22 @@ class MetadataStore:
         rows = await self.db.fetch("SELECT * FROM images ORDER BY namespace, name, created, identifier")
         return [ImageRecord.from_row(r) for r in rows]
 
+    async def set_metadata(self, identifier: str, key: str, value: Any) -> ImageRecord:
+        """Set (or with None, remove) one key of an image's metadata."""
+        async with self.db.transaction() as tx:
+            row = await tx.fetchone("SELECT * FROM images WHERE identifier = $1", identifier)
+            if row is None:
+                raise NotFound(f"no image {identifier}")
+            metadata = json.loads(row["metadata"])
+            if value is None:
+                metadata.pop(key, None)
+            else:
+                metadata[key] = value
+            await tx.execute("UPDATE images SET metadata = $1 WHERE identifier = $2", json.dumps(metadata), identifier)
+            row = await tx.fetchone("SELECT * FROM images WHERE identifier = $1", identifier)
+        assert row is not None
+        return ImageRecord.from_row(row)
+
     async def revoke(self, identifier: str) -> ImageRecord:
         async with self.db.transaction() as tx:
             row = await tx.fetchone("SELECT * FROM images WHERE identifier = $1", identifier)

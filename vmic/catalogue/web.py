@@ -40,6 +40,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..errors import BadRequest, NotFound, Unauthorized, VmicError
+from ..preheat import parse_target
 from ..sync.web import add_routes as sync_routes
 from .http import CATALOGUE, catalogue_of, publisher_of
 from .names import check_identifier
@@ -276,6 +277,45 @@ async def revoke_image(request: web.Request) -> web.Response:
     return web.json_response(record_json(record, catalogue.config.url))
 
 
+async def set_preheat(request: web.Request) -> web.Response:
+    """Sign a preheat target into the list: ``{"all": true}``, ``{"share": 0.25}``,
+    ``{"nodes": [...]}``, or ``{}`` to cancel. The image's publisher, or an admin."""
+    catalogue = catalogue_of(request)
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest("the request body is not JSON") from None
+    record = await catalogue.preheat(publisher_of(request), check_identifier(request.match_info["identifier"]),
+                                     parse_target(body))
+    return web.json_response({"identifier": record.identifier, "preheat": record.metadata.get("preheat")})
+
+
+async def preheat_status(request: web.Request) -> web.Response:
+    """The image's preheat target and, from the tracker, every node in its swarm with its
+    progress; named target nodes not seen yet are listed as missing."""
+    catalogue = catalogue_of(request)
+    identifier = check_identifier(request.match_info["identifier"])
+    record = await catalogue.store.image(identifier)
+    target = record.metadata.get("preheat")
+    hashes = (await catalogue.store.info_hashes()).get(identifier)
+    body: dict[str, Any] = {"identifier": identifier, "preheat": target, "btih": hashes[0] if hashes else None,
+                            "nodes": [], "missing": [], "tracker_error": None}
+    trackers = catalogue.config.tracker_urls
+    if hashes and trackers:
+        url = trackers[0].rsplit("/announce", 1)[0] + f"/swarm/{hashes[0]}"
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+                async with session.get(url) as response:
+                    swarm = await response.json(content_type=None)
+            body["nodes"] = [p for p in swarm.get("peers", []) if p.get("name")]
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            body["tracker_error"] = f"{url}: {exc or type(exc).__name__}"
+    if target and "nodes" in target:
+        seen = {p["name"] for p in body["nodes"]}
+        body["missing"] = [n for n in target["nodes"] if n not in seen]
+    return web.json_response(body)
+
+
 #: the server's read buffer: large, so multi-GB uploads arrive in few, big chunks
 READ_BUFSIZE = 4 * 2**20
 
@@ -298,6 +338,8 @@ def make_app(catalogue: Catalogue) -> web.Application:
         web.get("/api/v1/images", list_images),
         web.get("/api/v1/images/{identifier}", show_image),
         web.delete("/api/v1/images/{identifier}", revoke_image),
+        web.post("/api/v1/images/{identifier}/preheat", set_preheat),
+        web.get("/api/v1/images/{identifier}/preheat", preheat_status),
         web.options("/api/v1/uploads", upload_options),
         web.post("/api/v1/uploads", start_upload),
         web.get("/api/v1/uploads/{upload_id}", upload_status),

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rich.table import Table
+
 from ..client import CatalogueClient, tls_context
 from ..errors import ConfigError
 from . import publish as publish_cmd
@@ -65,11 +67,53 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
+    target = preheat_target(args.preheat) if args.preheat else None  # a bad target fails before the upload
     image = asyncio.run(publish_cmd.publish(args, client_for(args)))
     console(sys.stdout).print(
         f"published [bold]{image['namespace']}/{image['name']}[/] version {image['version']}: "
         f"identifier {image['identifier']}"
     )
+    if target is not None:
+        call(args, lambda client: client.preheat(image["identifier"], target))
+        console(sys.stdout).print(f"preheat: {json.dumps(target)}")
+    return 0
+
+
+def preheat_target(text: str) -> dict[str, Any]:
+    """``all``, a share (``0.25`` or ``25%``), or node names (``hv1,hv2``) -> a target."""
+    from ..preheat import parse_target
+
+    if text == "all":
+        return {"all": True}
+    try:
+        share = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        return parse_target({"nodes": [n.strip() for n in text.split(",") if n.strip()]}) or {}
+    return parse_target({"share": share}) or {}
+
+
+def cmd_preheat(args: argparse.Namespace) -> int:
+    out = console(sys.stdout)
+    if args.target:
+        target = {} if args.target == "cancel" else preheat_target(args.target)
+        result = call(args, lambda client: client.preheat(args.identifier, target))
+        out.print(f"preheat of {args.identifier}: {json.dumps(result['preheat']) if result['preheat'] else 'none'}")
+        return 0
+    status = call(args, lambda client: client.preheat_status(args.identifier), token=False)
+    if args.json:
+        out.print_json(data=status)
+        return 0
+    out.print(f"preheat of {args.identifier}: {json.dumps(status['preheat']) if status['preheat'] else 'none'}")
+    table = Table("node", "address", "done", "state", "seen")
+    for node in status["nodes"]:
+        done = "-" if node["done"] is None else f"{node['done']:.0%}"
+        table.add_row(node["name"], f"{node['ip']}:{node['port']}", done, "seeding" if node["seeding"] else
+                      "fetching", f"{node['seen_seconds_ago']:.0f} s ago")
+    for name in status["missing"]:
+        table.add_row(name, "-", "0%", "not seen", "-")
+    out.print(table)
+    if status["tracker_error"]:
+        out.print(f"tracker not reachable: {status['tracker_error']}")
     return 0
 
 
@@ -166,6 +210,14 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--all", action="store_true", help="include revoked versions")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
+
+    ph = sub.add_parser("preheat", help="push an image to nodes before they ask; or show its progress per node")
+    ph.add_argument("identifier")
+    ph.add_argument("target", nargs="?", help="all | a share (0.25 or 25%%) | node names (hv1,hv2) | cancel; "
+                                               "none: show progress per node")
+    ph.add_argument("--json", action="store_true")
+    remote(ph, token=True)
+    ph.set_defaults(func=cmd_preheat)
 
     rv = sub.add_parser("revoke", help="remove an image version from the list")
     rv.add_argument("identifier")

@@ -40,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--core-minimum", type=int)
     p.add_argument("--expires", help="ISO 8601 date after which the image leaves the list")
     p.add_argument("--identifier", help="UUID to use (default: the catalogue assigns one)")
+    p.add_argument("--preheat", help="then push it to nodes: all | a share (0.25) | node names (hv1,hv2)")
     p.add_argument("--no-progress", action="store_true")
 
 
