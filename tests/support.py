@@ -415,4 +415,18 @@ async def wait_settled(node: Any, sha512: str, seconds: float = 60) -> Any:
     raise AssertionError(f"image {sha512[:16]}: no result within {seconds} s")
 
 
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str) -> Any:
+    """A tmpfs of ``size`` mounted at ``path`` (user xattrs work on tmpfs since Linux 6.6):
+    a disk that fills up. Skips the test where nothing can be mounted."""
+    path.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
 NODECACHE = [sys.executable, "-m", "nodecache.cli"]

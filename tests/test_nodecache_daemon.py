@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from nodecache.stage.files import read_metadata
-from support import (NODECACHE, node_config, publish_and_wait, running_node, running_seeder, sha512, wait_settled,
+from support import (NODECACHE, node_config, publish_and_wait, running_node, running_seeder, sha512, small_tmpfs,
+                     wait_settled,
                      wait_staged, write_image)
 from vmic.pki import KeyPaths
 
@@ -198,12 +198,7 @@ async def test_nodes_seed_what_they_hold_to_each_other(site: Any, keys: KeyPaths
 async def test_disk_full_while_staging_leaves_the_cache_consistent(catalogue: Any, keys: KeyPaths,
                                                                    tmp_path: Path) -> None:
     """The cache on a 24 MiB file system; the second image's conversion does not fit."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "small", "24m") as mount:
         config = node_config(mount / "node", catalogue.url, keys, format="qcow2", retry_seconds=3600.0)
         async with running_node(config) as node:
             first, _ = await publish_and_wait(catalogue, write_image(tmp_path / "a.raw", 6 * 2**20, seed=1), name="a")
@@ -221,5 +216,3 @@ async def test_disk_full_while_staging_leaves_the_cache_consistent(catalogue: An
             status = await node.status()
             assert {i["identifier"]: i["state"] for i in status["images"]} == {first["identifier"]: "staged",
                                                                                 second["identifier"]: "failed"}
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -19,7 +19,7 @@ from nodecache.errors import ImageRefused, StageFailed
 from nodecache.stage.base import metadata_for
 from nodecache.stage.files import FileBackend, read_metadata
 from vmic.imagelist.model import EXT_COMPRESSION, Image
-from support import write_image
+from support import small_tmpfs, write_image
 
 COMPRESS = {"gzip": gzip.compress, "xz": lambda d: lzma.compress(d, preset=0), "zstd": zstandard.compress}
 
@@ -158,14 +158,8 @@ async def test_sweep_removes_leftovers_of_a_crash_but_no_base(tmp_path: Path, ra
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Path:
-    """A 16 MiB tmpfs (user xattrs work on tmpfs since Linux 6.6)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with small_tmpfs(tmp_path / "small", "16m") as mount:
+        yield mount
 
 
 async def test_disk_full_while_staging(tmp_path: Path, small_disk: Path) -> None:

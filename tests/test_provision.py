@@ -19,7 +19,7 @@ import pytest
 
 from nodecache.config import ProvisionConfig, Selection
 from nodecache.provision.context import read_iso
-from support import node_config, publish_and_wait, running_node, wait_staged, write_image
+from support import node_config, publish_and_wait, running_node, small_tmpfs, wait_staged, write_image
 from vmic.pki import KeyPaths
 
 VMPROV = ["python", "-m", "nodecache.provision.cli"]
@@ -207,12 +207,7 @@ async def test_image_not_allowed_on_this_node(catalogue: Any, keys: KeyPaths, tm
 
 async def test_disk_full_while_creating_the_overlay(catalogue: Any, keys: KeyPaths, tmp_path: Path) -> None:
     pytest.importorskip("libvirt")
-    vm_dir = tmp_path / "vms"
-    vm_dir.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(vm_dir)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "vms", "64k") as vm_dir:
         (vm_dir / "filler").write_bytes(b"x" * (64 * 1024 - 4096))
         provision = ProvisionConfig(hypervisor="libvirt", libvirt_uri="test:///default", vm_dir=vm_dir)
         async for node, image in staged_node(catalogue, keys, tmp_path, provision):
@@ -222,8 +217,6 @@ async def test_disk_full_while_creating_the_overlay(catalogue: Any, keys: KeyPat
             assert "No space left on device" in body["message"] or "disk full" in body["message"], body
             assert sorted(os.listdir(vm_dir)) == ["filler"], "only the test's own filler"
             assert await node.provisioner.leaks() == {"files": ["filler"], "references": [], "domains": []}
-    finally:
-        subprocess.run(["umount", "-l", str(vm_dir)], check=False)
 
 
 async def test_a_hundred_creates_and_destroys_leak_nothing(libvirt_node: tuple[Any, dict[str, Any]]) -> None:
@@ -264,4 +257,23 @@ async def test_rebase_after_the_cache_directory_moved(catalogue: Any, keys: KeyP
         assert (await vmprov(config.socket_path, "start", "keep")).returncode == 0
         assert await node.provisioner.hypervisor.running("keep")
         await node.provisioner.destroy("keep")
+        await no_leftovers(node)
+
+
+async def test_create_stages_a_missing_image_first(catalogue: Any, keys: KeyPaths, tmp_path: Path) -> None:
+    """A node that pre-stages nothing: ``create`` fetches and stages the image (with
+    progress lines), then starts the VM on it."""
+    pytest.importorskip("libvirt")
+    config = node_config(tmp_path / "node", catalogue.url, keys, select=Selection(none=True),
+                         provision=ProvisionConfig(hypervisor="libvirt", libvirt_uri="test:///default"))
+    record, _ = await publish_and_wait(catalogue, write_image(tmp_path / "golden.raw", 3 * 2**20))
+    async with running_node(config) as node:
+        await node.refresh()
+        assert await node.state.images() == []
+        lines: list[dict[str, Any]] = []
+        vm = await node.provisioner.create(node.provisioner.request({"image": "alice/golden", "name": "vm-1"}),
+                                           lines.append)
+        assert vm.sha512 == record["sha512"] and (await node.state.get(record["sha512"])).state == "staged"
+        assert await node.provisioner.hypervisor.running("vm-1")
+        await node.provisioner.destroy("vm-1")
         await no_leftovers(node)

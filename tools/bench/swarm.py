@@ -121,12 +121,16 @@ async def stage_all(nodes: list[Host], work: Path, catalogue_url: str, ca: Path,
                 raise SystemExit("a node daemon stopped: see daemons.log")
             await asyncio.sleep(0.1)
     finally:
-        for proc in procs:
-            if proc.returncode is None:
-                proc.terminate()
-        for proc in procs:
-            await proc.wait()
+        await stop_all(procs)
     return max(done.values()) - start
+
+
+async def stop_all(procs: list[asyncio.subprocess.Process]) -> None:
+    for proc in procs:
+        if proc.returncode is None:
+            proc.terminate()
+    for proc in procs:
+        await proc.wait()
 
 
 async def fetch_all(commands: list[list[str]]) -> float:
@@ -151,11 +155,7 @@ async def fetch_all(commands: list[list[str]]) -> float:
                 else:
                     finished.append(report["done"])
     finally:
-        for proc in procs:
-            if proc.returncode is None:
-                proc.terminate()
-        for proc in procs:
-            await proc.wait()
+        await stop_all(procs)
     return max(finished) - start
 
 
