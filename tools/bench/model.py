@@ -42,7 +42,9 @@ def fit(points: list[tuple[int, float]]) -> tuple[float, float]:
     mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
     var = sum((x - mean_x) ** 2 for x in xs)
     b = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var if var else 0.0
-    return mean_y - b * mean_x, max(b, 0.0)
+    if b < 0:  # efficiency does not improve without bound as N grows: extrapolate flat
+        return mean_y, 0.0
+    return mean_y - b * mean_x, b
 
 
 def main() -> None:
