@@ -2,6 +2,7 @@
 
     [nodecache]
     cache_dir = "/var/lib/vmic-nodecache"
+    node_name = "hv001"               # default: the host name (preheat targets, tracker progress)
     backend = "file"                  # or "lvm"
     format = "qcow2"                  # base format for the file backend: raw, qcow2, or "published"
     volume_group = "vmic"             # lvm backend
@@ -19,6 +20,13 @@
     [nodecache.select]                # which images to pre-stage (all by default)
     os = ["linux"]
     latest = 2                        # newest versions per image name
+
+    [nodecache.provision]             # the VM shim (vmprov)
+    hypervisor = "libvirt"            # or "qemu": qemu-system started directly
+    libvirt_uri = "qemu:///system"
+    default_ttl = "48h"
+    [nodecache.provision.allow]       # images allowed to run here (same keys as select)
+    publishers = ["alice"]
 """
 
 from __future__ import annotations

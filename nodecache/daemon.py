@@ -39,6 +39,7 @@ from .errors import FetchFailed, ImageRefused, InUse, NodeCacheError, UnknownIma
 from .fetch.http import fetch_http
 from .fetch.swarm import Swarm
 from .metrics import Metrics
+from .provision.provisioner import Provisioner
 from .select import resolve, select
 from .stage.base import Backend, Staged, metadata_for
 from .stage.files import FileBackend
@@ -92,8 +93,6 @@ class NodeCache:
         self._planning = asyncio.Lock()
         #: eviction and new references never interleave (a base is not evicted while a VM takes it)
         self._evicting = asyncio.Lock()
-        from .provision.provisioner import Provisioner
-
         self.provisioner = Provisioner(self)
 
     @property
