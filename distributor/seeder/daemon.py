@@ -55,11 +55,14 @@ class SeederConfig(FollowsCatalogue):
     listen: str = "127.0.0.1:6881"
     #: bytes per second for all uploads, 0 for no limit
     upload_limit: int = 0
-    #: BitTorrent super-seeding: each piece goes to one peer, and the next only once it has
-    #: spread, so the nodes' uploads carry more of the load (tools/bench/swarm.py, 256 MiB:
-    #: N = 8 / 16: T/T* 1.40 -> 1.26 / 1.63 -> 1.40, origin copies 2.08 -> 1.86 / 2.65 -> 2.15;
-    #: N = 4 slightly worse, 1.40 -> 1.49)
+    #: BitTorrent super-seeding while at least ``super_seed_leechers`` peers download an
+    #: image: each piece goes to one peer, and the next only once it has spread, so the
+    #: nodes' uploads carry more of the load (tools/bench/swarm.py, 256 MiB, N = 8 / 16:
+    #: T/T* 1.40 -> 1.26 / 1.63 -> 1.40, origin copies 2.08 -> 1.86 / 2.65 -> 2.15). With
+    #: fewer, it seeds normally: a lone downloader without the web seed would otherwise get
+    #: one piece at a time.
     super_seed: bool = True
+    super_seed_leechers: int = 3
     poll_seconds: float = 60.0
     log_level: str = "info"
 
@@ -114,7 +117,26 @@ class Seeder:
     async def run(self) -> None:
         """Follow the catalogue until cancelled."""
         assert self._http is not None
-        await self.follower.follow(self._http, self.seed, self.config.poll_seconds)
+        tuner = asyncio.create_task(self._tune_super_seeding())
+        try:
+            await self.follower.follow(self._http, self.seed, self.config.poll_seconds)
+        finally:
+            tuner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tuner
+
+    async def _tune_super_seeding(self, every: float = 1.0) -> None:
+        """Super-seed an image while enough peers download it; seed normally otherwise."""
+        while self.config.super_seed:
+            await asyncio.sleep(every)
+            for seeding in list(self.seeding.values()):
+                status = seeding.handle.status()
+                want = status.num_peers - status.num_seeds >= self.config.super_seed_leechers
+                if want != bool(seeding.handle.flags() & lt.torrent_flags.super_seeding):
+                    if want:
+                        seeding.handle.set_flags(lt.torrent_flags.super_seeding)
+                    else:
+                        seeding.handle.unset_flags(lt.torrent_flags.super_seeding)
 
     # --- following the list --------------------------------------------------------------
 
@@ -159,8 +181,6 @@ class Seeder:
             params = lt.add_torrent_params()
             params.ti = info
             params.flags |= lt.torrent_flags.seed_mode  # verified by sha512 on upload; never rehash
-        if self.config.super_seed:
-            params.flags |= lt.torrent_flags.super_seeding
         params.save_path = str(blob_dir)
         handle = self._session.add_torrent(params)
         self._state(info_hash, ".torrent").write_bytes(torrent.data)
