@@ -8,6 +8,8 @@ line of stderr (what an operator needs to read).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -22,11 +24,18 @@ async def run(program: str, *args: str, error: type[NodeCacheError] = StageFaile
         command = sh.Command(program)
     except sh.CommandNotFound:
         raise error(f"{program} is not installed") from None
+    kwargs: dict[str, Any] = {"_async": True}
+    if env is not None:
+        kwargs["_env"] = env
+    running = command(*args, **kwargs)
     try:
-        kwargs: dict[str, Any] = {"_async": True}
-        if env is not None:
-            kwargs["_env"] = env
-        output = await command(*args, **kwargs)
+        output = await running
+    except asyncio.CancelledError:  # e.g. a conversion whose sha512 pass failed: stop the tool too
+        with contextlib.suppress(Exception):
+            running.kill()
+        with contextlib.suppress(Exception):
+            await asyncio.shield(asyncio.to_thread(running.wait))
+        raise
     except sh.ErrorReturnCode as exc:
         lines = [line for line in exc.stderr.decode(errors="replace").splitlines()
                  if line.strip() and "WARNING" not in line]
