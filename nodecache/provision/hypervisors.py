@@ -108,15 +108,18 @@ class QemuHypervisor:
     def command(self, spec: DomainSpec, paused: bool) -> list[str]:
         files = self.files(spec.name)
         accel = "kvm" if self.domain_type == "kvm" else "tcg"
-        disk = (f"file={spec.disk},format=qcow2,if=virtio,discard=unmap" if spec.disk_type == "file"
-                else f"file={spec.disk},format=raw,if=virtio,cache=none,aio=native")
+        def path(value: str) -> str:  # qemu option values escape "," as ",,"
+            return value.replace(",", ",,")
+
+        disk = (f"file={path(spec.disk)},format=qcow2,if=virtio,discard=unmap" if spec.disk_type == "file"
+                else f"file={path(spec.disk)},format=raw,if=virtio,cache=none,aio=native")
         command = [self.qemu, "-name", spec.name, "-uuid", spec.uuid, "-machine", f"pc,accel={accel}",
                    "-m", str(spec.memory_mib), "-smp", str(spec.vcpus), "-nodefaults", "-display", "none",
                    "-daemonize", "-pidfile", str(files["pid"]),
                    "-qmp", f"unix:{files['qmp']},server=on,wait=off",
                    "-serial", f"file:{files['console']}",
                    "-drive", disk,
-                   "-drive", f"file={spec.iso},format=raw,media=cdrom,readonly=on"]
+                   "-drive", f"file={path(spec.iso)},format=raw,media=cdrom,readonly=on"]
         if paused:
             command.append("-S")
         if spec.pin:
