@@ -29,7 +29,7 @@ from ..state import HeldImage, VmRecord
 from .context import build_iso, context_files
 from .disks import FileDisks, LvmDisks
 from .domain import DomainSpec
-from .errors import BaseVanished, NameTaken, NotAllowed, UnknownVm
+from .errors import BaseVanished, DiskFailed, NameTaken, NotAllowed, UnknownVm
 from .hypervisors import Hypervisor, LibvirtHypervisor, QemuHypervisor
 from .request import VmRequest, parse_duration
 
@@ -96,7 +96,11 @@ class Provisioner:
             undo.append(("iso", lambda: iso.unlink(missing_ok=True)))
             instance = str(uuid.uuid4())
             files = context_files(name, instance, request.user_data, request.context, request.ssh_keys)
-            await asyncio.to_thread(build_iso, iso, files)
+            try:
+                self.vm_dir.mkdir(parents=True, exist_ok=True)
+                await asyncio.to_thread(build_iso, iso, files)
+            except OSError as exc:
+                raise DiskFailed(f"cannot write the context ISO of {name}: {exc.strerror or exc}") from None
             now = time.time()
             record = VmRecord(name, instance, held.sha512, held.identifier, held.title, held.version, disk.path,
                               disk.kind, str(iso), request.memory_mib, request.vcpus,
