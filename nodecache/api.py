@@ -90,6 +90,9 @@ async def _stream(request: web.Request, task: asyncio.Task[Any], lines: list[dic
         line = exc.to_json()
     except asyncio.CancelledError:
         line = {"error": "cancelled", "message": "cancelled (image evicted or daemon stopping)"}
+    except Exception:  # the stream has begun: the error becomes its last line
+        log.exception("api.internal_error")
+        line = {"error": "internal_error", "message": "internal error (see the daemon log)"}
     await response.write((json.dumps(line) + "\n").encode())
     await response.write_eof()
     return response
