@@ -106,19 +106,9 @@ async def ensure(request: web.Request) -> web.StreamResponse:
         await node.state.touch(record.sha512)
         return web.Response(text=json.dumps({"result": record.__dict__}) + "\n", content_type="application/x-ndjson")
     job = node.job_for(wanted)  # UnknownImage -> 404 before anything is streamed
-    assert job.task is not None
     lines: list[dict[str, Any]] = []
-
-    async def progress() -> None:
-        while True:
-            lines.append(job.to_json())
-            await asyncio.sleep(0.5)
-
-    reporter = asyncio.create_task(progress())
-    try:
-        return await _stream(request, job.task, lines, lambda record: {"result": record.__dict__})
-    finally:
-        reporter.cancel()
+    task = asyncio.create_task(node.wait(job, lines.append))
+    return await _stream(request, task, lines, lambda record: {"result": record.__dict__})
 
 
 async def evict(request: web.Request) -> web.Response:

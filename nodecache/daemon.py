@@ -21,6 +21,7 @@ import datetime as dt
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -394,16 +395,24 @@ class NodeCache:
 
     # --- operations (the local API) -----------------------------------------------------------
 
-    async def ensure(self, wanted: str) -> HeldImage:
+    async def ensure(self, wanted: str, progress: Callable[[dict[str, Any]], None] | None = None) -> HeldImage:
         """The staged base of an image (identifier, or name/title for its newest version),
-        fetching and staging it now if needed."""
+        fetching and staging it now if needed (``progress`` gets the job's state twice a second)."""
         record = await self.held(wanted)
         if record is not None and record.state == "staged":
             await self.state.touch(record.sha512)
             return record
-        job = self.job_for(wanted)
+        return await self.wait(self.job_for(wanted), progress)
+
+    @staticmethod
+    async def wait(job: Job, progress: Callable[[dict[str, Any]], None] | None = None) -> HeldImage:
+        """The job's result; a caller that stops waiting does not cancel the job."""
         assert job.task is not None
-        return await asyncio.shield(job.task)
+        while not job.task.done():
+            await asyncio.wait([job.task], timeout=0.5)
+            if progress is not None:
+                progress(job.to_json())
+        return job.task.result()
 
     def job_for(self, wanted: str) -> Job:
         """The job that stages ``wanted`` (started now if there is none)."""

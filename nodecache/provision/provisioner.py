@@ -132,16 +132,7 @@ class Provisioner:
         if not matches(image, self.config.allow):
             raise NotAllowed(f"image {image.title or image.identifier} ({image.identifier}) may not run on "
                              "this node")
-        held = await self.node.held(image.identifier)
-        if held is not None and held.state == "staged":
-            await self.node.state.touch(held.sha512)
-            return held
-        job = self.node.job_for(image.identifier)
-        assert job.task is not None
-        while not job.task.done():
-            await asyncio.wait([job.task], timeout=0.5)
-            progress(job.to_json())
-        return job.task.result()
+        return await self.node.ensure(image.identifier, progress)
 
     async def _reference(self, name: str, held: HeldImage, undo: list[tuple[str, Callable[[], Any]]]) -> str:
         """Hold the base (no disk yet: nothing for the cross-check to miss), then make sure
