@@ -19,9 +19,7 @@ changes, and polls as a fallback. Every answer is bencoded; any problem is a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +28,7 @@ import libtorrent as lt
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
+from vmic.background import background_tasks
 from vmic.follow import FollowsCatalogue, ListFollower
 from vmic.preheat import node_from_user_agent
 from vmic.imagelist.model import ImageList
@@ -232,14 +231,5 @@ def make_app(tracker: Tracker, follow: bool = True) -> web.Application:
     app.add_routes([web.get("/announce", announce), web.get("/scrape", scrape), web.get("/metrics", metrics),
                     web.get("/swarm/{btih}", swarm_status)])
     if follow:
-        async def background(app: web.Application) -> AsyncIterator[None]:
-            tasks = [asyncio.create_task(tracker.follow_catalogue()), asyncio.create_task(tracker.expire_peers())]
-            yield
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-        app.cleanup_ctx.append(background)
+        app.cleanup_ctx.append(background_tasks(tracker.follow_catalogue, tracker.expire_peers))
     return app

@@ -39,6 +39,7 @@ import aiohttp.http_exceptions
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..background import background_tasks
 from ..errors import BadRequest, NotFound, Unauthorized, VmicError
 from ..preheat import parse_target
 from ..sync.web import add_routes as sync_routes
@@ -358,15 +359,6 @@ def make_app(catalogue: Catalogue) -> web.Application:
 
     app.on_shutdown.append(end_event_streams)
 
-    async def background(app: web.Application) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(catalogue.listing.run()), asyncio.create_task(catalogue.syncer.run()),
-                 asyncio.create_task(catalogue.run_torrent_maker())]
-        yield
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    app.cleanup_ctx.append(background)
+    app.cleanup_ctx.append(background_tasks(catalogue.listing.run, catalogue.syncer.run,
+                                            catalogue.run_torrent_maker))
     return app
