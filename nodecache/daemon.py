@@ -260,7 +260,7 @@ class NodeCache:
                     job.phase = "rechecking"
                     assert self._http is not None
                     torrent = await self.swarm.torrent_for(self._http, image)
-                    source = await self.swarm.recheck(image, torrent, lambda n: setattr(job, "done", n))
+                    source = await self.swarm.recheck(image, torrent, lambda n: setattr(job, "done", n), self._http)
                     job.phase, job.done = "staging", 0
                     staged = await self._stage(job, source)
         except asyncio.CancelledError:
@@ -294,7 +294,7 @@ class NodeCache:
 
         if "vmic:btih" in image.extra:
             torrent = await self.swarm.torrent_for(self._http, image)
-            return await self.swarm.fetch(image, torrent, progress)
+            return await self.swarm.fetch(image, torrent, progress, self._http)
         before = 0
 
         def counted(done: int) -> None:

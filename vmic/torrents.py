@@ -52,6 +52,13 @@ class Torrent:
     def info(self) -> lt.torrent_info:
         return lt.torrent_info(self.data)
 
+    @property
+    def trackers(self) -> list[str]:
+        """The announce URLs (``announce``, then every tier of ``announce-list``)."""
+        metainfo = lt.bdecode(self.data)
+        urls = [metainfo.get(b"announce", b"")] + [u for tier in metainfo.get(b"announce-list", []) for u in tier]
+        return list(dict.fromkeys(u.decode("utf-8", "replace") for u in urls if u))
+
     def magnet(self) -> str:
         return lt.make_magnet_uri(self.info)
 

@@ -29,6 +29,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from vmic.background import background_tasks
+from vmic.bittorrent.share import share_of
 from vmic.follow import FollowsCatalogue, ListFollower
 from vmic.preheat import node_from_user_agent
 from vmic.imagelist.model import ImageList
@@ -148,6 +149,20 @@ class Tracker:
              "done": round(1 - p.left / size, 4) if size else None, "seen_seconds_ago": round(now - p.last_seen, 1)}
             for p in peers]}
 
+    def share_view(self, info_hash_hex: str, node: str) -> dict[str, Any]:
+        """``node``'s origin share (:mod:`vmic.bittorrent.share`): its place among the named
+        nodes that are still downloading this image."""
+        try:
+            info_hash = bytes.fromhex(info_hash_hex)
+        except ValueError:
+            raise TrackerError("not an info hash") from None
+        if info_hash not in self.allowlist:
+            raise TrackerError("unknown torrent: this tracker serves only the images of its catalogue")
+        swarm = self.swarms.swarms.get(info_hash)
+        downloading = [p.name for p in swarm.peers.values() if p.name and p.left > 0] if swarm else []
+        share = share_of(node, downloading)
+        return {"btih": info_hash_hex, "node": node, "index": share.index, "count": share.count}
+
     # --- following the catalogue ---------------------------------------------------------
 
     async def take_list(self, image_list: ImageList) -> None:
@@ -218,6 +233,17 @@ async def swarm_status(request: web.Request) -> web.Response:
         return web.json_response({"error": "unknown_torrent", "message": exc.message}, status=404)
 
 
+async def swarm_share(request: web.Request) -> web.Response:
+    """JSON: the origin share of the node named by ``?node=`` (index, count)."""
+    node = request.query.get("node", "")
+    if not node or len(node) > 200:
+        return web.json_response({"error": "bad_request", "message": "a share needs ?node=<name>"}, status=400)
+    try:
+        return web.json_response(request.app[TRACKER].share_view(request.match_info["btih"], node))
+    except TrackerError as exc:
+        return web.json_response({"error": "unknown_torrent", "message": exc.message}, status=404)
+
+
 async def metrics(request: web.Request) -> web.Response:
     tracker = request.app[TRACKER]
     tracker.metrics.peers.set(sum(len(s.peers) for s in tracker.swarms.swarms.values()))
@@ -229,7 +255,8 @@ def make_app(tracker: Tracker, follow: bool = True) -> web.Application:
     app = web.Application()
     app[TRACKER] = tracker
     app.add_routes([web.get("/announce", announce), web.get("/scrape", scrape), web.get("/metrics", metrics),
-                    web.get("/swarm/{btih}", swarm_status)])
+                    web.get("/swarm/{btih}", swarm_status),
+                    web.get("/swarm/{btih}/share", swarm_share)])
     if follow:
         app.cleanup_ctx.append(background_tasks(tracker.follow_catalogue, tracker.expire_peers))
     return app

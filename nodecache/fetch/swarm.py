@@ -34,15 +34,19 @@ import libtorrent as lt
 
 from vmic.bittorrent.alerts import AlertPump
 from vmic.bittorrent.session import make_session
+from vmic.bittorrent.share import Share, WebSeedPolicy, priorities, share_url
 from vmic.imagelist.model import Image
 from vmic.log import event
+from vmic.preheat import node_from_user_agent
 from vmic.torrents import Torrent
 
 from ..errors import FetchFailed
 
 log = logging.getLogger("nodecache.swarm")
 RESUME_SECONDS = 2.0
+TICK_SECONDS = 1.0
 QUICK_RETRIES = 10
+SHARE_SECONDS = 2.0  #: how often a node asks for its origin share while it takes it
 
 
 @dataclass
@@ -51,6 +55,61 @@ class Transfer:
     handle: lt.torrent_handle
     done: asyncio.Future[None]
     retries: int = 0
+
+
+@dataclass
+class OriginShares:
+    """One download's origin share (:mod:`vmic.bittorrent.share`): asks the tracker for it
+    while the node still uses the web seed, sets piece priorities, and adds or removes the
+    torrent's web seeds as the policy says."""
+
+    handle: lt.torrent_handle
+    url: str | None
+    policy: WebSeedPolicy = field(default_factory=WebSeedPolicy)
+    web_seeds: list[str] = field(default_factory=list)
+    _asked: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.web_seeds = list(self.handle.url_seeds())
+        if not self.web_seeds:
+            self.url = None  # nothing to spare the origin of
+
+    async def step(self, http: aiohttp.ClientSession, have: list[bool], seconds: float) -> None:
+        if self.url is None:
+            return
+        self._asked -= seconds
+        if self.policy.web_seed and not self.policy.fell_back and self._asked <= 0 and not all(have):
+            self._asked = SHARE_SECONDS
+            share = await self._ask(http)
+            if share is None:
+                self.url = None  # not our tracker, or it is down: plain BitTorrent
+                return
+            if share != self.policy.share:
+                self.policy.share = share
+                self.handle.prioritize_pieces(priorities(share, len(have)))
+        was = self.policy.web_seed
+        now = self.policy.step(have, seconds)
+        if now != was:
+            for url in self.web_seeds:
+                if now:
+                    self.handle.add_url_seed(url)
+                else:
+                    self.handle.remove_url_seed(url)
+            share = self.policy.share
+            event(log, "swarm.web_seed", on=now, btih=str(self.handle.info_hashes().v1), pieces=sum(have),
+                  of=len(have), share=f"{share.index}/{share.count}" if share else None,
+                  why="stalled" if now else "share done")
+
+    async def _ask(self, http: aiohttp.ClientSession) -> Share | None:
+        assert self.url is not None
+        try:
+            async with http.get(self.url, timeout=aiohttp.ClientTimeout(total=2)) as response:
+                if response.status != 200:
+                    return None
+                body = await response.json()
+                return Share(int(body["index"]), int(body["count"]))
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError):
+            return None
 
 
 @dataclass
@@ -142,18 +201,24 @@ class Swarm:
         return transfer
 
     async def fetch(self, image: Image, torrent: Torrent, progress: Callable[[int], None],
-                    stall_seconds: float = 600) -> Path:
-        """Download until complete (resuming what is there); the path of the bytes."""
+                    http: aiohttp.ClientSession | None = None, stall_seconds: float = 600) -> Path:
+        """Download until complete (resuming what is there); the path of the bytes. With
+        ``http`` and a node name, the node takes its origin share (:mod:`vmic.bittorrent.share`)."""
         transfer = self._add(image, torrent, seed_mode=False)
         event(log, "swarm.fetching", image=image.identifier, btih=torrent.btih)
-        last, still = -1, 0.0
+        shares = OriginShares(transfer.handle, self._share_url(torrent, http))
+        last, still, ticks = -1, 0.0, 0
         while not transfer.done.done():
-            await asyncio.wait([transfer.done], timeout=RESUME_SECONDS)
+            await asyncio.wait([transfer.done], timeout=TICK_SECONDS)
+            ticks += 1
             status = transfer.handle.status()
             progress(status.total_wanted_done)
-            self._save_resume(torrent.btih)
+            if ticks % round(RESUME_SECONDS / TICK_SECONDS) == 0:
+                self._save_resume(torrent.btih)
+            if http is not None:
+                await shares.step(http, list(status.pieces), TICK_SECONDS)
             if status.total_wanted_done == last:
-                still += RESUME_SECONDS
+                still += TICK_SECONDS
                 if still >= stall_seconds:
                     raise FetchFailed(f"image {image.identifier}: no progress for {stall_seconds:.0f} s "
                                       f"({last} of {image.size} bytes; no peer or web seed answers)")
@@ -167,12 +232,19 @@ class Swarm:
         progress(image.size)
         return self.data_dir / image.sha512
 
-    async def recheck(self, image: Image, torrent: Torrent, progress: Callable[[int], None]) -> Path:
+    async def recheck(self, image: Image, torrent: Torrent, progress: Callable[[int], None],
+                      http: aiohttp.ClientSession | None = None) -> Path:
         """Hash the bytes on disk again, fetch what fails, and return when complete."""
         self.drop(torrent.btih)
         (self.torrent_dir / f"{torrent.btih}.resume").unlink(missing_ok=True)
         event(log, "swarm.recheck", image=image.identifier, btih=torrent.btih)
-        return await self.fetch(image, torrent, progress)
+        return await self.fetch(image, torrent, progress, http)
+
+    def _share_url(self, torrent: Torrent, http: aiohttp.ClientSession | None) -> str | None:
+        name = node_from_user_agent(self.user_agent)
+        if http is None or not self.web_seed or not name:
+            return None
+        return share_url(torrent.trackers, torrent.btih, name)
 
     def seed(self, image: Image, torrent: Torrent) -> None:
         """Seed bytes the node already verified (at start-up, for what it holds)."""

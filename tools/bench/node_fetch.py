@@ -11,6 +11,7 @@ terminated; the benchmark stops all nodes once every one has reported.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+STEP_SECONDS = 0.5  #: as the node daemon (nodecache.fetch.swarm.TICK_SECONDS)
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
@@ -35,21 +37,43 @@ def fetch_torrent(url: str, out: Path, listen: str) -> tuple[object, Path]:
     import libtorrent as lt
 
     from vmic.bittorrent.session import make_session
+    from vmic.preheat import USER_AGENT_PREFIX
 
     data = urllib.request.urlopen(url).read()
     if os.environ.get("VMIC_NODE_NO_WEB_SEED"):  # peers only (the info dict, and so the hash, unchanged)
         metainfo = lt.bdecode(data)
         metainfo.pop(b"url-list", None)
         data = lt.bencode(metainfo)
-    session = make_session(f"{listen}:6881")
+    name = f"bench-{listen}"
+    session = make_session(f"{listen}:6881", user_agent=USER_AGENT_PREFIX + name)
     params = lt.add_torrent_params()
     params.ti = lt.torrent_info(data)
     params.save_path = str(out)
     handle = session.add_torrent(params)
-    while not handle.status().is_seeding:
-        time.sleep(0.05)
+    asyncio.run(until_seeding(handle, data, name))
     print(json.dumps({"done": time.monotonic()}), flush=True)
     return session, out / params.ti.name()
+
+
+async def until_seeding(handle: object, data: bytes, name: str) -> None:
+    """As the node daemon does (nodecache.fetch.swarm): take the origin share, unless
+    VMIC_NODE_NO_SHARES is set (then plain BitTorrent)."""
+    import aiohttp
+
+    from nodecache.fetch.swarm import OriginShares
+    from vmic.bittorrent.share import share_url
+    from vmic.torrents import Torrent
+
+    torrent = Torrent.parse(data)
+    url = None if os.environ.get("VMIC_NODE_NO_SHARES") else share_url(torrent.trackers, torrent.btih, name)
+    shares = OriginShares(handle, url)  # type: ignore[arg-type]
+    last_step = time.monotonic()
+    async with aiohttp.ClientSession() as http:
+        while not handle.status().is_seeding:  # type: ignore[attr-defined]
+            await asyncio.sleep(0.05)
+            if time.monotonic() - last_step >= STEP_SECONDS:
+                seconds, last_step = time.monotonic() - last_step, time.monotonic()
+                await shares.step(http, list(handle.status().pieces), seconds)  # type: ignore[attr-defined]
 
 
 def fetch_http(url: str, out: Path) -> Path:

@@ -42,6 +42,11 @@ OVERRIDES: dict[str, Any] = {
     "announce_to_all_trackers": True,
     "stop_tracker_timeout": 1,
     "urlseed_max_request_bytes": 256 * 1024,
+    # libtorrent's defaults, not the preset's 3 MiB x 150: see the module's docstring
+    "send_buffer_watermark": 512 * 1024,
+    "send_buffer_watermark_factor": 50,
+    "send_buffer_low_watermark": 10 * 1024,
+    "send_not_sent_low_watermark": 16 * 1024,
     "alert_mask": (lt.alert_category.error | lt.alert_category.status | lt.alert_category.storage
                    | lt.alert_category.tracker),
 }

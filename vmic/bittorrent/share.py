@@ -1,0 +1,103 @@
+"""Origin shares: each downloading node takes its own slice of a new image from the origin.
+
+Why: when N nodes fetch a new image at once, each node's libtorrent asks the origin (the
+seeder, and the catalogue's web seed) for whichever pieces are rarest, and N nodes see the
+same rarity, so the origin sends many pieces several times. The origin should send each
+piece about once and let the nodes trade the rest (the catalogue "sending little more
+than one copy").
+
+How: the tracker knows who is downloading. A node asks it for its *share*: its index
+among the downloading nodes (sorted by name) and their count
+(``GET /swarm/<btih>/share?node=<name>``, :func:`share_of`). The node gives the pieces of
+its slice (:func:`slice_of`) the top priority and every other piece a low one, so from the
+origin it first takes its own slice while it takes the rest from its peers as they get
+theirs. Once its slice is complete it drops the web seed: from then on, it gets the rest
+from peers (the seeder still answers, super-seeding). If it then makes no progress for
+:data:`STALL_SECONDS` (peers gone, a slice nobody took), it takes the web seed back: the
+web seed stays the fallback that lets a node finish alone.
+
+Everything here is pure; the daemon (:mod:`nodecache.fetch.swarm`) and the benchmark's
+node do the I/O. Measured with tools/bench/swarm.py: see README.rst.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+#: priority of the pieces of the node's own slice, and of all the others (libtorrent: 0-7)
+OWN_PRIORITY = 7
+OTHER_PRIORITY = 1
+#: seconds without a new piece, after the web seed was dropped, before it is taken back
+STALL_SECONDS = 4.0
+
+
+@dataclass(frozen=True)
+class Share:
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"share {self.index} of {self.count}")
+
+
+def share_of(node: str, downloading: Iterable[str]) -> Share:
+    """The tracker's answer: ``node``'s place among the named nodes still downloading (the
+    node itself counted even before its first announce)."""
+    names = sorted(set(downloading) | {node})
+    return Share(names.index(node), len(names))
+
+
+def share_url(announce_urls: Iterable[str], btih: str, node: str) -> str | None:
+    """Where ``node`` asks for its share: the ``/swarm/<btih>/share`` of the torrent's first
+    HTTP tracker (a stock tracker has none; the node then fetches as plain BitTorrent does)."""
+    for url in announce_urls:
+        if url.startswith(("http://", "https://")) and url.endswith("/announce"):
+            return f"{url[:-len('/announce')]}/swarm/{btih}/share?{urllib.parse.urlencode({'node': node})}"
+    return None
+
+
+def slice_of(share: Share, num_pieces: int) -> range:
+    """The contiguous pieces of one share (contiguous: long web-seed ranges, sequential disk)."""
+    return range(share.index * num_pieces // share.count, (share.index + 1) * num_pieces // share.count)
+
+
+def priorities(share: Share, num_pieces: int) -> list[int]:
+    own = slice_of(share, num_pieces)
+    return [OWN_PRIORITY if piece in own else OTHER_PRIORITY for piece in range(num_pieces)]
+
+
+def slice_done(share: Share, have: list[bool]) -> bool:
+    return all(have[piece] for piece in slice_of(share, len(have)))
+
+
+@dataclass
+class WebSeedPolicy:
+    """When a node uses the web seed: until its slice is done, then only while stalled.
+
+    ``step`` takes what the node has now and the seconds since the last step; it answers
+    whether the web seed should be on."""
+
+    share: Share | None = None
+    web_seed: bool = True
+    stalled_for: float = 0.0
+    #: peers did not suffice once: the web seed stays on, shares are no longer asked for
+    fell_back: bool = False
+    _had: int = -1
+
+    def step(self, have: list[bool], seconds: float) -> bool:
+        count = sum(have)
+        if count == len(have):
+            return self.web_seed
+        progressed = count > self._had
+        self._had = count
+        self.stalled_for = 0.0 if progressed else self.stalled_for + seconds
+        if self.share is None or self.fell_back:
+            self.web_seed = True  # no share (yet): plain BitTorrent, web seed on
+        elif self.web_seed and slice_done(self.share, have):
+            self.web_seed = False
+        elif not self.web_seed and self.stalled_for >= STALL_SECONDS:
+            self.web_seed = self.fell_back = True
+        return self.web_seed
