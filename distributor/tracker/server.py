@@ -6,6 +6,10 @@ follows the catalogue's ``/events`` stream and re-reads the list at once when it
 changes, and polls as a fallback. Every answer is bencoded; any problem is a
 ``failure reason``, never a 500.
 
+For operators and node daemons it also answers, in JSON: ``GET /swarm/<btih>`` (who is in
+an image's swarm, how far each is: preheat's progress) and ``GET /swarm/<btih>/share?node=``
+(a node's origin share, :mod:`vmic.bittorrent.share`).
+
     [tracker]
     port = 6969
     catalogue_url = "http://catalogue:8470"
@@ -29,7 +33,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from vmic.background import background_tasks
-from vmic.bittorrent.share import share_of
+from vmic.bittorrent.share import place
 from vmic.follow import FollowsCatalogue, ListFollower
 from vmic.preheat import node_from_user_agent
 from vmic.imagelist.model import ImageList
@@ -39,6 +43,7 @@ from .announce import Announce, TrackerError, parse_announce, parse_scrape
 from .swarm import Peer, Swarms
 from .topology import Topology
 
+SHARE_CACHE_SECONDS = 1.0  #: how long one sorted list of downloading nodes answers share requests
 log = logging.getLogger("distributor.tracker")
 
 
@@ -98,6 +103,8 @@ class Tracker:
     swarms: Swarms
     allowlist: Allowlist = field(default_factory=Allowlist)
     metrics: Metrics = field(default_factory=Metrics)
+    #: per info hash: when, and the sorted names of the nodes downloading then (origin shares)
+    _downloading: dict[bytes, tuple[float, list[str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.follower = ListFollower(self.config.source, log)
@@ -158,9 +165,13 @@ class Tracker:
             raise TrackerError("not an info hash") from None
         if info_hash not in self.allowlist:
             raise TrackerError("unknown torrent: this tracker serves only the images of its catalogue")
-        swarm = self.swarms.swarms.get(info_hash)
-        downloading = [p.name for p in swarm.peers.values() if p.name and p.left > 0] if swarm else []
-        share = share_of(node, downloading)
+        now = self.swarms.clock()
+        cached = self._downloading.get(info_hash)
+        if cached is None or now - cached[0] >= SHARE_CACHE_SECONDS:
+            swarm = self.swarms.swarms.get(info_hash)
+            names = sorted({p.name for p in swarm.peers.values() if p.name and p.left > 0} if swarm else set())
+            cached = self._downloading[info_hash] = (now, names)
+        share = place(node, cached[1])
         return {"btih": info_hash_hex, "node": node, "index": share.index, "count": share.count}
 
     # --- following the catalogue ---------------------------------------------------------
@@ -179,6 +190,7 @@ class Tracker:
         while True:
             await asyncio.sleep(self.config.peer_expiry / 3)
             self.swarms.expire()
+            self._downloading.clear()
 
 
 def _peers_field(peers: list[Peer], request: Announce) -> dict[bytes, Any]:

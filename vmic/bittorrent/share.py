@@ -22,8 +22,9 @@ node do the I/O. Measured with tools/bench/swarm.py: see README.rst.
 
 from __future__ import annotations
 
+import bisect
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 #: priority of the pieces of the node's own slice, and of all the others (libtorrent: 0-7)
@@ -46,8 +47,15 @@ class Share:
 def share_of(node: str, downloading: Iterable[str]) -> Share:
     """The tracker's answer: ``node``'s place among the named nodes still downloading (the
     node itself counted even before its first announce)."""
-    names = sorted(set(downloading) | {node})
-    return Share(names.index(node), len(names))
+    return place(node, sorted(set(downloading)))
+
+
+def place(node: str, names: Sequence[str]) -> Share:
+    """:func:`share_of` for ``names`` already sorted and unique (the tracker keeps them so
+    for a second: thousands of nodes ask at once)."""
+    index = bisect.bisect_left(names, node)
+    present = index < len(names) and names[index] == node
+    return Share(index, len(names) + (0 if present else 1))
 
 
 def share_url(announce_urls: Iterable[str], btih: str, node: str) -> str | None:
