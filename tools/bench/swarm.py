@@ -90,7 +90,7 @@ async def stage_all(nodes: list[Host], work: Path, catalogue_url: str, ca: Path,
         cache = work / "daemons" / node.name
         cache.mkdir(parents=True)
         config = cache / "node.toml"
-        config.write_text(f'[nodecache]\ncache_dir = "{cache}"\nformat = "raw"\nlisten = "{node.address}:6881"\n'
+        config.write_text(f'[nodecache]\ncache_dir = "{cache}"\nnode_name = "{node.name}"\nformat = "raw"\nlisten = "{node.address}:6881"\n'
                           f'web_seed = {"true" if web_seed else "false"}\nlog_level = "warning"\n'
                           f'[[nodecache.catalogue]]\nurl = "{catalogue_url}"\nca = "{ca}"\nendorser_dn = "{dn}"\n')
         sockets.append(cache / "nodecache.sock")
