@@ -5,6 +5,8 @@ daemon over loopback."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -95,17 +97,21 @@ async def ghost(http: aiohttp.ClientSession, announce_url: str, btih: str, port:
         assert response.status == 200
 
 
-async def test_a_node_takes_its_share_then_falls_back_to_the_web_seed(site: Any, keys: KeyPaths, tmp_path: Path,
-                                                                      caplog: pytest.LogCaptureFixture) -> None:
-    """hv-b shares the image with hv-a, which announces but never serves: hv-b takes its own
-    half from the web seed first, drops the web seed, makes no progress (no seeder, no
-    peer), takes the web seed back, and stages the image all the same."""
+async def test_a_node_drops_the_web_seed_for_its_share_and_takes_it_back_on_a_stall(
+        site: Any, keys: KeyPaths, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Six nodes download a four-piece image; five of them announce but never serve. hv-0's
+    slice is empty (more nodes than pieces), so it drops the web seed at once, makes no
+    progress (no seeder, no peer that serves), takes the web seed back and stages the
+    image all the same."""
     catalogue, tracker, announce_url = site
-    size = 4 * 2**20
+    size = 2**20
     record, torrent = await publish_and_wait(catalogue, write_image(tmp_path / "a.raw", size), tracker)
+    pieces = torrent.info.num_pieces()
+    assert pieces == 4 and not slice_of(Share(0, 6), pieces)
     async with aiohttp.ClientSession() as http:
-        await ghost(http, announce_url, torrent.btih, 7001, "hv-a", size)
-    config = node_config(tmp_path / "hv-b", catalogue.url, keys, node_name="hv-b", download_limit=512 * 1024)
+        for port, name in ((7001, "hv-a"), (7002, "hv-b"), (7003, "hv-c"), (7004, "hv-d"), (7005, "hv-e")):
+            await ghost(http, announce_url, torrent.btih, port, name, size)
+    config = node_config(tmp_path / "hv-0", catalogue.url, keys, node_name="hv-0", download_limit=128 * 1024)
     caplog.set_level(logging.INFO, logger="nodecache.swarm")
     async with running_node(config) as node:
         await node.refresh()
@@ -113,7 +119,30 @@ async def test_a_node_takes_its_share_then_falls_back_to_the_web_seed(site: Any,
     switches = [r.__dict__["fields"] for r in caplog.records if r.getMessage() == "swarm.web_seed"]
     assert [s["on"] for s in switches] == [False, True], switches
     off, on = switches
-    pieces = torrent.info.num_pieces()
-    assert off["share"] == "1/2" and off["why"] == "share done"
-    assert len(slice_of(Share(1, 2), pieces)) <= off["pieces"] < pieces, "its half first, not the whole image"
+    assert off["share"] == "0/6" and off["why"] == "share done" and off["pieces"] < pieces
     assert on["why"] == "stalled" and on["pieces"] == off["pieces"], "nothing came while the web seed was off"
+
+
+async def test_resume_data_saved_without_the_web_seed_does_not_keep_it_off(catalogue: Any, tmp_path: Path) -> None:
+    """A node killed while its share had the web seed off restarts with resume data that
+    lists no web seed: the torrent's web seed is used again (here the only source)."""
+    import libtorrent as lt
+
+    from nodecache.fetch.swarm import Swarm
+    from support import free_port
+
+    record, torrent = await publish_and_wait(catalogue, write_image(tmp_path / "a.raw", 2**20))
+    assert torrent.web_seeds, "the catalogue is the torrent's web seed"
+    image = catalogue.catalogue.listing.current.image_list.image(record["identifier"])
+    swarm = Swarm(tmp_path / "data", tmp_path / "torrents", f"127.0.0.1:{free_port()}")
+    await swarm.start()
+    try:
+        params = lt.add_torrent_params()
+        params.ti = torrent.info
+        params.save_path = str(swarm.data_dir)
+        params.url_seeds = []
+        (swarm.torrent_dir / f"{torrent.btih}.resume").write_bytes(lt.write_resume_data_buf(params))
+        path = await asyncio.wait_for(swarm.fetch(image, torrent, lambda n: None), 60)
+        assert hashlib.sha512(path.read_bytes()).hexdigest() == record["sha512"]
+    finally:
+        await swarm.close()

@@ -59,6 +59,12 @@ class Torrent:
         urls = [metainfo.get(b"announce", b"")] + [u for tier in metainfo.get(b"announce-list", []) for u in tier]
         return list(dict.fromkeys(u.decode("utf-8", "replace") for u in urls if u))
 
+    @property
+    def web_seeds(self) -> list[str]:
+        """The BEP 19 web seeds (``url-list``: one URL or a list)."""
+        urls = lt.bdecode(self.data).get(b"url-list", [])
+        return [u.decode("utf-8", "replace") for u in ([urls] if isinstance(urls, bytes) else urls) if u]
+
     def magnet(self) -> str:
         return lt.make_magnet_uri(self.info)
 

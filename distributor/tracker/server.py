@@ -139,14 +139,19 @@ class Tracker:
                                     b"downloaded": swarm.downloaded if swarm else 0}
         return {b"files": files}
 
-    def swarm_view(self, info_hash_hex: str) -> dict[str, Any]:
-        """Every peer of one image's swarm with its progress: what preheat status shows."""
+    def _known(self, info_hash_hex: str) -> bytes:
+        """The info hash of a torrent this tracker serves, from its hex form."""
         try:
             info_hash = bytes.fromhex(info_hash_hex)
         except ValueError:
             raise TrackerError("not an info hash") from None
         if info_hash not in self.allowlist:
             raise TrackerError("unknown torrent: this tracker serves only the images of its catalogue")
+        return info_hash
+
+    def swarm_view(self, info_hash_hex: str) -> dict[str, Any]:
+        """Every peer of one image's swarm with its progress: what preheat status shows."""
+        info_hash = self._known(info_hash_hex)
         size = self.allowlist.sizes.get(info_hash, 0)
         swarm = self.swarms.swarms.get(info_hash)
         now = self.swarms.clock()
@@ -159,12 +164,7 @@ class Tracker:
     def share_view(self, info_hash_hex: str, node: str) -> dict[str, Any]:
         """``node``'s origin share (:mod:`vmic.bittorrent.share`): its place among the named
         nodes that are still downloading this image."""
-        try:
-            info_hash = bytes.fromhex(info_hash_hex)
-        except ValueError:
-            raise TrackerError("not an info hash") from None
-        if info_hash not in self.allowlist:
-            raise TrackerError("unknown torrent: this tracker serves only the images of its catalogue")
+        info_hash = self._known(info_hash_hex)
         now = self.swarms.clock()
         cached = self._downloading.get(info_hash)
         if cached is None or now - cached[0] >= SHARE_CACHE_SECONDS:

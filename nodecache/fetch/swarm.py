@@ -37,19 +37,19 @@ import libtorrent as lt
 
 from vmic.bittorrent.alerts import AlertPump
 from vmic.bittorrent.session import make_session
-from vmic.bittorrent.share import Share, WebSeedPolicy, priorities, share_url
+from vmic.bittorrent.share import share_url
 from vmic.imagelist.model import Image
 from vmic.log import event
 from vmic.preheat import node_from_user_agent
 from vmic.torrents import Torrent
 
 from ..errors import FetchFailed
+from .shares import OriginShares
 
 log = logging.getLogger("nodecache.swarm")
 RESUME_SECONDS = 2.0
 TICK_SECONDS = 1.0
 QUICK_RETRIES = 10
-SHARE_SECONDS = 2.0  #: how often a node asks for its origin share while it takes it
 
 
 @dataclass
@@ -58,61 +58,6 @@ class Transfer:
     handle: lt.torrent_handle
     done: asyncio.Future[None]
     retries: int = 0
-
-
-@dataclass
-class OriginShares:
-    """One download's origin share (:mod:`vmic.bittorrent.share`): asks the tracker for it
-    while the node still uses the web seed, sets piece priorities, and adds or removes the
-    torrent's web seeds as the policy says."""
-
-    handle: lt.torrent_handle
-    url: str | None
-    policy: WebSeedPolicy = field(default_factory=WebSeedPolicy)
-    web_seeds: list[str] = field(default_factory=list)
-    _asked: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.web_seeds = list(self.handle.url_seeds())
-        if not self.web_seeds:
-            self.url = None  # nothing to spare the origin of
-
-    async def step(self, http: aiohttp.ClientSession, have: list[bool], seconds: float) -> None:
-        if self.url is None:
-            return
-        self._asked -= seconds
-        if self.policy.web_seed and not self.policy.fell_back and self._asked <= 0 and not all(have):
-            self._asked = SHARE_SECONDS
-            share = await self._ask(http)
-            if share is None:
-                self.url = None  # not our tracker, or it is down: plain BitTorrent
-                return
-            if share != self.policy.share:
-                self.policy.share = share
-                self.handle.prioritize_pieces(priorities(share, len(have)))
-        was = self.policy.web_seed
-        now = self.policy.step(have, seconds)
-        if now != was:
-            for url in self.web_seeds:
-                if now:
-                    self.handle.add_url_seed(url)
-                else:
-                    self.handle.remove_url_seed(url)
-            share = self.policy.share
-            event(log, "swarm.web_seed", on=now, btih=str(self.handle.info_hashes().v1), pieces=sum(have),
-                  of=len(have), share=f"{share.index}/{share.count}" if share else None,
-                  why="stalled" if now else "share done")
-
-    async def _ask(self, http: aiohttp.ClientSession) -> Share | None:
-        assert self.url is not None
-        try:
-            async with http.get(self.url, timeout=aiohttp.ClientTimeout(total=2)) as response:
-                if response.status != 200:
-                    return None
-                body = await response.json()
-                return Share(int(body["index"]), int(body["count"]))
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError):
-            return None
 
 
 @dataclass
@@ -177,10 +122,14 @@ class Swarm:
         path.write_bytes(torrent.data)
         return torrent
 
-    def _add(self, image: Image, torrent: Torrent, seed_mode: bool) -> Transfer:
+    def _add(self, image: Image, torrent: Torrent, seed_mode: bool, piece_priorities: list[int] | None = None
+             ) -> Transfer:
         assert self._session is not None
         if torrent.btih in self.transfers:
-            return self.transfers[torrent.btih]
+            transfer = self.transfers[torrent.btih]
+            if piece_priorities:
+                transfer.handle.prioritize_pieces(piece_priorities)
+            return transfer
         resume = self.torrent_dir / f"{torrent.btih}.resume"
         if resume.is_file():
             params = lt.read_resume_data(resume.read_bytes())
@@ -191,12 +140,17 @@ class Swarm:
             if seed_mode:
                 params.flags |= lt.torrent_flags.seed_mode  # verified whole by sha512 at staging
         params.save_path = str(self.data_dir)
+        if piece_priorities:
+            params.piece_priorities = piece_priorities
         if not self.web_seed:
             params.url_seeds = []
         handle = self._session.add_torrent(params)
         if not self.web_seed:
             for url in handle.url_seeds():
                 handle.remove_url_seed(url)
+        else:  # resume data saved while a share had the web seed off must not keep it off
+            for url in torrent.web_seeds:
+                handle.add_url_seed(url)
         transfer = Transfer(image, handle, asyncio.get_running_loop().create_future())
         self.transfers[torrent.btih] = transfer
         if handle.status().is_seeding:
@@ -207,9 +161,13 @@ class Swarm:
                     http: aiohttp.ClientSession | None = None, stall_seconds: float = 600) -> Path:
         """Download until complete (resuming what is there); the path of the bytes. With
         ``http`` and a node name, the node takes its origin share (:mod:`vmic.bittorrent.share`)."""
-        transfer = self._add(image, torrent, seed_mode=False)
-        event(log, "swarm.fetching", image=image.identifier, btih=torrent.btih)
-        shares = OriginShares(transfer.handle, self._share_url(torrent, http))
+        shares = OriginShares(torrent.btih, self._share_url(torrent, http), torrent.web_seeds)
+        first = await shares.first(http, torrent.info.num_pieces()) if http is not None else None
+        transfer = self._add(image, torrent, seed_mode=False, piece_priorities=first)
+        shares.handle = transfer.handle
+        share = shares.policy.share
+        event(log, "swarm.fetching", image=image.identifier, btih=torrent.btih,
+              share=f"{share.index}/{share.count}" if share else None)
         last, still, ticks = -1, 0.0, 0
         while not transfer.done.done():
             await asyncio.wait([transfer.done], timeout=TICK_SECONDS)

@@ -20,7 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-STEP_SECONDS = 0.5  #: as the node daemon (nodecache.fetch.swarm.TICK_SECONDS)
+STEP_SECONDS = 1.0  #: as the node daemon (nodecache.fetch.swarm.TICK_SECONDS)
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
@@ -46,34 +46,38 @@ def fetch_torrent(url: str, out: Path, listen: str) -> tuple[object, Path]:
         data = lt.bencode(metainfo)
     name = f"bench-{listen}"
     session = make_session(f"{listen}:6881", user_agent=USER_AGENT_PREFIX + name)
-    params = lt.add_torrent_params()
-    params.ti = lt.torrent_info(data)
-    params.save_path = str(out)
-    handle = session.add_torrent(params)
-    asyncio.run(until_seeding(handle, data, name))
+    asyncio.run(until_seeding(session, data, out, name))
     print(json.dumps({"done": time.monotonic()}), flush=True)
-    return session, out / params.ti.name()
+    return session, out / lt.torrent_info(data).name()
 
 
-async def until_seeding(handle: object, data: bytes, name: str) -> None:
+async def until_seeding(session: object, data: bytes, out: Path, name: str) -> None:
     """As the node daemon does (nodecache.fetch.swarm): take the origin share, unless
     VMIC_NODE_NO_SHARES is set (then plain BitTorrent)."""
     import aiohttp
+    import libtorrent as lt
 
-    from nodecache.fetch.swarm import OriginShares
+    from nodecache.fetch.shares import OriginShares
     from vmic.bittorrent.share import share_url
     from vmic.torrents import Torrent
 
     torrent = Torrent.parse(data)
     url = None if os.environ.get("VMIC_NODE_NO_SHARES") else share_url(torrent.trackers, torrent.btih, name)
-    shares = OriginShares(handle, url)  # type: ignore[arg-type]
-    last_step = time.monotonic()
+    shares = OriginShares(torrent.btih, url, torrent.web_seeds)
     async with aiohttp.ClientSession() as http:
-        while not handle.status().is_seeding:  # type: ignore[attr-defined]
+        params = lt.add_torrent_params()
+        params.ti = torrent.info
+        params.save_path = str(out)
+        first = await shares.first(http, torrent.info.num_pieces())
+        if first:
+            params.piece_priorities = first
+        handle = shares.handle = session.add_torrent(params)  # type: ignore[attr-defined]
+        last_step = time.monotonic()
+        while not handle.status().is_seeding:
             await asyncio.sleep(0.05)
             if time.monotonic() - last_step >= STEP_SECONDS:
                 seconds, last_step = time.monotonic() - last_step, time.monotonic()
-                await shares.step(http, list(handle.status().pieces), seconds)  # type: ignore[attr-defined]
+                await shares.step(http, list(handle.status().pieces), seconds)
 
 
 def fetch_http(url: str, out: Path) -> Path:

@@ -9,15 +9,17 @@ than one copy").
 How: the tracker knows who is downloading. A node asks it for its *share*: its index
 among the downloading nodes (sorted by name) and their count
 (``GET /swarm/<btih>/share?node=<name>``, :func:`share_of`). The node gives the pieces of
-its slice (:func:`slice_of`) the top priority and every other piece a low one, so from the
-origin it first takes its own slice while it takes the rest from its peers as they get
-theirs. Once its slice is complete it drops the web seed: from then on, it gets the rest
-from peers (the seeder still answers, super-seeding). If it then makes no progress for
-:data:`STALL_SECONDS` (peers gone, a slice nobody took), it takes the web seed back: the
-web seed stays the fallback that lets a node finish alone.
+its slice (:func:`slice_of`) the top priority and every other piece a low one. Once its
+slice is complete it drops the web seed: from then on, it gets the rest from peers (the
+seeder still answers, super-seeding). If it then makes no progress for
+:data:`STALL_SECONDS` (peers gone, a slice nobody took), it takes the web seed back for
+good: the web seed stays the fallback that lets a node finish alone. (The priorities do
+not order what the web seed sends: measured, libtorrent's web-seed requests land on
+contiguous runs anywhere, and seeder/peer connections mix them too. What spares the
+origin is dropping the web seed once the node holds its slice, while the other nodes
+still fetch theirs; more nodes than pieces leaves a slice empty.)
 
-Everything here is pure; the daemon (:mod:`nodecache.fetch.swarm`) and the benchmark's
-node do the I/O. Measured with tools/bench/swarm.py: see README.rst.
+Everything here is pure; the node (:mod:`nodecache.fetch.shares`) does the I/O. Measured with tools/bench/swarm.py: see README.rst.
 """
 
 from __future__ import annotations
