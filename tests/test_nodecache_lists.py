@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from partner_sim import PartnerSimulator
-from support import node_config, running_node, wait_settled, wait_staged
+from support import node_config, running_node, until, wait_settled, wait_staged
 
 from vmic.follow import CatalogueSource
 from vmic.imagelist.smime import Signer
@@ -29,6 +30,18 @@ async def sim(keys: KeyPaths) -> AsyncIterator[PartnerSimulator]:
     sim = await PartnerSimulator.start(keys)
     yield sim
     await sim.stop()
+
+
+class _Collect(logging.Handler):
+    """The ``reason`` of every ``message`` event logged."""
+
+    def __init__(self, into: list[str], message: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.into, self.message = into, message
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == self.message:
+            self.into.append(str(record.__dict__.get("fields", {}).get("reason", "")))
 
 
 def config_for(sim: PartnerSimulator, keys: KeyPaths, tmp_path: Path, **overrides: Any) -> Any:
@@ -160,14 +173,21 @@ async def test_http_download_cut_halfway_resumes_with_range(sim: PartnerSimulato
     sim.cut_after = len(IMAGE) // 2
     sim.publish()
     async with running_node(config_for(sim, keys, tmp_path)) as node:
-        await node.refresh()
-        sha = hashlib.sha512(IMAGE).hexdigest()
-        record = await wait_settled(node, sha)
-        assert record.state == "failed" and ("broke at" in record.reason or "ended at" in record.reason)
-        assert list((tmp_path / "node" / "base").iterdir()) == [], "a partial image is never staged"
-        await node.refresh()
-        held = await wait_staged(node, sha)
-        assert Path(held.location).read_bytes() == IMAGE
+        failures: list[str] = []
+        handler = _Collect(failures, "node.stage_failed")
+        logging.getLogger("nodecache").addHandler(handler)
+        try:
+            await node.refresh()
+            sha = hashlib.sha512(IMAGE).hexdigest()
+            # retry_seconds = 0: the daemon's next plan (this refresh, or a list event) tries again
+            await until(lambda: bool(failures), "the cut download fails")
+            await node.refresh()
+            held = await wait_staged(node, sha)
+        finally:
+            logging.getLogger("nodecache").removeHandler(handler)
+        assert len(failures) == 1 and ("broke at" in failures[0] or "ended at" in failures[0]), failures
+        assert node.metrics.staged.labels("failed")._value.get() == 1
+        assert Path(held.location).read_bytes() == IMAGE, "the partial bytes were never staged"
         resumed_at = int(sim.ranges[-1].removeprefix("bytes=").rstrip("-"))  # type: ignore[union-attr]
         assert 0 < resumed_at <= len(IMAGE) // 2, "the second try asked only for the rest"
 
