@@ -15,9 +15,10 @@ seeding what the node holds to its peers.
 - ``recheck`` forgets the resume data and hashes the file again (then fetches what is
   missing): what the daemon does once if complete bytes fail the signed sha512, before
   it blames the publisher.
-- Origin shares (:mod:`vmic.bittorrent.share`, :class:`OriginShares`): the node asks our
-  tracker for its slice of a new image, takes that slice from the origin first, drops
-  the web seed once it is done and takes the web seed back if peers do not suffice.
+- Origin shares (rules :mod:`vmic.bittorrent.share`, I/O :mod:`.shares`): the node asks
+  our tracker for its slice of a new image, gives that slice the top piece priority,
+  drops the web seed once it holds the slice and takes the web seed back for good if
+  peers do not suffice.
 - Pieces that fail their hash are counted (``hash_failures``); libtorrent bans the
   peers that sent them.
 """
