@@ -20,7 +20,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-STEP_SECONDS = 1.0  #: as the node daemon (nodecache.fetch.swarm.TICK_SECONDS)
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
@@ -58,6 +57,7 @@ async def until_seeding(session: object, data: bytes, out: Path, name: str) -> N
     import libtorrent as lt
 
     from nodecache.fetch.shares import OriginShares
+    from nodecache.fetch.swarm import TICK_SECONDS  # the node daemon's step
     from vmic.bittorrent.share import share_url
     from vmic.torrents import Torrent
 
@@ -75,7 +75,7 @@ async def until_seeding(session: object, data: bytes, out: Path, name: str) -> N
         last_step = time.monotonic()
         while not handle.status().is_seeding:
             await asyncio.sleep(0.05)
-            if time.monotonic() - last_step >= STEP_SECONDS:
+            if time.monotonic() - last_step >= TICK_SECONDS:
                 seconds, last_step = time.monotonic() - last_step, time.monotonic()
                 await shares.step(http, list(handle.status().pieces), seconds)
 

@@ -19,7 +19,8 @@ contiguous runs anywhere, and seeder/peer connections mix them too. What spares 
 origin is dropping the web seed once the node holds its slice, while the other nodes
 still fetch theirs; more nodes than pieces leaves a slice empty.)
 
-Everything here is pure; the node (:mod:`nodecache.fetch.shares`) does the I/O. Measured with tools/bench/swarm.py: see README.rst.
+Everything here is pure; the node (:mod:`nodecache.fetch.shares`) does the I/O.
+Measured with tools/bench/swarm.py: see README.rst.
 """
 
 from __future__ import annotations
