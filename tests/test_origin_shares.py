@@ -21,14 +21,14 @@ from vmic.bittorrent.share import (OTHER_PRIORITY, OWN_PRIORITY, STALL_SECONDS, 
 from vmic.pki import KeyPaths
 
 
-@pytest.mark.parametrize("node, downloading, expected", [
+@pytest.mark.parametrize("node, swarm, expected", [
     ("hv-b", ["hv-a", "hv-c"], Share(1, 3)),
     ("hv-b", [], Share(0, 1)),  # alone, or before the tracker heard of anyone: the whole image
     ("hv-b", ["hv-b", "hv-a"], Share(1, 2)),  # itself, once it announced, counted once
     ("hv-z", ["hv-a", "hv-a", "hv-b"], Share(2, 3)),
 ])
-def test_a_node_s_share(node: str, downloading: list[str], expected: Share) -> None:
-    assert share_of(node, downloading) == expected
+def test_a_node_s_share(node: str, swarm: list[str], expected: Share) -> None:
+    assert share_of(node, swarm) == expected
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 7, 16, 500])
@@ -81,7 +81,8 @@ async def test_the_tracker_tells_a_node_its_share(site: Any, tmp_path: Path) -> 
             await ghost(http, announce_url, torrent.btih, port, name, left)
         async with http.get(f"{base}/swarm/{torrent.btih}/share", params={"node": "hv-b"}) as response:
             assert response.status == 200
-            assert await response.json() == {"btih": torrent.btih, "node": "hv-b", "index": 1, "count": 3}
+            # among hv-a, hv-c and hv-done (done nodes keep their places; an unnamed client has none)
+            assert await response.json() == {"btih": torrent.btih, "node": "hv-b", "index": 1, "count": 4}
         async with http.get(f"{base}/swarm/{'0' * 40}/share", params={"node": "hv-b"}) as response:
             assert response.status == 404 and (await response.json())["error"] == "unknown_torrent"
         async with http.get(f"{base}/swarm/{torrent.btih}/share") as response:

@@ -43,7 +43,7 @@ from .announce import Announce, TrackerError, parse_announce, parse_scrape
 from .swarm import Peer, Swarms
 from .topology import Topology
 
-SHARE_CACHE_SECONDS = 1.0  #: how long one sorted list of downloading nodes answers share requests
+SHARE_CACHE_SECONDS = 1.0  #: how long one sorted list of a swarm's nodes answers share requests
 log = logging.getLogger("distributor.tracker")
 
 
@@ -103,8 +103,8 @@ class Tracker:
     swarms: Swarms
     allowlist: Allowlist = field(default_factory=Allowlist)
     metrics: Metrics = field(default_factory=Metrics)
-    #: per info hash: when, and the sorted names of the nodes downloading then (origin shares)
-    _downloading: dict[bytes, tuple[float, list[str]]] = field(default_factory=dict)
+    #: per info hash: when, and the sorted names of the swarm's nodes then (origin shares)
+    _named: dict[bytes, tuple[float, list[str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.follower = ListFollower(self.config.source, log)
@@ -163,14 +163,15 @@ class Tracker:
 
     def share_view(self, info_hash_hex: str, node: str) -> dict[str, Any]:
         """``node``'s origin share (:mod:`vmic.bittorrent.share`): its place among the named
-        nodes that are still downloading this image."""
+        nodes of this image's swarm, downloading or done (done nodes keep their places, so
+        the others' slices do not move as nodes finish)."""
         info_hash = self._known(info_hash_hex)
         now = self.swarms.clock()
-        cached = self._downloading.get(info_hash)
+        cached = self._named.get(info_hash)
         if cached is None or now - cached[0] >= SHARE_CACHE_SECONDS:
             swarm = self.swarms.swarms.get(info_hash)
-            names = sorted({p.name for p in swarm.peers.values() if p.name and p.left > 0} if swarm else set())
-            cached = self._downloading[info_hash] = (now, names)
+            names = sorted({p.name for p in swarm.peers.values() if p.name} if swarm else set())
+            cached = self._named[info_hash] = (now, names)
         share = place(node, cached[1])
         return {"btih": info_hash_hex, "node": node, "index": share.index, "count": share.count}
 
@@ -190,7 +191,7 @@ class Tracker:
         while True:
             await asyncio.sleep(self.config.peer_expiry / 3)
             self.swarms.expire()
-            self._downloading.clear()
+            self._named.clear()
 
 
 def _peers_field(peers: list[Peer], request: Announce) -> dict[bytes, Any]:

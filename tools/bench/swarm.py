@@ -9,7 +9,9 @@ d each), the tracker on the lab's bridge. Printed per N:
 
 - T: from the start until every node holds the verified image (whole-image sha512);
 - T* = max(S/u_s, S/d, N*S/(u_s + N*u)): no schedule can be faster;
-- T/T*; the unicast time and unicast/T; how many copies of the image the origin sent.
+- T/T*; the unicast time and unicast/T; how many copies of the image the origin sent;
+- CPU busy: every host shares this machine's CPUs; near 100 %, T measures them, not the links
+  (then halve every rate: the same N at half the speed needs half the CPU per second).
 
 Each node is tools/bench/node_fetch.py (libtorrent with the shared session settings; T
 ends when each has the verified file), or with ``--daemons`` a real node daemon
@@ -62,6 +64,19 @@ def tx_bytes(host: Host) -> int:
                and not line.strip().startswith("lo:"))
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all this machine's CPUs so far (/proc/stat)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_since(before: tuple[int, int]) -> float:
+    """The share of CPU time spent busy since ``before`` (1.0: every core busy throughout)."""
+    busy, total = cpu_ticks()
+    return (busy - before[0]) / max(1, total - before[1])
+
+
 @dataclass
 class Run:
     nodes: int
@@ -72,6 +87,9 @@ class Run:
     origin_copies: float
     #: image copies that crossed the links between racks (0 without racks)
     cross_rack_copies: float = 0.0
+    #: the machine's CPUs busy during the swarm phase (all hosts share them): near 1.0, the
+    #: run measured this machine's CPU rather than the links
+    cpu_busy: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -201,6 +219,7 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
             wait_tracker(lab.gateway, tracker_port, torrent_url, seeds=1)
             sent_before = tx_bytes(origin)
             crossed_before = sum(link_bytes(r.uplink) for r in racks)
+            cpu_before = cpu_ticks()
             if args.daemons:
                 swarm = asyncio.run(stage_all(nodes, work, catalogue.url, keys.ca_dir, dn, sha512,
                                               not args.no_web_seed))
@@ -208,6 +227,7 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
                 swarm = asyncio.run(fetch_all([
                     node.command(PY, str(HERE / "node_fetch.py"), "torrent", torrent_url, sha512,
                                  str(work / "nodes" / node.name), node.address) for node in nodes]))
+            cpu_busy = busy_since(cpu_before)
             copies = (tx_bytes(origin) - sent_before) / size
             cross_rack = (sum(link_bytes(r.uplink) for r in racks) - crossed_before) / size
             shutil.rmtree(work / "nodes", ignore_errors=True)
@@ -229,7 +249,7 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
                 service.wait(15)
     u_s, u, d = rate_bytes(args.origin_up), rate_bytes(args.node_up), rate_bytes(args.node_down)
     bound = max(size / u_s, size / d, n * size / (u_s + n * u))
-    return Run(n, size, swarm, bound, unicast, copies, cross_rack)
+    return Run(n, size, swarm, bound, unicast, copies, cross_rack, cpu_busy)
 
 
 async def publish(url: str, image: Path, sha512: str) -> dict:
@@ -293,7 +313,7 @@ def main() -> None:
     racks = f" racks={args.racks} uplink={args.uplink} topology={'on' if args.topology else 'off'}" if args.racks else ""
     print(f"u_s={args.origin_up} u={args.node_up} d={args.node_down}{racks}")
     print(f"{'N':>3} {'S MiB':>6} {'T s':>7} {'T* s':>7} {'T/T*':>6} {'unicast s':>10} {'unicast/T':>10} "
-          f"{'origin copies':>14} {'cross-rack copies':>18}")
+          f"{'origin copies':>14} {'cross-rack copies':>18} {'CPU busy':>9}")
     for size_mib in (int(s) for s in args.size_mib.split(",")):
         for n in (int(x) for x in args.nodes.split(",")):
             with tempfile.TemporaryDirectory(prefix="vmic-swarm-", dir=os.environ.get("VMIC_BENCH_DIR")) as tmp:
@@ -302,14 +322,15 @@ def main() -> None:
             unicast = f"{run.unicast_seconds:10.1f} {run.unicast_seconds / run.swarm_seconds:10.2f}" \
                 if run.unicast_seconds else f"{'-':>10} {'-':>10}"
             print(f"{n:>3} {size_mib:>6} {run.swarm_seconds:7.1f} {run.bound_seconds:7.1f} {run.ratio:6.2f} "
-                  f"{unicast} {run.origin_copies:14.2f} {run.cross_rack_copies:18.2f}", flush=True)
+                  f"{unicast} {run.origin_copies:14.2f} {run.cross_rack_copies:18.2f} {run.cpu_busy:9.0%}", flush=True)
     write_result(args.result, {
         "nodes_are": "nodecache daemons (staged)" if args.daemons else "tools/bench/node_fetch.py (verified file)",
         "origin_up": args.origin_up, "node_up": args.node_up, "node_down": args.node_down,
         "racks": args.racks, "uplink": args.uplink if args.racks else None, "topology": args.topology,
         "runs": [{"nodes": r.nodes, "size_bytes": r.size, "swarm_seconds": r.swarm_seconds,
                   "bound_seconds": r.bound_seconds, "ratio": r.ratio, "unicast_seconds": r.unicast_seconds,
-                  "origin_copies": r.origin_copies, "cross_rack_copies": r.cross_rack_copies} for r in runs],
+                  "origin_copies": r.origin_copies, "cross_rack_copies": r.cross_rack_copies,
+                  "cpu_busy": r.cpu_busy} for r in runs],
     })
 
 

@@ -6,9 +6,12 @@ same rarity, so the origin sends many pieces several times. The origin should se
 piece about once and let the nodes trade the rest (the catalogue "sending little more
 than one copy").
 
-How: the tracker knows who is downloading. A node asks it for its *share*: its index
-among the downloading nodes (sorted by name) and their count
-(``GET /swarm/<btih>/share?node=<name>``, :func:`share_of`). The node gives the pieces of
+How: the tracker knows the swarm's nodes. A node asks it for its *share*: its index
+among the named nodes of the swarm, downloading or done (sorted by name), and their count
+(``GET /swarm/<btih>/share?node=<name>``, :func:`share_of`). Done nodes keep their places:
+counting only the nodes still downloading made the count shrink as nodes finished, so the
+last ones got ever larger slices and pulled from the origin what the finished nodes could
+give them (measured: one node's slice grew to a third of the image). The node gives the pieces of
 its slice (:func:`slice_of`) the top priority and every other piece a low one. Once its
 slice is complete it drops the web seed: from then on, it gets the rest from peers (the
 seeder still answers, super-seeding). If it then makes no progress for
@@ -47,10 +50,10 @@ class Share:
             raise ValueError(f"share {self.index} of {self.count}")
 
 
-def share_of(node: str, downloading: Iterable[str]) -> Share:
-    """The tracker's answer: ``node``'s place among the named nodes still downloading (the
-    node itself counted even before its first announce)."""
-    return place(node, sorted(set(downloading)))
+def share_of(node: str, swarm: Iterable[str]) -> Share:
+    """The tracker's answer: ``node``'s place among the named nodes of the swarm (the node
+    itself counted even before its first announce)."""
+    return place(node, sorted(set(swarm)))
 
 
 def place(node: str, names: Sequence[str]) -> Share:
