@@ -1,14 +1,15 @@
 """Scale model of image distribution: how long to stage an image on many nodes.
 
     tools/bench/run model.py [--size-gb 10] [--nodes 500,5000] [--node-up 1gbit] [--node-down 1gbit]
-                             [--origin-up 10gbit] [--calibration tools/bench/results/swarm.json]
+                             [--origin-up 10gbit] [--calibration tools/bench/results/swarm.json ...]
 
 A fluid model. In the fluid limit (pieces infinitely small, every node uploading from the
 first instant) no schedule beats T* = max(S/u_s, S/d, N*S/(u_s + N*u)) (Kumar and Ross,
 2006), and a swarm approaches it. Real swarms lose time to piece start-up, choking and
 protocol overhead; the model carries that as an efficiency factor T/T*, fitted on the
 measured runs of tools/bench/swarm.py as a + b*log2(N) (overheads that grow with the
-depth of the distribution tree), and extrapolates it.
+depth of the distribution tree), and extrapolates it. Runs that kept this machine's CPUs
+busy (all hosts share them) are left out: they measured the CPUs, not the swarm.
 
 What it does not know: rack and core link capacities (it assumes a non-blocking network),
 disk speed at the nodes, and anything that changes the swarm's behaviour beyond the
@@ -27,6 +28,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import write_result  # noqa: E402
 from swarm import rate_bytes  # noqa: E402
+
+
+#: a calibration run whose machine was this busy (tools/bench/swarm.py's "CPU busy") is left out
+CPU_BOUND = 0.9
 
 
 def bound(size: float, nodes: int, origin_up: float, node_up: float, node_down: float) -> float:
@@ -54,11 +59,19 @@ def main() -> None:
     parser.add_argument("--node-up", default="1gbit")
     parser.add_argument("--node-down", default="1gbit")
     parser.add_argument("--origin-up", default="10gbit")
-    parser.add_argument("--calibration", type=Path, default=HERE / "results" / "swarm.json")
+    parser.add_argument("--calibration", type=Path, nargs="+", default=[HERE / "results" / "swarm.json"],
+                        help="swarm.py results to fit on (their runs pooled)")
     args = parser.parse_args()
-    runs = json.loads(args.calibration.read_text())["runs"]
+    measured = [run for path in args.calibration for run in json.loads(path.read_text())["runs"]]
+    names = ", ".join(path.name for path in args.calibration)
+    # a run that kept this machine's CPUs busy measured them, not the swarm (each real node has its own)
+    runs = [r for r in measured if r.get("cpu_busy", 0.0) < CPU_BOUND]
+    if not runs:
+        raise SystemExit(f"every run in {names} was CPU-bound here: run swarm.py at lower rates")
     a, b = fit([(r["nodes"], r["ratio"]) for r in runs])
-    print(f"calibration: {len(runs)} measured runs from {args.calibration.name}: T/T* = {a:.2f} + {b:.3f}*log2(N)")
+    left_out = f" ({len(measured) - len(runs)} CPU-bound left out)" if len(runs) < len(measured) else ""
+    print(f"calibration: {len(runs)} measured runs from {names}{left_out}: "
+          f"T/T* = {a:.2f} + {b:.3f}*log2(N)")
     size = args.size_gb * 1e9
     u_s, u, d = rate_bytes(args.origin_up), rate_bytes(args.node_up), rate_bytes(args.node_down)
     answers = []

@@ -17,10 +17,11 @@ slice is complete it drops the web seed: from then on, it gets the rest from pee
 seeder still answers, super-seeding). If it then makes no progress for
 :data:`STALL_SECONDS` (peers gone, a slice nobody took), it takes the web seed back for
 good: the web seed stays the fallback that lets a node finish alone. (The priorities do
-not order what the web seed sends: measured, libtorrent's web-seed requests land on
-contiguous runs anywhere, and seeder/peer connections mix them too. What spares the
-origin is dropping the web seed once the node holds its slice, while the other nodes
-still fetch theirs; more nodes than pieces leaves a slice empty.)
+not bound what the web seed sends: libtorrent asks a web seed for at least 1 MiB of
+contiguous pieces, past the slice's edge, and once every piece of the slice is requested
+from someone, for the rarest other pieces; until a node has 4 pieces it picks at random.
+What spares the origin is dropping the web seed once the node holds its slice, while the
+other nodes still fetch theirs; more nodes than pieces leaves a slice empty.)
 
 Everything here is pure; the node (:mod:`nodecache.fetch.shares`) does the I/O.
 Measured with tools/bench/swarm.py: see README.rst.
