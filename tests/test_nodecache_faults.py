@@ -80,32 +80,34 @@ async def test_sigkill_mid_download_resumes_with_the_pieces_it_had(site: Any, ke
                                                                     tmp_path: Path) -> None:
     catalogue, tracker, _ = site
     size = 24 * 2**20
-    config = node_config(tmp_path / "node", catalogue.url, keys, download_limit=3 * 2**20)
+    config = node_config(tmp_path / "node", catalogue.url, keys, download_limit=2 * 2**20)
     node = NodeProcess(config, tmp_path)
     async with running_seeder(catalogue, keys, tmp_path / "seeder"):
         try:
             await node.start()
             record, torrent = await publish_and_wait(catalogue, write_image(tmp_path / "big.raw", size), tracker)
-            # kill as soon as the daemon has saved resume data for a quarter of the pieces (it saves
-            # every 2 s; at 3 MiB/s the download takes ~8 s): what it saved must not be fetched again
+            # kill as soon as the daemon has saved resume data for half of the pieces (it saves every
+            # 2 s; at 2 MiB/s the download takes ~12 s): what it saved must not be fetched again
             resume = config.cache_dir / "torrents" / f"{torrent.btih}.resume"
-            quarter = torrent.info.num_pieces() // 4
+            half = torrent.info.num_pieces() // 2
             kept = 0
             for _ in range(600):
                 kept = have_pieces(resume) if resume.exists() else 0
-                if kept >= quarter:
+                if kept >= half:
                     break
                 await asyncio.sleep(0.05)
             node.kill()
-            assert kept >= quarter, (kept, node.log.read_text()[-3000:])
+            assert kept >= half, (kept, node.log.read_text()[-3000:])
             assert [p for p in (config.cache_dir / "base").iterdir()] == [], "nothing staged from a partial image"
 
             await node.start()
             held = await node.until_staged(record["sha512"])
             assert sha512(Path(held["location"])) == record["sha512"]
             second_run = metric(await node.get("/metrics"), "vmic_node_bittorrent_downloaded_bytes")
+            # the payload counted includes end-game duplicates (the same block from the seeder and the
+            # web seed: up to ~1.5 MiB measured); fetching everything again would be >= size
             kept_bytes = kept * torrent.info.piece_length()
-            assert second_run <= size - kept_bytes + 2**20, (kept_bytes, second_run)  # slack: end-game duplicates
+            assert second_run <= size - kept_bytes + 4 * 2**20, (kept_bytes, second_run)
         finally:
             node.stop()
 
