@@ -252,6 +252,11 @@ def lab() -> Any:
         lab.close()
 
 
+def logged(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, Any]]:
+    """The fields of every structured event ``message`` captured so far (:func:`vmic.log.event`)."""
+    return [r.__dict__.get("fields", {}) for r in caplog.records if r.getMessage() == message]
+
+
 async def until(condition: Callable[[], bool], what: str, seconds: float = 60) -> None:
     """Wait until ``condition()`` holds (checked every 50 ms), or fail saying ``what``."""
     for _ in range(int(seconds / 0.05)):

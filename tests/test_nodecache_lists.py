@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from partner_sim import PartnerSimulator
-from support import node_config, running_node, until, wait_settled, wait_staged
+from support import logged, node_config, running_node, until, wait_settled, wait_staged
 
 from vmic.follow import CatalogueSource
 from vmic.imagelist.smime import Signer
@@ -30,18 +29,6 @@ async def sim(keys: KeyPaths) -> AsyncIterator[PartnerSimulator]:
     sim = await PartnerSimulator.start(keys)
     yield sim
     await sim.stop()
-
-
-class _Collect(logging.Handler):
-    """The ``reason`` of every ``message`` event logged."""
-
-    def __init__(self, into: list[str], message: str) -> None:
-        super().__init__(logging.DEBUG)
-        self.into, self.message = into, message
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage() == self.message:
-            self.into.append(str(record.__dict__.get("fields", {}).get("reason", "")))
 
 
 def config_for(sim: PartnerSimulator, keys: KeyPaths, tmp_path: Path, **overrides: Any) -> Any:
@@ -167,24 +154,19 @@ async def test_bytes_that_pass_piece_hashes_but_not_the_signed_sha512_are_never_
         assert sha not in node.jobs, "not fetched again until a list names other bytes"
 
 
-async def test_http_download_cut_halfway_resumes_with_range(sim: PartnerSimulator, keys: KeyPaths,
-                                                            tmp_path: Path) -> None:
+async def test_http_download_cut_halfway_resumes_with_range(sim: PartnerSimulator, keys: KeyPaths, tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
     sim.add_image(IMAGE)
     sim.cut_after = len(IMAGE) // 2
     sim.publish()
     async with running_node(config_for(sim, keys, tmp_path)) as node:
-        failures: list[str] = []
-        handler = _Collect(failures, "node.stage_failed")
-        logging.getLogger("nodecache").addHandler(handler)
-        try:
-            await node.refresh()
-            sha = hashlib.sha512(IMAGE).hexdigest()
-            # retry_seconds = 0: the daemon's next plan (this refresh, or a list event) tries again
-            await until(lambda: bool(failures), "the cut download fails")
-            await node.refresh()
-            held = await wait_staged(node, sha)
-        finally:
-            logging.getLogger("nodecache").removeHandler(handler)
+        await node.refresh()
+        sha = hashlib.sha512(IMAGE).hexdigest()
+        # retry_seconds = 0: the daemon's next plan (this refresh, or a list event) tries again
+        await until(lambda: bool(logged(caplog, "node.stage_failed")), "the cut download fails")
+        await node.refresh()
+        held = await wait_staged(node, sha)
+        failures = [str(f.get("reason", "")) for f in logged(caplog, "node.stage_failed")]
         assert len(failures) == 1 and ("broke at" in failures[0] or "ended at" in failures[0]), failures
         assert node.metrics.staged.labels("failed")._value.get() == 1
         assert Path(held.location).read_bytes() == IMAGE, "the partial bytes were never staged"

@@ -15,7 +15,7 @@ from urllib.parse import quote_from_bytes
 import aiohttp
 import pytest
 
-from support import node_config, publish_and_wait, running_node, wait_staged, write_image
+from support import logged, node_config, publish_and_wait, running_node, wait_staged, write_image
 from vmic.bittorrent.share import (OTHER_PRIORITY, OWN_PRIORITY, STALL_SECONDS, Share, WebSeedPolicy, priorities,
                                    share_of, share_url, slice_done, slice_of)
 from vmic.pki import KeyPaths
@@ -117,7 +117,7 @@ async def test_a_node_drops_the_web_seed_for_its_share_and_takes_it_back_on_a_st
     async with running_node(config) as node:
         await node.refresh()
         await wait_staged(node, record["sha512"], seconds=90)
-    switches = [r.__dict__["fields"] for r in caplog.records if r.getMessage() == "swarm.web_seed"]
+    switches = logged(caplog, "swarm.web_seed")
     assert [s["on"] for s in switches] == [False, True], switches
     off, on = switches
     assert off["share"] == "0/6" and off["why"] == "share done" and off["pieces"] < pieces
