@@ -21,11 +21,11 @@ DM_CONTROL = Path("/dev/mapper/control")
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_+.\-/=!:&#]")
 
 
-def device_mapper_available() -> bool:
+def device_mapper_available(control: Path = DM_CONTROL) -> bool:
     """Whether the kernel has device-mapper. The control node alone proves nothing: LVM
     creates it even where the kernel lacks the driver, and opening it then fails."""
     try:
-        os.close(os.open(DM_CONTROL, os.O_RDWR))
+        os.close(os.open(control, os.O_RDWR))
     except OSError:
         return False
     return True
@@ -59,12 +59,14 @@ class LogicalVolume:
 @dataclass(frozen=True)
 class VolumeGroup:
     name: str
+    #: device-mapper's control node (another path: a kernel without device-mapper, for tests)
+    dm_control: Path = DM_CONTROL
 
     def _env(self) -> dict[str, str]:
         return {**os.environ, "LVM_SUPPRESS_FD_WARNINGS": "1"}
 
     def _common(self) -> tuple[str, ...]:
-        return () if device_mapper_available() else ("--driverloaded", "n")
+        return () if device_mapper_available(self.dm_control) else ("--driverloaded", "n")
 
     async def _run(self, program: str, *args: str) -> str:
         return await run(program, *self._common(), *args, env=self._env())
@@ -115,12 +117,13 @@ class VolumeGroup:
 
     async def activate(self, name: str) -> Path:
         """Activate for writing; where there is no device-mapper, say so."""
-        if not device_mapper_available():
+        if not device_mapper_available(self.dm_control):
             raise BackendUnavailable(f"cannot write into {self.name}/{name}: this kernel has no device-mapper "
-                                     f"({DM_CONTROL} cannot be opened)")
-        await self._run("lvchange", "-ay", f"{self.name}/{name}")
+                                     f"({self.dm_control} cannot be opened)")
+        # -y: activating a classic snapshot activates its origin too, which lvm asks about
+        await self._run("lvchange", "-ay", "-y", f"{self.name}/{name}")
         return Path("/dev") / self.name / name
 
     async def deactivate(self, name: str) -> None:
-        if device_mapper_available():
+        if device_mapper_available(self.dm_control):
             await self._run("lvchange", "-an", f"{self.name}/{name}")

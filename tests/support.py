@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -398,6 +399,14 @@ async def running_node(config: Any) -> AsyncIterator[Any]:
         await node.close()
 
 
+async def node_api(socket: Path, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """A node daemon's API over its Unix socket: the status and the last JSON line of the answer."""
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(socket))) as session:
+        async with session.request(method, f"http://node{path}", json=body) as response:
+            lines = [json.loads(line) for line in (await response.text()).splitlines() if line.strip()]
+            return response.status, lines[-1] if lines else None
+
+
 async def wait_staged(node: Any, sha512: str, seconds: float = 60) -> Any:
     """The node's record of ``sha512`` once staged (fails on refusal or timeout)."""
     for _ in range(int(seconds / 0.1)):
@@ -435,3 +444,58 @@ def small_tmpfs(path: Path, size: str) -> Any:
 
 
 NODECACHE = [sys.executable, "-m", "nodecache.cli"]
+
+
+class NodeProcess:
+    """A node daemon as its own process (``nodecache -c FILE run``), for SIGKILL tests."""
+
+    def __init__(self, config: Any, directory: Path) -> None:
+        self.config = config
+        self.path = directory / "node.toml"
+        self.path.write_text(node_toml(config))
+        self.log = directory / "node.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> NodeProcess:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([*NODECACHE, "-c", str(self.path), "run"], stderr=log,
+                                         stdout=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 60  # a killed daemon's socket file may still be there: wait for an answer
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                await self.get("/status")
+                return self
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)
+        raise AssertionError("the node daemon did not open its socket")
+
+    def kill(self, group: bool = False) -> None:
+        """SIGKILL the daemon; ``group``: its children too (qemu-img, lvm), as systemd's
+        default KillMode does."""
+        assert self.proc is not None
+        if group:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        else:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
+
+    async def get(self, path: str) -> Any:
+        connector = aiohttp.UnixConnector(path=str(self.config.socket_path))
+        async with aiohttp.ClientSession(connector=connector) as session, session.get(f"http://node{path}") as r:
+            return await (r.json() if path == "/status" else r.text())
+
+    async def until_staged(self, sha: str, seconds: float = 90, every: float = 0.1) -> dict[str, Any]:
+        """The daemon's status of ``sha`` once staged, asked ``every`` seconds (each answer runs
+        ``vgs`` on the LVM backend: under TCG, ask less often)."""
+        for _ in range(int(seconds / every)):
+            images = {i["sha512"]: i for i in (await self.get("/status"))["images"]}
+            if images.get(sha, {}).get("state") == "staged":
+                return images[sha]
+            await asyncio.sleep(every)
+        raise AssertionError(f"not staged in {seconds} s: {self.log.read_text()[-3000:]}")

@@ -7,62 +7,15 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import libtorrent as lt
 import pytest
 
-from support import NODECACHE, node_config, node_toml, publish_and_wait, running_seeder, sha512, write_image
+from support import NodeProcess, node_config, publish_and_wait, running_seeder, sha512, write_image
 from vmic.pki import KeyPaths
-
-
-class NodeProcess:
-    def __init__(self, config: Any, directory: Path) -> None:
-        self.config = config
-        self.path = directory / "node.toml"
-        self.path.write_text(node_toml(config))
-        self.log = directory / "node.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> NodeProcess:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([*NODECACHE, "-c", str(self.path), "run"], stderr=log,
-                                         stdout=subprocess.DEVNULL)
-        for _ in range(300):  # a killed daemon's socket file may still be there: wait for an answer
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                await self.get("/status")
-                return self
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.05)
-        raise AssertionError("the node daemon did not open its socket")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(15)
-
-    async def get(self, path: str) -> Any:
-        connector = aiohttp.UnixConnector(path=str(self.config.socket_path))
-        async with aiohttp.ClientSession(connector=connector) as session, session.get(f"http://node{path}") as r:
-            return await (r.json() if path == "/status" else r.text())
-
-    async def until_staged(self, sha: str, seconds: float = 90) -> dict[str, Any]:
-        for _ in range(int(seconds / 0.1)):
-            images = {i["sha512"]: i for i in (await self.get("/status"))["images"]}
-            if images.get(sha, {}).get("state") == "staged":
-                return images[sha]
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"not staged in {seconds} s: {self.log.read_text()[-3000:]}")
 
 
 def have_pieces(resume: Path) -> int:

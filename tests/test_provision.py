@@ -14,22 +14,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from nodecache.config import ProvisionConfig, Selection
 from nodecache.provision.context import read_iso
-from support import node_config, publish_and_wait, running_node, small_tmpfs, wait_staged, write_image
+from support import node_api, node_config, publish_and_wait, running_node, small_tmpfs, wait_staged, write_image
 from vmic.pki import KeyPaths
 
 VMPROV = ["python", "-m", "nodecache.provision.cli"]
-
-
-async def api(socket: Path, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(socket))) as session:
-        async with session.request(method, f"http://node{path}", json=body) as response:
-            lines = [json.loads(line) for line in (await response.text()).splitlines() if line.strip()]
-            return response.status, lines[-1] if lines else None
 
 
 async def vmprov(socket: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -105,7 +97,7 @@ async def test_vm_life_cycle_with_libvirt(libvirt_node: tuple[Any, dict[str, Any
                              capture_output=True, check=True)
     assert sourced.stdout == b"cern's"
 
-    status, body = await api(socket, "POST", "/evict", {"image": image["identifier"]})
+    status, body = await node_api(socket, "POST", "/evict", {"image": image["identifier"]})
     assert status == 409 and "vm:web-1" in body["message"], "the base of a VM is never evicted"
 
     listing = await vmprov(socket, "list")
@@ -127,7 +119,7 @@ async def test_qemu_opens_the_overlay_on_its_base(qemu_node: tuple[Any, dict[str
     """A real qemu-system-x86_64 (TCG, paused): the disk it opened is the overlay, and its
     backing chain reaches the staged base; the ISO is its CD-ROM."""
     node, image = qemu_node
-    status, body = await api(node.config.socket_path, "POST", "/vms",
+    status, body = await node_api(node.config.socket_path, "POST", "/vms",
                              {"image": image["identifier"], "name": "batch-7", "paused": True})
     assert status == 200 and "result" in body, body
     monitor = await node.provisioner.hypervisor.qmp("batch-7")
@@ -145,7 +137,7 @@ async def test_qemu_opens_the_overlay_on_its_base(qemu_node: tuple[Any, dict[str
     cdrom = next(b for b in blocks.values() if b.get("inserted", {}).get("file", "").endswith(".iso"))
     assert cdrom["inserted"]["ro"] is True
 
-    status, _ = await api(node.config.socket_path, "DELETE", "/vms/batch-7")
+    status, _ = await node_api(node.config.socket_path, "DELETE", "/vms/batch-7")
     assert status == 200
     assert not await node.provisioner.hypervisor.running("batch-7")
     await no_leftovers(node)
@@ -153,7 +145,7 @@ async def test_qemu_opens_the_overlay_on_its_base(qemu_node: tuple[Any, dict[str
 
 async def test_time_to_live_reaper(libvirt_node: tuple[Any, dict[str, Any]]) -> None:
     node, image = libvirt_node
-    status, body = await api(node.config.socket_path, "POST", "/vms",
+    status, body = await node_api(node.config.socket_path, "POST", "/vms",
                              {"image": image["identifier"], "name": "short", "ttl": "1s"})
     assert status == 200 and "result" in body
     assert await node.provisioner.reap() == []
@@ -172,7 +164,7 @@ async def test_refusals_leave_nothing_behind(libvirt_node: tuple[Any, dict[str, 
         request["image"] = "alice/nothing"
         expected = (404, "unknown_image")
     elif case == "name clash":
-        assert (await api(socket, "POST", "/vms", request))[0] == 200
+        assert (await node_api(socket, "POST", "/vms", request))[0] == 200
         expected = (409, "name_taken")
     elif case == "bad name":
         request["name"] = "../../etc/passwd"
@@ -185,7 +177,7 @@ async def test_refusals_leave_nothing_behind(libvirt_node: tuple[Any, dict[str, 
         os.chmod(base, 0o644)
         base.unlink()  # behind the daemon's back, between staging and use
         expected = (409, "base_vanished")
-    status, body = await api(socket, "POST", "/vms", request)
+    status, body = await node_api(socket, "POST", "/vms", request)
     # a refusal within the first moments keeps its HTTP status; a later one ends the stream
     assert body["error"] == expected[1] and status in (expected[0], 200), (status, body)
     if case == "name clash":
@@ -211,7 +203,7 @@ async def test_disk_full_while_creating_the_overlay(catalogue: Any, keys: KeyPat
         (vm_dir / "filler").write_bytes(b"x" * (64 * 1024 - 4096))
         provision = ProvisionConfig(hypervisor="libvirt", libvirt_uri="test:///default", vm_dir=vm_dir)
         async for node, image in staged_node(catalogue, keys, tmp_path, provision):
-            status, body = await api(node.config.socket_path, "POST", "/vms",
+            status, body = await node_api(node.config.socket_path, "POST", "/vms",
                                      {"image": image["identifier"], "name": "vm-1"})
             assert body["error"] == "disk_failed" and status in (507, 200), (status, body)
             assert "No space left on device" in body["message"] or "disk full" in body["message"], body
@@ -234,7 +226,7 @@ async def test_rebase_after_the_cache_directory_moved(catalogue: Any, keys: KeyP
     provision = ProvisionConfig(hypervisor="libvirt", libvirt_uri="test:///default")
     old = tmp_path / "node"
     async for node, image in staged_node(catalogue, keys, tmp_path, provision):
-        assert (await api(node.config.socket_path, "POST", "/vms",
+        assert (await node_api(node.config.socket_path, "POST", "/vms",
                           {"image": image["identifier"], "name": "keep"}))[0] == 200
         await node.provisioner.hypervisor.destroy("keep")  # the host reboots: libvirt forgets, the disk stays
     new = tmp_path / "moved" / "node"

@@ -6,7 +6,8 @@
   directory moved, so a move never orphans a VM;
 - LVM backend: a thin snapshot with the read-only base volume as external origin
   (``lvcreate -s --thinpool VG/POOL VG/BASE -kn``) where a thin pool is configured,
-  else a classic snapshot sized by policy. The volume is ``vm-<name>``: never the
+  else a classic snapshot sized by policy, activated (LVM makes a classic snapshot of an
+  inactive origin inactive, with no device to open). The volume is ``vm-<name>``: never the
   base's name; the link to the base is in its tags and in the shim's records.
 """
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import qemu
-from ..errors import StageFailed
+from ..errors import BackendUnavailable, StageFailed
 from ..lvm import VolumeGroup, tag
 from ..tools import run
 from .errors import DiskFailed
@@ -80,6 +81,14 @@ class LvmDisks:
             await self.vg.lvcreate(*args)
         except StageFailed as exc:
             raise DiskFailed(f"cannot create the snapshot of {name}: {exc}") from None
+        if not self.thin_pool:
+            # a classic snapshot of an inactive (read-only) base is made inactive: no device
+            # for the VM until it is activated (which activates the base under it too)
+            try:
+                await self.vg.activate(volume)
+            except (StageFailed, BackendUnavailable) as exc:
+                await self.remove(name)
+                raise DiskFailed(f"cannot activate the snapshot of {name}: {exc}") from None
         return Disk(f"/dev/{self.vg.name}/{volume}", "block")
 
     async def remove(self, name: str) -> None:
