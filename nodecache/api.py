@@ -26,38 +26,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from vmic.errors import BadRequest, VmicError
+from vmic.http_errors import errors_as_json
 
 from .daemon import NodeCache
 
 log = logging.getLogger("nodecache.api")
 NODE: web.AppKey[NodeCache] = web.AppKey("node", NodeCache)
-
-
-@web.middleware
-async def errors_as_json(request: web.Request,
-                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except VmicError as exc:
-        return web.json_response(exc.to_json(), status=exc.status)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return web.json_response({"error": exc.reason.lower().replace(" ", "_"), "message": exc.text or exc.reason},
-                                 status=exc.status)
-    except (asyncio.CancelledError, ConnectionResetError):
-        raise
-    except Exception:
-        log.exception("api.internal_error")
-        return web.json_response({"error": "internal_error", "message": "internal error (see the daemon log)"},
-                                 status=500)
 
 
 async def _body(request: web.Request, *keys: str) -> dict[str, Any]:
@@ -194,7 +175,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def make_app(node: NodeCache) -> web.Application:
-    app = web.Application(middlewares=[errors_as_json])
+    app = web.Application(middlewares=[errors_as_json(log, "daemon")])
     app[NODE] = node
     app.add_routes([
         web.get("/status", status),

@@ -139,7 +139,7 @@ class NodeConfig:
             raise ConfigError(f"[nodecache] format must be one of {', '.join(BASE_FORMATS)}, not {self.format!r}")
         if self.backend == "lvm" and not self.volume_group:
             raise ConfigError("[nodecache] backend = \"lvm\" needs volume_group")
-        if not NODE_NAME.match(self.node_name):
+        if not NODE_NAME.fullmatch(self.node_name):
             raise ConfigError(f"[nodecache] node_name {self.node_name!r}: letters, digits, '.', '_' and '-' only")
         if not 0 < self.low_watermark <= self.high_watermark <= 1:
             raise ConfigError("[nodecache] watermarks must satisfy 0 < low_watermark <= high_watermark <= 1")

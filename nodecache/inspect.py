@@ -26,7 +26,9 @@ OTHER_MAGICS = {
     "vhdx": (0, b"vhdxfile"),
     "luks": (0, b"LUKS\xba\xbe"),
     "vdi": (0x40, b"\x7f\x10\xda\xbe"),
+    "vmdk3": (0, b"COWD"),
 }
+_VMDK_VERSIONS = tuple(f"version={v}{end}".encode() for v in (1, 2, 3) for end in ("\n", "\r\n"))
 EXT_DATA_FILE = 0x44415441
 INCOMPAT_DATA_FILE = 1 << 2
 
@@ -46,8 +48,35 @@ def probe(head: bytes) -> str:
         return "qcow2"
     for name, (offset, magic) in OTHER_MAGICS.items():
         if head[offset:offset + len(magic)] == magic:
-            return name
+            return "vmdk" if name == "vmdk3" else name
+    if is_vmdk_descriptor(head):
+        return "vmdk"
     return "raw"
+
+
+def is_vmdk_descriptor(head: bytes) -> bool:
+    """Whether qemu would take these bytes for a VMDK *text descriptor* (whose extent lines
+    name files on the host), as qemu's own probe decides: comment lines and blank lines,
+    then ``version=1``, ``2`` or ``3`` on a line of its own."""
+    at = 0
+    while at < len(head):
+        if head[at:at + 1] == b"#":  # a comment line
+            newline = head.find(b"\n", at)
+            if newline < 0:
+                return False
+            at = newline + 1
+            continue
+        if head[at:at + 1] == b" ":  # a blank line: spaces only
+            while head[at:at + 1] == b" ":
+                at += 1
+            if head[at:at + 1] == b"\r":
+                at += 1
+            if head[at:at + 1] != b"\n":
+                return False
+            at += 1
+            continue
+        return head.startswith(_VMDK_VERSIONS, at)
+    return False
 
 
 def parse_qcow2(head: bytes) -> Qcow2Header:

@@ -1,6 +1,7 @@
 """qemu-img, through :mod:`.tools`: image facts (``--output=json``), conversion, overlays.
 
-The format is always given (``-f``/``-F``): qemu never probes a format on this node.
+The format is always given (``-f``/``-F``); the one probe (:func:`check_safe`) only checks
+that qemu agrees with the declared format, after the header was found safe.
 """
 
 from __future__ import annotations
@@ -33,7 +34,12 @@ async def info(path: Path, fmt: str) -> ImageInfo:
 
 
 async def check_safe(path: Path, fmt: str) -> ImageInfo:
-    """qemu-img's own view agrees with :mod:`.inspect`: no backing or external data file."""
+    """qemu-img's own view agrees with :mod:`.inspect`: the format it would probe is the
+    declared one (asked only after :func:`~nodecache.inspect.check` passed, so the probe
+    never opens what a hostile header names), and no backing or external data file."""
+    probed = (await run_json("qemu-img", "info", "-U", "--output=json", str(path))).get("format")
+    if probed != fmt:
+        raise ImageRefused(f"declared {fmt} but qemu-img sees a {probed} image")
     facts = await info(path, fmt)
     if facts.backing_file:
         raise ImageRefused(f"image names a backing file ({facts.backing_file})")

@@ -146,7 +146,9 @@ async def test_two_uploads_racing_for_one_version_publish_once(catalogue: Runnin
     [("namespace", "../etc"), ("namespace", "alice/../bob"), ("name", "a/b"), ("name", ".."), ("name", ".hidden"),
      ("version", "1/../../x"), ("version", ""), ("name", "x" * 200), ("identifier", "not-a-uuid"),
      ("identifier", "../../etc/passwd"), ("sha512", "zz"), ("size", -1), ("size", "12"), ("format", "vmdk"),
-     ("compression", "rar"), ("unknown_field", 1), ("expires", "soon")],
+     ("compression", "rar"), ("unknown_field", 1), ("expires", "soon"),
+     # a final newline: re.match with "$" accepted "nl\n" beside "nl"
+     ("name", "nl\n"), ("namespace", "alice\n"), ("version", "1\n")],
 )
 async def test_invalid_names_and_path_tricks_are_400(catalogue: RunningCatalogue, http: aiohttp.ClientSession,
                                                      tmp_path: Path, field: str, value: object) -> None:
@@ -155,6 +157,18 @@ async def test_invalid_names_and_path_tricks_are_400(catalogue: RunningCatalogue
     async with http.post(f"{catalogue.url}/api/v1/uploads", json=request, headers=auth()) as response:
         assert await error_of(response) == (400, "bad_request")
     assert await no_images(catalogue) and state_of(catalogue) == (set(), set())
+
+
+async def test_error_messages_never_echo_a_huge_input_whole(catalogue: RunningCatalogue, http: aiohttp.ClientSession,
+                                                          tmp_path: Path) -> None:
+    """A 32 KiB name (well below what a request may carry) comes back cut to a few hundred
+    characters, saying how much was left out."""
+    request = upload_request(write_image(tmp_path / "a.raw", 4096))
+    request["name"] = "x" * 2**15 + "\n"
+    async with http.post(f"{catalogue.url}/api/v1/uploads", json=request, headers=auth()) as response:
+        body = await response.json()
+    assert response.status == 400 and body["error"] == "bad_request"
+    assert len(body["message"]) < 500 and "more characters)" in body["message"]
 
 
 @pytest.mark.parametrize("path", ["/images/..%2F..%2Fcatalogue.sqlite", "/images/not-a-uuid",

@@ -42,6 +42,13 @@ def qcow2_header(version: int = 3, backing: int = 0, incompatible: int = 0, cryp
     ("raw", qcow2_header(backing=0x1000), "declared raw but the bytes are a qcow2 image"),
     ("qcow2", b"\0" * 65536, "declared qcow2 but the bytes are a raw image"),
     ("raw", b"KDMV" + b"\0" * 1000, "vmdk"),
+    ("raw", b"COWD" + b"\0" * 1000, "vmdk"),
+    # a VMDK text descriptor declared raw: qemu would open the host files its extents name
+    ("raw", b"# Disk DescriptorFile\nversion=1\nCID=fffffffe\ncreateType=\"monolithicFlat\"\n"
+            b"RW 2048 FLAT \"/etc/shadow\" 0\n", "declared raw but the bytes are a vmdk image"),
+    ("raw", b"#c\n   \r\nversion=3\r\nRW 1 FLAT \"/x\" 0\n", "vmdk"),
+    ("raw", b"#c\nxversion=1\n", None),
+    ("raw", b"version=4\n", None),
     ("raw", b"\0" * 0x40 + b"\x7f\x10\xda\xbe" + b"\0" * 100, "vdi"),
 ])
 def test_disk_header_rules(declared: str, head: bytes, reason: str | None) -> None:

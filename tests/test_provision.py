@@ -170,7 +170,8 @@ async def test_refusals_leave_nothing_behind(libvirt_node: tuple[Any, dict[str, 
         request["name"] = "../../etc/passwd"
         expected = (400, "bad_request")
     elif case == "libvirt refuses":
-        request["pin"] = "20000"  # a CPU libvirt cannot map
+        node.provisioner.host_cpus = 10**6  # as if this host had them: libvirt cannot map CPU 20000
+        request["pin"] = "20000"
         expected = (502, "hypervisor_refused")
     else:
         base = Path((await node.state.get(image["sha512"])).location)

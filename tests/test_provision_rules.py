@@ -17,7 +17,7 @@ from vmic.errors import BadRequest
 
 
 def request(**body: Any) -> VmRequest:
-    return VmRequest.from_json({"image": "alice/golden", "name": "vm-1", **body}, 172800.0, 2048, 1)
+    return VmRequest.from_json({"image": "alice/golden", "name": "vm-1", **body}, 172800.0, 2048, 1, host_cpus=4)
 
 
 @pytest.mark.parametrize("body, message", [
@@ -33,11 +33,25 @@ def request(**body: Any) -> VmRequest:
     ({"pin": "1-0"}, "empty range"),
     ({"pin": "a"}, "not a CPU list"),
     ({"ttl": "soon"}, "not a duration"),
-    ({"ttl": "0s"}, "must be positive"),
+    ({"ttl": "0s"}, "must be a positive number"),
     ({"context": {"lower": "x"}}, "shell variable name"),
     ({"context": {"X": 1}}, "map names to strings"),
     ({"ssh_keys": ["a\nb"]}, "one-line"),
     ({"colour": "blue"}, "unknown field"),
+    # a final newline never passes a name check (re.match with "$" let it through)
+    ({"name": "vm1\n"}, "lowercase letters"),
+    ({"context": {"SOMECMD\n": "x"}}, "shell variable name"),
+    # absurd numbers: a 400 with the reason, never an OverflowError or a huge allocation
+    ({"ttl": "99999999999999999999d"}, "not a duration"),
+    ({"ttl": float("inf")}, "positive number of seconds"),
+    ({"ttl": float("nan")}, "positive number of seconds"),
+    ({"ttl": 1e308}, "more than ten years"),
+    ({"ttl": "3651d"}, "more than ten years"),
+    ({"memory": float("inf")}, "integers"),
+    ({"pin": "0-2000000"}, "not a CPU list"),
+    ({"pin": "0-100000"}, "CPU 100000 is not one of this host's 4 CPUs"),
+    ({"pin": "4"}, "CPU 4 is not one of"),
+    ({"pin": [0, True]}, "not a list of CPU numbers"),
 ])
 def test_bad_requests(body: dict[str, Any], message: str) -> None:
     with pytest.raises(BadRequest, match=message):
@@ -92,3 +106,15 @@ def test_context_iso_is_cidata_with_hepix_files(tmp_path: Path) -> None:
     if shutil.which("blkid"):
         label = subprocess.run(["blkid", "-o", "value", "-s", "LABEL", str(iso)], capture_output=True, text=True)
         assert label.stdout.strip() == "CIDATA"
+
+
+@pytest.mark.parametrize("name", ["hv001\n", "hv 001", "", "-hv"])
+def test_node_names_are_checked_as_a_whole(name: str) -> None:
+    from nodecache.config import NodeConfig
+    from vmic.errors import ConfigError
+    from vmic.preheat import node_from_user_agent
+
+    with pytest.raises(ConfigError, match="node_name"):
+        NodeConfig(cache_dir=Path("/nonexistent"), node_name=name)
+    if " " not in name:  # (a User-Agent's product token ends at a space)
+        assert node_from_user_agent(f"vmic-node/{name}") is None

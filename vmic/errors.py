@@ -7,6 +7,16 @@ bodies, so a service never has to translate errors by hand.
 
 from __future__ import annotations
 
+#: the longest message an error answer carries (they may echo what a client sent)
+MAX_MESSAGE = 300
+
+
+def truncated(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text``, cut to ``limit`` characters with a note of how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
 
 class VmicError(Exception):
     """Base class. ``str(error)`` is a one-line message meant for a person."""
@@ -19,7 +29,7 @@ class VmicError(Exception):
         self.message = message
 
     def to_json(self) -> dict[str, str]:
-        return {"error": self.code, "message": self.message}
+        return {"error": self.code, "message": truncated(self.message)}
 
 
 class ConfigError(VmicError):

@@ -22,7 +22,7 @@ from typing import Any
 from .errors import BadRequest
 
 EXTENSION = "vmic:preheat"
-NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  #: fullmatch only
 USER_AGENT_PREFIX = "vmic-node/"  #: node daemons announce as "vmic-node/<name>"
 
 
@@ -37,7 +37,7 @@ def parse_target(body: Any) -> dict[str, Any] | None:
         return {"all": True}
     if key == "share" and isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1:
         return {"share": float(value)}
-    if key == "nodes" and isinstance(value, list) and value and all(isinstance(n, str) and NODE_NAME.match(n)
+    if key == "nodes" and isinstance(value, list) and value and all(isinstance(n, str) and NODE_NAME.fullmatch(n)
                                                                     for n in value):
         return {"nodes": sorted(set(value))}
     raise BadRequest(f"preheat: {dict(body)!r} is not a target (all: true; share in (0, 1]; nodes: a list of "
@@ -62,4 +62,4 @@ def node_from_user_agent(user_agent: str) -> str | None:
     if not user_agent.startswith(USER_AGENT_PREFIX):
         return None
     name = user_agent[len(USER_AGENT_PREFIX):].split(" ", 1)[0]
-    return name if NODE_NAME.match(name) else None
+    return name if NODE_NAME.fullmatch(name) else None

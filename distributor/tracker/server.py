@@ -33,6 +33,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from vmic.background import background_tasks
+from vmic.errors import BadRequest, NotFound
+from vmic.http_errors import errors_as_json
 from vmic.bittorrent.share import place
 from vmic.follow import FollowsCatalogue, ListFollower
 from vmic.preheat import node_from_user_agent
@@ -237,24 +239,28 @@ async def scrape(request: web.Request) -> web.Response:
         return _bencoded({b"failure reason": exc.message.encode()})
 
 
+class UnknownTorrent(NotFound):
+    code = "unknown_torrent"
+
+
 async def swarm_status(request: web.Request) -> web.Response:
     """JSON: who is in an image's swarm and how far each is (node names from node daemons'
     User-Agent, "vmic-node/<name>")."""
     try:
         return web.json_response(request.app[TRACKER].swarm_view(request.match_info["btih"]))
     except TrackerError as exc:
-        return web.json_response({"error": "unknown_torrent", "message": exc.message}, status=404)
+        raise UnknownTorrent(exc.message) from None
 
 
 async def swarm_share(request: web.Request) -> web.Response:
     """JSON: the origin share of the node named by ``?node=`` (index, count)."""
     node = request.query.get("node", "")
     if not node or len(node) > 200:
-        return web.json_response({"error": "bad_request", "message": "a share needs ?node=<name>"}, status=400)
+        raise BadRequest("a share needs ?node=<name>")
     try:
         return web.json_response(request.app[TRACKER].share_view(request.match_info["btih"], node))
     except TrackerError as exc:
-        return web.json_response({"error": "unknown_torrent", "message": exc.message}, status=404)
+        raise UnknownTorrent(exc.message) from None
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -265,7 +271,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def make_app(tracker: Tracker, follow: bool = True) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[errors_as_json(log, "tracker")])  # JSON routes; announce answers itself
     app[TRACKER] = tracker
     app.add_routes([web.get("/announce", announce), web.get("/scrape", scrape), web.get("/metrics", metrics),
                     web.get("/swarm/{btih}", swarm_status),

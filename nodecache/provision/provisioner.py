@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -68,6 +69,7 @@ class Provisioner:
             else LvmDisks(node.config.volume_group, node.config.thin_pool, self.config.snapshot_share))
         self._hypervisor: Hypervisor | None = None
         self._busy: set[str] = set()  #: names being created or destroyed
+        self.host_cpus = os.cpu_count() or 1  #: a pin names CPUs below this
 
     @property
     def hypervisor(self) -> Hypervisor:
@@ -77,7 +79,8 @@ class Provisioner:
         return self._hypervisor
 
     def request(self, body: Any) -> VmRequest:
-        return VmRequest.from_json(body, self.default_ttl, self.config.default_memory, self.config.default_vcpus)
+        return VmRequest.from_json(body, self.default_ttl, self.config.default_memory, self.config.default_vcpus,
+                                   self.host_cpus)
 
     # --- create ---------------------------------------------------------------------------------
 

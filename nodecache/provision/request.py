@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -10,9 +11,11 @@ from typing import Any
 from vmic.errors import BadRequest
 
 #: VM names become file, volume and domain names: a strict alphabet, no path tricks
-NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-CONTEXT_KEY = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+#: every pattern is used with fullmatch ("$" would let a final newline through)
+NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+CONTEXT_KEY = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+_DURATION = re.compile(r"\s*(\d{1,12}(?:\.\d{1,9})?)\s*([smhd]?)\s*")
+MAX_TTL = 10 * 365 * 86400.0  #: ten years
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -21,31 +24,40 @@ def parse_duration(value: Any, what: str = "ttl") -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
     else:
-        match = _DURATION.match(str(value))
+        match = _DURATION.fullmatch(str(value))
         if not match:
             raise BadRequest(f"{what}: {value!r} is not a duration (e.g. 48h, 90m, 3600)")
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds <= 0:
-        raise BadRequest(f"{what} must be positive")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise BadRequest(f"{what} must be a positive number of seconds")
+    if seconds > MAX_TTL:
+        raise BadRequest(f"{what} {value!r} is more than ten years")
     return seconds
 
 
-def parse_cpuset(value: Any) -> tuple[int, ...]:
-    """``"0,2-3"`` -> (0, 2, 3)."""
+def parse_cpuset(value: Any, host_cpus: int = 1024) -> tuple[int, ...]:
+    """``"0,2-3"`` -> (0, 2, 3); every CPU below ``host_cpus`` (the host's), or refused."""
     if value in (None, "", []):
         return ()
     if isinstance(value, list):
-        return tuple(sorted({int(v) for v in value}))
-    cpus: set[int] = set()
-    for part in str(value).split(","):
-        match = re.fullmatch(r"\s*(\d+)(?:-(\d+))?\s*", part)
-        if not match:
-            raise BadRequest(f"pin: {value!r} is not a CPU list (e.g. 0,2-3)")
-        first, last = int(match.group(1)), int(match.group(2) or match.group(1))
-        if last < first:
-            raise BadRequest(f"pin: {part!r} is an empty range")
-        cpus.update(range(first, last + 1))
-    return tuple(sorted(cpus))
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise BadRequest(f"pin: {str(value)[:80]!r} is not a list of CPU numbers")
+        ranges = [(v, v) for v in value]
+    else:
+        ranges = []
+        for part in str(value)[:4096].split(","):
+            match = re.fullmatch(r"\s*(\d{1,6})(?:-(\d{1,6}))?\s*", part)
+            if not match:
+                raise BadRequest(f"pin: {str(value)[:80]!r} is not a CPU list (e.g. 0,2-3)")
+            first, last = int(match.group(1)), int(match.group(2) or match.group(1))
+            if last < first:
+                raise BadRequest(f"pin: {part!r} is an empty range")
+            ranges.append((first, last))
+    for first, last in ranges:  # checked before any range is expanded: "0-100000000" costs nothing
+        if first < 0 or last >= host_cpus:
+            raise BadRequest(f"pin: CPU {last if last >= host_cpus else first} is not one of this host's "
+                             f"{host_cpus} CPUs (0-{host_cpus - 1})")
+    return tuple(sorted({cpu for first, last in ranges for cpu in range(first, last + 1)}))
 
 
 @dataclass(frozen=True)
@@ -62,7 +74,8 @@ class VmRequest:
     paused: bool = False  #: start with the CPUs stopped (tests; a controller that starts later)
 
     @classmethod
-    def from_json(cls, body: Any, default_ttl: float, default_memory: int, default_vcpus: int) -> VmRequest:
+    def from_json(cls, body: Any, default_ttl: float, default_memory: int, default_vcpus: int,
+                  host_cpus: int = 1024) -> VmRequest:
         if not isinstance(body, Mapping):
             raise BadRequest("expected a JSON object")
         for key in ("image", "name"):
@@ -73,24 +86,24 @@ class VmRequest:
         if unknown:
             raise BadRequest(f"unknown field(s) {', '.join(sorted(unknown))}")
         name = body["name"]
-        if not NAME.match(name):
+        if not NAME.fullmatch(name):
             raise BadRequest(f"name {name!r}: use 1-63 lowercase letters, digits and '-', starting with a "
                              "letter or digit")
         try:
             memory = int(body.get("memory", default_memory))
             vcpus = int(body.get("vcpus", default_vcpus))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise BadRequest("memory and vcpus must be integers") from None
         if not 16 <= memory <= 4 * 2**20:
             raise BadRequest(f"memory {memory} MiB is out of range (16 MiB to 4 TiB)")
         if not 1 <= vcpus <= 1024:
             raise BadRequest(f"vcpus {vcpus} is out of range (1 to 1024)")
-        pin = parse_cpuset(body.get("pin"))
+        pin = parse_cpuset(body.get("pin"), host_cpus)
         context = body.get("context", {})
         if not isinstance(context, Mapping) or not all(isinstance(v, str) for v in context.values()):
             raise BadRequest("context must map names to strings")
         for key in context:
-            if not CONTEXT_KEY.match(key):
+            if not CONTEXT_KEY.fullmatch(key):
                 raise BadRequest(f"context variable {key!r}: use A-Z, 0-9 and _ (a shell variable name)")
         ssh_keys = body.get("ssh_keys", [])
         if not isinstance(ssh_keys, list) or not all(isinstance(k, str) and "\n" not in k for k in ssh_keys):

@@ -11,11 +11,11 @@ import uuid
 
 from ..errors import BadRequest
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  #: fullmatch only: "$" allows a final newline
 
 
 def check_name(value: object, what: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value) or ".." in value:
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:
         raise BadRequest(
             f"invalid {what} {value!r}: use 1-128 of A-Z a-z 0-9 . _ -, starting with a letter or digit, no '..'"
         )

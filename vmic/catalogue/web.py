@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -40,7 +40,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..background import background_tasks
-from ..errors import BadRequest, NotFound, Unauthorized, VmicError
+from ..errors import BadRequest, NotFound, VmicError
+from ..http_errors import errors_as_json
 from ..preheat import parse_target
 from ..sync.web import add_routes as sync_routes
 from .http import CATALOGUE, catalogue_of, publisher_of
@@ -56,34 +57,9 @@ KEEPALIVE_SECONDS = 15.0
 EVENT_STREAMS = web.AppKey("event_streams", set)
 
 
-def error_response(error: VmicError, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(error.to_json(), status=error.status, headers=headers)
-
-
-@web.middleware
-async def errors_as_json(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+def count_answer(request: web.Request, status: int) -> None:
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
-    metrics = catalogue_of(request).metrics
-    try:
-        response = await handler(request)
-    except VmicError as exc:
-        headers = {"WWW-Authenticate": 'Bearer realm="vmic"'} if isinstance(exc, Unauthorized) else None
-        response = error_response(exc, headers)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        response = web.json_response(
-            {"error": exc.reason.lower().replace(" ", "_"), "message": exc.text or exc.reason},
-            status=exc.status, headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
-        )
-    except (asyncio.CancelledError, ConnectionResetError):
-        raise
-    except Exception:
-        log.exception("http.internal_error", extra={"fields": {"path": request.path}})
-        response = web.json_response({"error": "internal_error", "message": "internal error (see the service log)"},
-                                     status=500)
-    metrics.count_request(route, response.status)
-    return response
+    catalogue_of(request).metrics.count_request(route, status)
 
 
 def record_json(record: ImageRecord, base_url: str) -> dict[str, Any]:
@@ -328,7 +304,7 @@ def make_runner(catalogue: Catalogue, **kwargs: Any) -> web.AppRunner:
 
 
 def make_app(catalogue: Catalogue) -> web.Application:
-    app = web.Application(middlewares=[errors_as_json])
+    app = web.Application(middlewares=[errors_as_json(log, "catalogue", count_answer)])
     app[CATALOGUE] = catalogue
     app.add_routes([
         web.get("/", index),
