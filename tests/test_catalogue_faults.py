@@ -94,14 +94,33 @@ async def test_upload_larger_than_the_limit_is_413(catalogue_factory, http: aioh
     big = write_image(tmp_path / "big.raw", 10_001)
     async with http.post(f"{catalogue.url}/api/v1/uploads", json=upload_request(big), headers=auth()) as response:
         assert await error_of(response) == (413, "too_large")
-    # and a PATCH that sends more than the declared size is cut at the size, then refused
+    # a PATCH that sends more than the declared size is refused whole: HEAD tells the truth
+    # (not "complete" with no image), and the upload can still be finished
     small = write_image(tmp_path / "small.raw", 5000)
     location = await start(http, catalogue.url, upload_request(small))
-    response = await patch(http, catalogue.url, location, small.read_bytes() + b"extra")
+    assert (await patch(http, catalogue.url, location, small.read_bytes()[:1000])).status == 204
+    response = await patch(http, catalogue.url, location, small.read_bytes()[1000:] + b"extra", offset=1000)
     assert response.status == 413
     async with http.head(f"{catalogue.url}{location}", headers=auth()) as response:
-        assert response.headers["Upload-Offset"] == "5000"  # the valid prefix is kept, resumable
+        assert response.headers["Upload-Offset"] == "1000"
     assert await no_images(catalogue)
+    response = await patch(http, catalogue.url, location, small.read_bytes()[1000:], offset=1000)
+    assert response.status == 201 and response.headers["Upload-Offset"] == "5000"  # published
+    assert [r.sha512 for r in await catalogue.catalogue.store.images()] == [hashlib.sha512(small.read_bytes()).hexdigest()]
+
+
+async def test_an_upload_id_in_another_spelling_is_refused(catalogue: RunningCatalogue, http: aiohttp.ClientSession,
+                                                           tmp_path: Path) -> None:
+    """Upload ids are canonical UUIDs: an upper-case twin was taken for the same upload by
+    the database but not by the part file (offset 0 on HEAD, a 500 on PATCH)."""
+    image_file = write_image(tmp_path / "a.raw", 4096)
+    location = await start(http, catalogue.url, upload_request(image_file))
+    upper = location.rsplit("/", 1)[0] + "/" + location.rsplit("/", 1)[1].upper()
+    async with http.head(f"{catalogue.url}{upper}", headers=auth()) as response:
+        assert response.status == 400
+    response = await patch(http, catalogue.url, upper, image_file.read_bytes())
+    assert response.status == 400
+    assert (await patch(http, catalogue.url, location, image_file.read_bytes())).status == 201
 
 
 async def test_declared_sha512_mismatch_is_422_and_nothing_is_kept(catalogue: RunningCatalogue,

@@ -111,7 +111,8 @@ class BlobStore:
 
         Receiving, hashing and writing overlap: while one chunk is hashed and written (in
         two threads; hashlib releases the GIL), the event loop receives the next. At most
-        ``limit`` bytes are taken; one more byte raises ``OverflowError``. ``state``
+        ``limit`` bytes are taken; one more byte raises ``OverflowError`` after undoing the
+        whole call (the part file and ``state`` back where they were). ``state``
         advances only over bytes both hashed and written; a write that fails (disk full)
         truncates the file back to ``state.count``, so the part file and ``state`` agree.
         Writes, truncation and closing run in order on one thread of their own, so a
@@ -121,7 +122,7 @@ class BlobStore:
         writer = ThreadPoolExecutor(1, thread_name_prefix="vmic-write")
         hasher_pool = ThreadPoolExecutor(1, thread_name_prefix="vmic-hash")
         fd = os.open(self.part(upload_id), os.O_WRONLY | os.O_APPEND)
-        start = state.count
+        start, initial = state.count, state.hasher.copy()
         pending: asyncio.Future[None] | None = None
 
         def write_all(data: bytes | bytearray) -> None:
@@ -147,10 +148,11 @@ class BlobStore:
             buffer = bytearray()
             async for chunk in chunks:
                 room = limit - (state.count - start) - len(buffer)
-                if len(chunk) > room:
-                    buffer += chunk[: max(room, 0)]
-                    await submit(buffer)
-                    await pending  # type: ignore[misc]
+                if len(chunk) > room:  # refused whole: nothing of this request is kept
+                    if pending is not None:
+                        await pending
+                    await loop.run_in_executor(writer, os.ftruncate, fd, start)
+                    state.hasher, state.count = initial, start
                     raise OverflowError("more bytes than the upload's length")
                 if not buffer and len(chunk) >= DIRECT:
                     await submit(chunk)  # large already: hashed and written as it came, no copy

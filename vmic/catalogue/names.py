@@ -28,8 +28,8 @@ def check_identifier(value: object, what: str = "image identifier") -> str:
         parsed = uuid.UUID(str(value))
     except ValueError:
         raise BadRequest(f"invalid {what} {value!r}: must be a UUID") from None
-    if str(parsed) != str(value).lower():
-        raise BadRequest(f"invalid {what} {value!r}: write the UUID as {parsed}")
+    if str(parsed) != value:  # one spelling only: an upper-case twin would name another part file
+        raise BadRequest(f"invalid {what} {str(value)[:80]!r}: write the UUID as {parsed}")
     return str(parsed)
 
 
