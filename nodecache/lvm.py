@@ -87,12 +87,30 @@ class VolumeGroup:
     async def lvcreate(self, *args: str) -> None:
         await self._run("lvcreate", *args)
 
-    async def create(self, name: str, size: int, tags: tuple[str, ...]) -> None:
-        """A new, inactive volume (``-an -Zn``: activation and zeroing come when data is written)."""
-        args = ["-an", "-Zn", "-L", f"{size}b", "-n", name]
+    async def create(self, name: str, size: int, tags: tuple[str, ...], active: bool = False) -> Path:
+        """A new volume, not zeroed (``-Zn``: it is about to be written whole); ``active``:
+        activated for writing at once (one lvm call less than activating it after)."""
+        if active:
+            self._need_device_mapper(name)
+        args = ["-ay" if active else "-an", "-Zn", "-L", f"{size}b", "-n", name]
         for t in tags:
             args += ["--addtag", t]
         await self._run("lvcreate", *args, self.name)
+        return Path("/dev") / self.name / name
+
+    def _need_device_mapper(self, name: str) -> None:
+        if not device_mapper_available(self.dm_control):
+            raise BackendUnavailable(f"cannot write into {self.name}/{name}: this kernel has no device-mapper "
+                                     f"({self.dm_control} cannot be opened)")
+
+    async def seal(self, name: str, add: tuple[str, ...], drop: tuple[str, ...]) -> None:
+        """Tags added and dropped, and the volume made read-only, in one lvm call."""
+        args: list[str] = []
+        for t in add:
+            args += ["--addtag", t]
+        for t in drop:
+            args += ["--deltag", t]
+        await self._run("lvchange", *args, "-pr", f"{self.name}/{name}")
 
     async def add_tags(self, name: str, tags: tuple[str, ...]) -> None:
         args: list[str] = []
@@ -117,9 +135,7 @@ class VolumeGroup:
 
     async def activate(self, name: str) -> Path:
         """Activate for writing; where there is no device-mapper, say so."""
-        if not device_mapper_available(self.dm_control):
-            raise BackendUnavailable(f"cannot write into {self.name}/{name}: this kernel has no device-mapper "
-                                     f"({self.dm_control} cannot be opened)")
+        self._need_device_mapper(name)
         # -y: activating a classic snapshot activates its origin too, which lvm asks about
         await self._run("lvchange", "-ay", "-y", f"{self.name}/{name}")
         return Path("/dev") / self.name / name
