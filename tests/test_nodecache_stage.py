@@ -9,6 +9,7 @@ import lzma
 import os
 import stat
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -127,27 +128,29 @@ async def test_qcow2_with_a_backing_file_is_refused(tmp_path: Path, raw_image: P
         assert leftovers(backend.base_dir) == []
 
 
-async def test_a_vmdk_descriptor_declared_raw_is_refused(tmp_path: Path) -> None:
+def vmdk_descriptor(path: Path) -> None:
     """A text descriptor whose extent is a host file: staged as data it would be harmless
-    here, but anything that probes the base would open /etc/shadow. Refused as format confusion."""
-    evil = tmp_path / "evil.raw"
-    evil.write_bytes(b"# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+    here, but anything that probes the base would open /etc/shadow."""
+    path.write_bytes(b"# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
                      b'createType="monolithicFlat"\n\nRW 2048 FLAT "/etc/shadow" 0\n' + bytes(4096))
-    for node_format in ("raw", "qcow2"):
-        backend = FileBackend(tmp_path / f"base-{node_format}", node_format)
-        with pytest.raises(ImageRefused, match="declared raw but the bytes are a vmdk image"):
-            await stage(backend, evil, published(evil, fmt="raw"))
-        assert leftovers(backend.base_dir) == []
 
 
-async def test_a_format_only_qemu_knows_declared_raw_is_refused(tmp_path: Path) -> None:
-    """Bytes the node's own header check takes for raw but qemu-img would probe as another
-    format (here parallels): qemu-img's probe must agree with the declared format."""
-    other = tmp_path / "disk.parallels"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "parallels", str(other), "1M"], check=True)
+def parallels_disk(path: Path) -> None:
+    """Bytes the node's own header check takes for raw, but qemu-img would probe as parallels."""
+    subprocess.run(["qemu-img", "create", "-q", "-f", "parallels", str(path), "1M"], check=True)
+
+
+@pytest.mark.parametrize("make, reason", [
+    (vmdk_descriptor, "declared raw but the bytes are a vmdk image"),
+    (parallels_disk, "declared raw but qemu-img sees a parallels image"),  # qemu-img's probe must agree
+])
+async def test_another_format_declared_raw_is_refused(tmp_path: Path, make: Callable[[Path], None],
+                                                       reason: str) -> None:
+    other = tmp_path / "disk.img"
+    make(other)
     for node_format in ("raw", "qcow2"):
         backend = FileBackend(tmp_path / f"base-{node_format}", node_format)
-        with pytest.raises(ImageRefused, match="declared raw but qemu-img sees a parallels image"):
+        with pytest.raises(ImageRefused, match=reason):
             await stage(backend, other, published(other, fmt="raw"))
         assert leftovers(backend.base_dir) == []
 
