@@ -112,21 +112,6 @@ class VolumeGroup:
             args += ["--deltag", t]
         await self._run("lvchange", *args, "-pr", f"{self.name}/{name}")
 
-    async def add_tags(self, name: str, tags: tuple[str, ...]) -> None:
-        args: list[str] = []
-        for t in tags:
-            args += ["--addtag", t]
-        await self._run("lvchange", *args, f"{self.name}/{name}")
-
-    async def remove_tags(self, name: str, tags: tuple[str, ...]) -> None:
-        args: list[str] = []
-        for t in tags:
-            args += ["--deltag", t]
-        await self._run("lvchange", *args, f"{self.name}/{name}")
-
-    async def set_read_only(self, name: str) -> None:
-        await self._run("lvchange", "-pr", f"{self.name}/{name}")
-
     async def rename(self, old: str, new: str) -> None:
         await self._run("lvrename", self.name, old, new)
 

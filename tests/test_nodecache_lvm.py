@@ -57,9 +57,7 @@ def image_for(path: Path) -> Image:
 async def test_volume_life_cycle_in_metadata(volume_group: str) -> None:
     vg = VolumeGroup(volume_group)
     await vg.create("vmic-staging-x", 8 * 2**20, (STAGING_TAG,))
-    await vg.add_tags("vmic-staging-x", (tag("sha512", "ab" * 64), tag("version", "2024.1 rc")))
-    await vg.remove_tags("vmic-staging-x", (STAGING_TAG,))
-    await vg.set_read_only("vmic-staging-x")
+    await vg.seal("vmic-staging-x", (tag("sha512", "ab" * 64), tag("version", "2024.1 rc")), (STAGING_TAG,))
     await vg.rename("vmic-staging-x", "vmic-x")
     [volume] = await vg.volumes()
     assert volume.name == "vmic-x" and volume.size == 8 * 2**20 and volume.read_only
@@ -123,7 +121,7 @@ async def test_vm_snapshot_without_device_mapper_fails_cleanly(volume_group: str
 
     vg = VolumeGroup(volume_group, dm_control=tmp_path / "no-device-mapper")
     await vg.create("vmic-base", 8 * 2**20, (tag("sha512", "ab" * 64),))
-    await vg.set_read_only("vmic-base")
+    await vg.seal("vmic-base", (), ())  # read-only, as staged bases are
     disks = LvmDisks(volume_group, "", 0.2)
     disks.vg = vg
     with pytest.raises(DiskFailed, match="device-mapper"):

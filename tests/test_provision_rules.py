@@ -52,6 +52,7 @@ def request(**body: Any) -> VmRequest:
     ({"pin": "0-100000"}, "CPU 100000 is not one of this host's 4 CPUs"),
     ({"pin": "4"}, "CPU 4 is not one of"),
     ({"pin": [0, True]}, "not a list of CPU numbers"),
+    ({"pin": ",".join(["1"] * 3000)}, "too long"),
 ])
 def test_bad_requests(body: dict[str, Any], message: str) -> None:
     with pytest.raises(BadRequest, match=message):

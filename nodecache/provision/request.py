@@ -44,8 +44,11 @@ def parse_cpuset(value: Any, host_cpus: int = 1024) -> tuple[int, ...]:
             raise BadRequest(f"pin: {str(value)[:80]!r} is not a list of CPU numbers")
         ranges = [(v, v) for v in value]
     else:
+        text = str(value)
+        if len(text) > 4096:
+            raise BadRequest(f"pin: a CPU list of {len(text)} characters is too long")
         ranges = []
-        for part in str(value)[:4096].split(","):
+        for part in text.split(","):
             match = re.fullmatch(r"\s*(\d{1,6})(?:-(\d{1,6}))?\s*", part)
             if not match:
                 raise BadRequest(f"pin: {str(value)[:80]!r} is not a CPU list (e.g. 0,2-3)")
