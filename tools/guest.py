@@ -69,7 +69,8 @@ mkdir -p /upper/data /upper/work
 mount -t overlay overlay -o lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work /newroot
 for fs in proc sys dev; do mount --move /$fs /newroot/$fs; done
 mount -t tmpfs -o mode=0755 run /newroot/run
-mount -t tmpfs -o mode=1777 tmp /newroot/tmp
+# /tmp stays the overlay's (its writes land in the tmpfs upper anyway): a tmpfs of its own
+# would hide a checkout that lives under the host's /tmp
 mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts devpts /newroot/dev/pts
 mount -t tmpfs -o mode=1777 shm /newroot/dev/shm
