@@ -29,7 +29,8 @@ class Peer:
         #: (alert type, peer endpoint if any): copied at once, since an alert dies at the next pop
         self.alerts: list[tuple[type, tuple[str, int] | None]] = []
         self.session = make_session(f"127.0.0.1:{free_port()}")
-        self.session.apply_settings({"alert_mask": lt.alert_category.all})
+        # every alert, and room for them on a busy machine (a full queue drops alerts)
+        self.session.apply_settings({"alert_mask": lt.alert_category.all, "alert_queue_size": 100_000})
         self.pump = AlertPump(self.session, self._record)
         params = lt.add_torrent_params()
         metainfo = lt.bdecode(torrent.data)
@@ -137,7 +138,8 @@ async def test_a_peer_sending_corrupt_pieces_is_banned_and_the_image_arrives_int
             await until(lambda: downloader.saw(lt.peer_ban_alert),
                         "the corrupt peer is banned")
             assert evil.blocks_sent > 0
-            assert downloader.saw(lt.hash_failed_alert), "its pieces failed"
+            # its pieces failed: counted by the torrent (an alert can be dropped from a full queue)
+            assert downloader.handle.status().total_failed_bytes > 0, "its pieces failed"
             assert downloader.handle.status().num_pieces == 0, "no corrupt piece was kept"
             host, port = seeder.config.listen.rsplit(":", 1)
             downloader.handle.connect_peer((host, int(port)))  # an honest peer
