@@ -49,6 +49,9 @@ async def test_published_image_appears_in_the_verified_signed_list(catalogue: Ru
     assert (image.title, image.os, image.osversion, image.ram_minimum) == ("Golden", "Debian", "12", 2048)
     assert image.uri == f"{catalogue.url}/images/{record['identifier']}"
     assert image.extra["vmic:namespace"] == "alice" and image.extra["vmic:publisher"] == "alice"
+    # no description or comments given: neither is empty (hepixvmitrust refuses empty ones)
+    assert image.description == "Golden" and image.comments == f"Golden {record['version']}"
+    assert after.description
 
 
 async def test_openssl_gives_back_exactly_the_json_served_for_people(catalogue: RunningCatalogue, keys: KeyPaths,

@@ -143,6 +143,18 @@ async def test_cli_errors_are_one_line_with_nonzero_exit(catalogue: RunningCatal
     one_line_error(err, "altered")
 
 
+async def test_serve_on_every_address_without_public_url_refuses_to_start(tmp_path: Path) -> None:
+    """Bound to 0.0.0.0 or :: the catalogue would advertise http://0.0.0.0:8470/... in every
+    hv:uri; it refuses to start and says what to set."""
+    for host in ("0.0.0.0", "::"):
+        config = tmp_path / "vmic.toml"
+        config.write_text(f'[catalogue]\ndata_dir = "{tmp_path / "data"}"\nhost = "{host}"\n')
+        rc, _, err = await vmic("serve", "-c", str(config))
+        assert rc != 0
+        one_line_error(err, "set public_url")
+        assert not (tmp_path / "data").exists(), "nothing was started or written"
+
+
 def test_vmic_console_script_is_installed() -> None:
     result = subprocess.run([str(Path(sys.executable).parent / "vmic"), "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "publish" in result.stdout

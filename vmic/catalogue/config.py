@@ -75,6 +75,11 @@ class CatalogueConfig:
     publishers: tuple[Publisher, ...] = field(default_factory=tuple)
     log_level: str = "info"
 
+    def __post_init__(self) -> None:
+        if self.host in ("0.0.0.0", "::", "[::]", "") and not self.public_url:
+            raise ConfigError(f"[catalogue] host = {self.host!r} listens on every address, so the list cannot name "
+                              "one for subscribers to reach (hv:uri): set public_url (e.g. https://images.example.org)")
+
     @property
     def url(self) -> str:
         scheme = "https" if self.tls_cert else "http"

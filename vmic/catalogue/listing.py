@@ -72,20 +72,23 @@ def image_entry(record: ImageRecord, base_url: str, info_hashes: tuple[str, str 
         if info_hashes[1] is not None:
             extra[EXT_BTMH] = info_hashes[1]
         extra[EXT_TORRENT] = f"{base_url}/images/{record.identifier}.torrent"
+    title = meta.get("title") or f"{record.namespace}/{record.name}"
     return Image(
         identifier=record.identifier,
         uri=f"{base_url}/images/{record.identifier}",
         size=record.size,
         sha512=record.sha512,
         version=record.version,
-        title=meta.get("title") or f"{record.namespace}/{record.name}",
-        description=meta.get("description", ""),
+        title=title,
+        # never empty: hepixvmitrust's publisher-side check refuses a list with an empty
+        # dc:description or sl:comments, so both default from the title
+        description=meta.get("description") or title,
         hypervisor=meta.get("hypervisor", "QEMU,KVM"),
         format=meta.get("format", "raw"),
         os=meta.get("os", ""),
         osversion=meta.get("osversion", ""),
         arch=meta.get("arch", "x86_64"),
-        comments=meta.get("comments", ""),
+        comments=meta.get("comments") or f"{title} {record.version}",
         ram_minimum=int(meta.get("ram_minimum", 0)),
         core_minimum=int(meta.get("core_minimum", 0)),
         extra=extra,

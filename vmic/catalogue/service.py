@@ -150,7 +150,7 @@ async def open_catalogue(config: CatalogueConfig) -> Catalogue:
     settings = ListSettings(
         identifier=identifier,
         title=config.list_title,
-        description=config.list_description,
+        description=config.list_description or config.list_title,  # never an empty dc:description
         url=config.url,
         email=config.endorser_email,
         lifetime=dt.timedelta(hours=config.list_lifetime_hours),
