@@ -83,6 +83,10 @@ async def test_the_tracker_tells_a_node_its_share(site: Any, tmp_path: Path) -> 
             assert response.status == 200
             # among hv-a, hv-c and hv-done (done nodes keep their places; an unnamed client has none)
             assert await response.json() == {"btih": torrent.btih, "node": "hv-b", "index": 1, "count": 4}
+        async with http.get(f"{base}/swarm/{torrent.btih}") as response:  # what peers said of themselves
+            view = await response.json()
+        assert "unverified" in view["self_reported"]
+        assert sorted(p["name"] or "" for p in view["peers"]) == ["", "hv-a", "hv-c", "hv-done"]
         async with http.get(f"{base}/swarm/{'0' * 40}/share", params={"node": "hv-b"}) as response:
             assert response.status == 404 and (await response.json())["error"] == "unknown_torrent"
         async with http.get(f"{base}/swarm/{torrent.btih}/share") as response:

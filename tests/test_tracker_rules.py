@@ -181,3 +181,41 @@ def test_a_small_swarm_is_not_handed_out_whole_when_racks_are_known() -> None:
     assert racks.count("a") == 4 and racks.count("c") == 2, racks  # ceil(8 * 0.25) = 2 far peers
     alone = announce(swarms, "10.0.2.100")  # rack s/b: no one in its rack, so its site counts as near
     assert [p.location.rack for p in alone].count("a") == 5
+
+
+def test_one_address_cannot_fill_a_swarm_with_ports() -> None:
+    """1,500 ports from one address once filled every answer with fake peers: the cap
+    refuses more than max_peers_per_address new ones, updates of known ones still count."""
+    swarms = Swarms(max_peers_per_address=3, rng=random.Random(1))
+    for port in (1001, 1002, 1003):
+        swarms.announce(parse_announce(query(port=port), "10.0.1.9"))
+    with pytest.raises(TrackerError, match="too many peers from 10.0.1.9 in this swarm"):
+        swarms.announce(parse_announce(query(port=1004), "10.0.1.9"))
+    swarms.announce(parse_announce(query(port=1001, left=0), "10.0.1.9"))  # a known peer announces again
+    swarms.announce(parse_announce(query(port=1001, event="stopped"), "10.0.1.9"))
+    swarms.announce(parse_announce(query(port=1004), "10.0.1.9"))  # room again after one left
+    swarms.announce(parse_announce(query(port=1001), "10.0.1.10"))  # another address has its own room
+    assert sorted(swarms.swarms[HASH].per_address.items()) == [("10.0.1.10", 1), ("10.0.1.9", 3)]
+
+
+@pytest.mark.parametrize(("claims", "counted"), [
+    # (address, name) in order -> the names each address is recorded with
+    ([("10.0.1.1", "hv001")], {"10.0.1.1": "hv001"}),
+    ([("10.0.1.1", "hv001"), ("10.0.1.66", "hv001")], {"10.0.1.1": "hv001", "10.0.1.66": ""}),
+    ([("10.0.1.1", "hv001"), ("10.0.1.1", "hv001")], {"10.0.1.1": "hv001"}),
+    ([("10.0.1.66", "hv001"), ("10.0.1.1", "hv001")], {"10.0.1.66": "hv001", "10.0.1.1": ""}),
+])
+def test_a_node_name_counts_only_from_the_address_that_first_announced_it(
+        claims: list[tuple[str, str]], counted: dict[str, str]) -> None:
+    swarms = Swarms(rng=random.Random(1))
+    for ip, name in claims:
+        swarms.announce(parse_announce(query(left=0), ip), name)
+    assert {p.ip: p.name for p in swarms.swarms[HASH].peers.values()} == counted
+
+
+def test_a_name_is_free_again_once_its_address_left() -> None:
+    swarms = Swarms(rng=random.Random(1))
+    swarms.announce(parse_announce(query(), "10.0.1.1"), "hv001")
+    swarms.announce(parse_announce(query(event="stopped"), "10.0.1.1"), "hv001")
+    swarms.announce(parse_announce(query(), "10.0.1.2"), "hv001")  # the node moved
+    assert [p.name for p in swarms.swarms[HASH].peers.values()] == ["hv001"]

@@ -58,6 +58,8 @@ class TrackerConfig(FollowsCatalogue):
     #: forget peers silent for this long (default: three announce intervals)
     peer_expiry: int = 900
     random_share: float = 0.25
+    #: peers (ports) one address may register in one swarm
+    max_peers_per_address: int = 16
     #: re-read the catalogue's list at least this often (its event stream is faster)
     poll_seconds: float = 60.0
     topology: dict[str, list[str]] = field(default_factory=dict)
@@ -114,7 +116,7 @@ class Tracker:
     @classmethod
     def from_config(cls, config: TrackerConfig) -> Tracker:
         return cls(config, Swarms(Topology.from_config(config.topology), float(config.peer_expiry),
-                                  config.random_share))
+                                  config.random_share, config.max_peers_per_address))
 
     # --- answers ---------------------------------------------------------------------------
 
@@ -158,7 +160,7 @@ class Tracker:
         swarm = self.swarms.swarms.get(info_hash)
         now = self.swarms.clock()
         peers = sorted(swarm.peers.values(), key=lambda p: (p.name, p.ip, p.port)) if swarm else []
-        return {"btih": info_hash_hex, "size": size, "peers": [
+        return {"btih": info_hash_hex, "size": size, "self_reported": SELF_REPORTED, "peers": [
             {"name": p.name or None, "ip": p.ip, "port": p.port, "left": p.left, "seeding": p.left == 0,
              "done": round(1 - p.left / size, 4) if size else None, "seen_seconds_ago": round(now - p.last_seen, 1)}
             for p in peers]}
@@ -237,6 +239,11 @@ async def scrape(request: web.Request) -> web.Response:
         return _bencoded(tracker.scrape(request.rel_url.raw_query_string))
     except TrackerError as exc:
         return _bencoded({b"failure reason": exc.message.encode()})
+
+
+#: what /swarm/<btih> says of its figures
+SELF_REPORTED = ("left, done and seeding are what each peer announced, unverified; a node's name counts only "
+                 "from the address that first announced it in this swarm")
 
 
 class UnknownTorrent(NotFound):

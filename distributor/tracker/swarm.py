@@ -7,6 +7,11 @@ is smaller than ``numwant``, so that most bytes stay near. Uber's Kraken found t
 strictly nearest-first answer lets the group that started first starve the others of
 the origin; the random far share keeps the swarm one connected whole.
 A seed is given only leechers: seeds have nothing to fetch from each other.
+
+What peers say of themselves is unauthenticated: one address may hold at most
+``max_peers_per_address`` peers (ports) of a swarm, and a node daemon's name counts only
+from the address that first announced it there (a spoofed name from another address is
+recorded without it).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .announce import Announce
+from .announce import Announce, TrackerError
 from .topology import Location, Topology
 
 
@@ -49,6 +54,9 @@ class Swarm:
     peers: dict[tuple[str, int], Peer] = field(default_factory=dict)
     downloaded: int = 0  #: completed events seen
     complete: int = 0  #: seeds among ``peers``, kept as peers come, change and go
+    per_address: dict[str, int] = field(default_factory=dict)  #: peers (ports) of each address
+    #: node name -> the address that first announced it, while a peer of that address has it
+    names: dict[str, str] = field(default_factory=dict)
 
     @property
     def incomplete(self) -> int:
@@ -57,12 +65,37 @@ class Swarm:
     def put(self, key: tuple[str, int], peer: Peer) -> None:
         old = self.peers.get(key)
         self.complete += (peer.left == 0) - (old is not None and old.left == 0)
+        if old is None:
+            self.per_address[peer.ip] = self.per_address.get(peer.ip, 0) + 1
+        elif old.name and old.name != peer.name:
+            self._unbind(old)
         self.peers[key] = peer
+        if peer.name:
+            self.names.setdefault(peer.name, peer.ip)
 
     def drop(self, key: tuple[str, int]) -> None:
         old = self.peers.pop(key, None)
-        if old is not None and old.left == 0:
+        if old is None:
+            return
+        if old.left == 0:
             self.complete -= 1
+        left = self.per_address[old.ip] - 1
+        if left:
+            self.per_address[old.ip] = left
+        else:
+            del self.per_address[old.ip]
+        if old.name:
+            self._unbind(old)
+
+    def name_for(self, name: str, ip: str) -> str:
+        """``name`` if ``ip`` may use it here (the first address to announce it keeps it),
+        else "": a second address's claim is not counted (preheat progress, origin shares)."""
+        return name if name and self.names.get(name, ip) == ip else ""
+
+    def _unbind(self, old: Peer) -> None:
+        if self.names.get(old.name) == old.ip and not any(
+                p.name == old.name and p.ip == old.ip for p in self.peers.values() if p is not old):
+            del self.names[old.name]
 
 
 @dataclass
@@ -71,6 +104,8 @@ class Swarms:
     #: a peer that has not announced for this long is forgotten
     peer_expiry: float = 1800.0
     random_share: float = 0.25
+    #: peers one address may register in one swarm (ports); more are refused
+    max_peers_per_address: int = 16
     rng: random.Random = field(default_factory=random.Random)
     clock: Callable[[], float] = time.monotonic
     swarms: dict[bytes, Swarm] = field(default_factory=dict)
@@ -91,9 +126,13 @@ class Swarms:
         if request.event == "completed":
             swarm.downloaded += 1
         known = swarm.peers.get(key)
+        if known is None and swarm.per_address.get(request.ip, 0) >= self.max_peers_per_address:
+            raise TrackerError(f"too many peers from {request.ip} in this swarm (at most "
+                               f"{self.max_peers_per_address})")
         location = known.location if known is not None else self.topology.locate(request.ip)
         packed = known.packed if known is not None else packed_address(request.ip, request.port)
-        swarm.put(key, Peer(request.peer_id, request.ip, request.port, request.left, location, now, packed, name))
+        swarm.put(key, Peer(request.peer_id, request.ip, request.port, request.left, location, now, packed,
+                            swarm.name_for(name, request.ip)))
 
         def wanted(k: tuple[str, int], p: Peer) -> bool:
             return k != key and not (request.seeding and p.left == 0) and now - p.last_seen <= self.peer_expiry
