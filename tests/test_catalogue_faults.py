@@ -350,3 +350,22 @@ def test_unreadable_signing_key_refuses_to_start_with_one_line(keys: KeyPaths, t
         assert result.returncode == 2
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("vmic: error: cannot read signing key") and reason in lines[0]
+
+
+async def test_only_an_admin_chooses_identifiers_or_reads_subscriptions(catalogue: RunningCatalogue,
+                                                                        http: aiohttp.ClientSession,
+                                                                        tmp_path: Path) -> None:
+    """A publisher taking a partner image's identifier would block its mirroring for good:
+    identifiers are the catalogue's to choose unless an admin sets one. Subscriptions (partner
+    URLs, their errors) are read with the admin token only."""
+    request = upload_request(write_image(tmp_path / "a.raw", 4096), namespace="bob",
+                             identifier="2f6b6a52-8d4f-4f57-9c1e-3d1c0b0f8a61")
+    async with http.post(f"{catalogue.url}/api/v1/uploads", json=request, headers=auth("bob")) as response:
+        assert await error_of(response) == (403, "forbidden")
+    assert await no_images(catalogue)
+    async with http.get(f"{catalogue.url}/api/v1/subscriptions") as response:
+        assert await error_of(response) == (401, "unauthorized")
+    async with http.get(f"{catalogue.url}/api/v1/subscriptions", headers=auth("bob")) as response:
+        assert await error_of(response) == (403, "forbidden")
+    async with http.get(f"{catalogue.url}/api/v1/subscriptions", headers=auth("alice")) as response:
+        assert response.status == 200 and await response.json() == []

@@ -123,6 +123,10 @@ class Uploads:
         request = parse_request(body)
         if request.namespace not in publisher.namespaces:
             raise Forbidden(f"publisher {publisher.name} may not publish in namespace {request.namespace}")
+        if request.identifier is not None and not publisher.admin:
+            # identifiers are the catalogue's to choose: a publisher taking a partner image's
+            # identifier would block that image from ever being mirrored here
+            raise Forbidden(f"publisher {publisher.name} may not choose an image identifier (an admin may)")
         if request.size > self.max_bytes:
             raise TooLarge(f"image of {request.size} bytes is larger than this catalogue's limit of {self.max_bytes}")
         record = await self.store.add_upload(publisher.name, request)

@@ -41,8 +41,8 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                      help="seconds an image may be missing from the partner's list before it is revoked here")
     remote(add, token=True)
     add.set_defaults(func=cmd_add)
-    ls = ssub.add_parser("list", help="subscriptions and their state")
-    remote(ls, token=False)
+    ls = ssub.add_parser("list", help="subscriptions and their state (admin token)")
+    remote(ls, token=True)
     ls.set_defaults(func=cmd_list)
     rm = ssub.add_parser("remove", help="unsubscribe (mirrored images leave this catalogue's list)")
     rm.add_argument("name")
@@ -75,7 +75,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    subscriptions = call(args, lambda client: client.subscriptions(), token=False)
+    subscriptions = call(args, lambda client: client.subscriptions(), token=True)
     table = Table("name", "url", "namespace", "state", "list version", "last success", "last error")
     for s in subscriptions:
         table.add_row(s["name"], s["url"], s["namespace"], s["state"], str(s["last_version"] or "-"),

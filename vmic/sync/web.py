@@ -1,4 +1,4 @@
-"""HTTP interface of partner sync (admin token for changes):
+"""HTTP interface of partner sync (admin token, also to read):
 
     GET    /api/v1/subscriptions              status of every subscription (last error, version)
     POST   /api/v1/subscriptions              subscribe (JSON: url, ca_pem, endorser_dn, ...)
@@ -17,6 +17,7 @@ from ..errors import BadRequest, NotFound
 
 
 async def list_subscriptions(request: web.Request) -> web.Response:
+    admin_of(request)  # partner URLs and their errors are the site's business
     records = await catalogue_of(request).syncer.records.all()
     return web.json_response([r.status_json() for r in records])
 
