@@ -10,6 +10,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from vmic.errors import (
     EndorserMismatch,
@@ -20,6 +22,7 @@ from vmic.errors import (
     ListIdentifierMismatch,
     Rollback,
 )
+from vmic.imagelist.dn import oneline, parse_dn, same_name
 from vmic.imagelist.model import Endorser, Image, ImageList
 from vmic.imagelist.policy import History, Subscription, accept
 
@@ -57,7 +60,8 @@ HISTORY = History(last_version=10, known_images={IMAGE_ID: "a" * 128})
 
 
 def check(sim: ListSimulator, subscription: Subscription = SUBSCRIPTION, history: History = HISTORY) -> ImageList:
-    return accept(sim.build().to_bytes(), sim.signer_dn, sim.signer_ca, subscription, history, NOW)
+    return accept(sim.build().to_bytes(), parse_dn(sim.signer_dn), parse_dn(sim.signer_ca), subscription, history,
+                  NOW)
 
 
 def test_a_good_list_is_accepted() -> None:
@@ -80,6 +84,12 @@ def test_first_contact_has_no_history() -> None:
          EndorserMismatch, "but the list names"),
         ("signer's issuer is not hv:ca", ListSimulator(signer_ca="/C=XX/CN=other CA"), EndorserMismatch,
          "hv:ca"),
+        # a trusted CA's certificate whose O value holds "/CN=..." (and no CN) prints as the
+        # endorser's one-line DN: names are compared RDN by RDN, never as strings
+        ("an O value holding /CN= poses as the endorser",
+         ListSimulator(signer_dn=r"/C=CH/O=vmic demo\/CN=vmic catalogue endorser",
+                       list_dn="/C=CH/O=vmic demo/CN=vmic catalogue endorser"),
+         EndorserMismatch, "but the list names"),
         ("list names and is signed by another endorser",
          ListSimulator(list_dn="/C=CH/O=site/CN=other", signer_dn="/C=CH/O=site/CN=other"),
          EndorserMismatch, "expected endorser"),
@@ -111,3 +121,35 @@ def test_without_a_configured_ca_or_list_id_only_the_dn_is_pinned() -> None:
     loose = Subscription(endorser_dn=DN)
     sim = ListSimulator(identifier="11111111-2222-3333-4444-555555555555", list_ca="/C=XX/CN=x", signer_ca="/C=XX/CN=x")
     assert check(sim, subscription=loose).identifier.startswith("1111")
+
+
+FORGED = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "CH"),
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "vmic demo/CN=vmic catalogue endorser")])
+REAL = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "CH"), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "vmic demo"),
+                  x509.NameAttribute(NameOID.COMMON_NAME, "vmic catalogue endorser")])
+
+
+@pytest.mark.parametrize(("name", "configured", "same"), [
+    (REAL, "/C=CH/O=vmic demo/CN=vmic catalogue endorser", True),
+    (REAL, "CN=vmic catalogue endorser,O=vmic demo,C=CH", True),  # RFC 4514, most specific first
+    (FORGED, "/C=CH/O=vmic demo/CN=vmic catalogue endorser", False),  # the same one-line string
+    (FORGED, "CN=vmic catalogue endorser,O=vmic demo,C=CH", False),
+    (FORGED, r"/C=CH/O=vmic demo\/CN=vmic catalogue endorser", True),  # what oneline() shows for it
+    (REAL, "/C=CH/CN=vmic catalogue endorser/O=vmic demo", False),  # order counts
+    (REAL, "/C=CH/O=vmic demo/CN=vmic catalogue endorser/CN=x", False),
+    (REAL, "not a DN", False),
+])
+def test_names_are_compared_rdn_by_rdn(name: x509.Name, configured: str, same: bool) -> None:
+    assert same_name(name, configured) is same
+    assert same_name(name, oneline(name))
+
+
+def test_a_tls_client_certificate_passes_only_for_its_own_publisher() -> None:
+    """Publisher carol's client_dn against a certificate whose O value holds "/CN=carol"."""
+    from vmic.catalogue.config import Publisher, publisher_for_subject
+
+    carol = Publisher("carol", "", ("carol",), client_dn="/C=CH/O=vmic demo/CN=carol")
+    forged = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "CH"),
+                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "vmic demo/CN=carol")])
+    assert publisher_for_subject((carol,), forged) is None
+    assert publisher_for_subject((carol,), parse_dn("CN=carol,O=vmic demo,C=CH")) == carol

@@ -27,8 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 from ..config import load_section, read_toml
 from ..errors import ConfigError
+from ..imagelist.dn import same_name
 from .names import check_name
 
 
@@ -96,6 +99,12 @@ class CatalogueConfig:
     @property
     def key_path(self) -> Path:
         return self.endorser_key or self.data_dir / "keys" / "endorser.key"
+
+
+def publisher_for_subject(publishers: tuple[Publisher, ...], subject: x509.Name) -> Publisher | None:
+    """The publisher whose ``client_dn`` is this certificate subject, compared RDN by RDN
+    (a value holding "/CN=carol" must not pass for carol)."""
+    return next((p for p in publishers if p.client_dn is not None and same_name(subject, p.client_dn)), None)
 
 
 def hash_token(token: str) -> str:

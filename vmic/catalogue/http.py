@@ -7,7 +7,8 @@ from aiohttp import web
 from ..errors import Forbidden, Unauthorized
 from .config import Publisher
 from .service import Catalogue
-from .tls import client_certificate_dn
+from ..imagelist.dn import oneline
+from .tls import client_certificate_subject
 
 CATALOGUE = web.AppKey("catalogue", Catalogue)
 
@@ -22,11 +23,11 @@ def publisher_of(request: web.Request) -> Publisher:
     catalogue = catalogue_of(request)
     header = request.headers.get("Authorization")
     if header is None:
-        dn = client_certificate_dn(request)
-        if dn is not None:
-            publisher = catalogue.publisher_by_certificate(dn)
+        subject = client_certificate_subject(request)
+        if subject is not None:
+            publisher = catalogue.publisher_by_certificate(subject)
             if publisher is None:
-                raise Unauthorized(f"no publisher has the client certificate subject {dn}")
+                raise Unauthorized(f"no publisher has the client certificate subject {oneline(subject)}")
             return publisher
     scheme, _, token = (header or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

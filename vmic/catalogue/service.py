@@ -15,13 +15,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from cryptography import x509
+
 from ..errors import ConfigError, Conflict, Forbidden
 from ..imagelist.smime import Signer
 from ..log import event
 from ..torrents import FORMATS as TORRENT_FORMATS
 from ..torrents import make_torrent
 from .blobs import BlobStore
-from .config import CatalogueConfig, Publisher, hash_token
+from .config import CatalogueConfig, Publisher, hash_token, publisher_for_subject
 from .db import connect
 from .listing import ListSettings, ListSigner
 from .metrics import Metrics
@@ -90,9 +92,10 @@ class Catalogue:
             except Exception:  # e.g. a blob revoked while being hashed: the next round sorts it out
                 log.exception("torrent.failed")
 
-    def publisher_by_certificate(self, dn: str) -> Publisher | None:
-        """The publisher whose ``client_dn`` is this (already TLS-verified) subject."""
-        return next((p for p in self.config.publishers if p.client_dn is not None and p.client_dn == dn), None)
+    def publisher_by_certificate(self, subject: x509.Name) -> Publisher | None:
+        """The publisher whose ``client_dn`` is this (already TLS-verified) subject, compared
+        RDN by RDN (a value holding "/CN=carol" must not pass for carol)."""
+        return publisher_for_subject(self.config.publishers, subject)
 
     async def revoke(self, publisher: Publisher, identifier: str) -> ImageRecord:
         record = await self.store.image(identifier)

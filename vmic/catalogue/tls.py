@@ -9,7 +9,6 @@ from aiohttp import web
 from cryptography import x509
 
 from ..errors import ConfigError
-from ..imagelist.dn import oneline
 from ..imagelist.smime import ca_bundle
 from .config import CatalogueConfig
 
@@ -35,11 +34,11 @@ def server_context(config: CatalogueConfig) -> ssl.SSLContext | None:
     return context
 
 
-def client_certificate_dn(request: web.Request) -> str | None:
+def client_certificate_subject(request: web.Request) -> x509.Name | None:
     """Subject of the client certificate the TLS handshake verified, if any."""
     transport = request.transport
     ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
     if ssl_object is None:
         return None
     der = ssl_object.getpeercert(binary_form=True)
-    return oneline(x509.load_der_x509_certificate(der).subject) if der else None
+    return x509.load_der_x509_certificate(der).subject if der else None

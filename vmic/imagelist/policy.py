@@ -22,6 +22,8 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from cryptography import x509
+
 from ..errors import (
     EndorserMismatch,
     ImageIdentifierReused,
@@ -30,6 +32,7 @@ from ..errors import (
     ListIdentifierMismatch,
     Rollback,
 )
+from .dn import oneline, same_name
 from .model import ImageList, format_date
 
 
@@ -54,23 +57,25 @@ class History:
 
 def accept(
     content: bytes | ImageList,
-    signer_dn: str,
-    signer_ca: str,
+    signer: x509.Name,
+    issuer: x509.Name,
     subscription: Subscription,
     history: History,
     now: dt.datetime,
 ) -> ImageList:
-    """Return the list if every rule holds, else raise the first rule it breaks."""
+    """Return the list if every rule holds, else raise the first rule it breaks. Names are
+    compared structurally (:func:`~vmic.imagelist.dn.same_name`), never as strings."""
     image_list = content if isinstance(content, ImageList) else ImageList.parse(content)
     endorser = image_list.endorser
-    if signer_dn != endorser.dn or signer_ca != endorser.ca:
+    signer_dn, signer_ca = oneline(signer), oneline(issuer)
+    if not same_name(signer, endorser.dn) or not same_name(issuer, endorser.ca):
         raise EndorserMismatch(
             f"signed by {signer_dn!r} (issuer {signer_ca!r}) but the list names "
             f"hv:dn {endorser.dn!r} (hv:ca {endorser.ca!r})"
         )
-    if signer_dn != subscription.endorser_dn:
+    if not same_name(signer, subscription.endorser_dn):
         raise EndorserMismatch(f"signed by {signer_dn!r}, expected endorser {subscription.endorser_dn!r}")
-    if subscription.endorser_ca is not None and signer_ca != subscription.endorser_ca:
+    if subscription.endorser_ca is not None and not same_name(issuer, subscription.endorser_ca):
         raise EndorserMismatch(f"endorser issued by {signer_ca!r}, expected CA {subscription.endorser_ca!r}")
     if subscription.list_identifier is not None and image_list.identifier != subscription.list_identifier:
         raise ListIdentifierMismatch(

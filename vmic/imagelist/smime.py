@@ -76,8 +76,16 @@ class VerifiedMessage:
     """What a good signature vouches for: the content and who signed it."""
 
     content: bytes
-    signer_dn: str
-    signer_ca: str
+    signer: x509.Name  #: the signing certificate's subject (compare with dn.same_name)
+    issuer: x509.Name  #: and its issuer
+
+    @property
+    def signer_dn(self) -> str:
+        return oneline(self.signer)
+
+    @property
+    def signer_ca(self) -> str:
+        return oneline(self.issuer)
 
 
 def _classify(stderr: str) -> Exception:
@@ -146,7 +154,7 @@ async def verify_smime(message: bytes, trusted: bytes | list[Path], *, openssl: 
             raise SignatureInvalid(f"expected exactly one signer, found {len(signers)}")
         return VerifiedMessage(
             content=_strip_text_headers(Path(out_file).read_bytes()),
-            signer_dn=oneline(signers[0].subject),
-            signer_ca=oneline(signers[0].issuer),
+            signer=signers[0].subject,
+            issuer=signers[0].issuer,
         )
 

@@ -23,8 +23,8 @@ async def verify_signed_list(
     verified = await verify_smime(message, trusted)
     return accept(
         verified.content,
-        verified.signer_dn,
-        verified.signer_ca,
+        verified.signer,
+        verified.issuer,
         subscription,
         history or History(),
         now or dt.datetime.now(dt.timezone.utc),
