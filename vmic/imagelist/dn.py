@@ -1,4 +1,4 @@
-"""X.509 distinguished names: OpenSSL's one-line form (``/C=CH/O=CERN/CN=name``), RFC 4514,
+r"""X.509 distinguished names: OpenSSL's one-line form (``/C=CH/O=CERN/CN=name``), RFC 4514,
 and comparing them *structurally*.
 
 HEPiX lists name the endorser by ``hv:dn`` and its CA by ``hv:ca`` in the one-line form.
@@ -29,8 +29,8 @@ _OIDS = {short: oid for oid, short in _SHORT.items()}
 
 
 def oneline(name: x509.Name) -> str:
-    """``/C=CH/O=CERN/CN=x`` in certificate order (as ``openssl x509 -subject`` prints it),
-    with ``\`` and ``/`` inside values escaped."""
+    r"""``/C=CH/O=CERN/CN=x`` in certificate order (as ``openssl x509 -subject`` prints it),
+    with ``\``, ``/`` and ``+`` inside values escaped."""
     parts = []
     for rdn in name.rdns:
         pieces = []
@@ -70,7 +70,7 @@ def _escaped_split(text: str, separator: str) -> list[str]:
 
 
 def parse_oneline(text: str) -> x509.Name:
-    """The inverse of :func:`oneline` (``\/`` is a slash inside a value, ``+`` joins the
+    r"""The inverse of :func:`oneline` (``\/`` is a slash inside a value, ``+`` joins the
     attributes of one multi-valued RDN), for the attribute types listed above."""
     if not text.startswith("/"):
         raise ValueError(f"not a one-line DN (must start with '/'): {text[:200]!r}")
