@@ -28,6 +28,7 @@ from typing import Any
 
 import aiohttp
 
+from vmic.errors import MalformedTorrent
 from vmic.follow import ListFollower
 from vmic.imagelist.model import EXT_EXPIRES, Image, ImageList, parse_date
 from vmic.log import event
@@ -466,7 +467,7 @@ class NodeCache:
 
         try:
             return str(Torrent.parse(path.read_bytes()).info.name())
-        except RuntimeError:
+        except MalformedTorrent:
             return ""
 
     async def gc(self) -> evict.Plan:

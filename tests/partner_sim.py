@@ -5,6 +5,7 @@ on loopback that serves a signed image list and image bytes, and misbehaves on d
     identifier = sim.add_image(b"bytes")
     sim.publish()                       # sign and serve a new list version
     sim.served = b"anything"            # serve other bytes at /imagelist (tampering)
+    sim.endless = True                  # or an endless list
     sim.cut_after = 1000                # the next image transfer breaks after 1000 bytes
     sim.torrents = tmp_dir              # lists name a torrent per image (web seed: this server)
 """
@@ -37,6 +38,8 @@ class PartnerSimulator:
     metadata: dict[str, dict[str, str]] = field(default_factory=dict)
     #: what GET /imagelist answers with
     served: bytes = b""
+    #: GET /imagelist streams spaces without end (up to 1 GiB, or until the reader gives up)
+    endless: bool = False
     #: the next image transfer sends this many bytes, then the connection breaks
     cut_after: int | None = None
     #: serve these bytes instead of an image's own (a publisher mismatch)
@@ -104,8 +107,17 @@ class PartnerSimulator:
         self.history.append(self.served)
         return self.served
 
-    async def _imagelist(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.served, content_type="text/plain")
+    async def _imagelist(self, request: web.Request) -> web.StreamResponse:
+        if not self.endless:
+            return web.Response(body=self.served, content_type="text/plain")
+        response = web.StreamResponse()  # chunked: no Content-Length to refuse it by
+        await response.prepare(request)
+        try:
+            for _ in range(2**14):  # bounded: 1 GiB at most
+                await response.write(b" " * 2**16)
+        except (ConnectionError, RuntimeError):
+            pass  # the reader stopped reading
+        return response
 
     async def _torrent(self, request: web.Request) -> web.Response:
         identifier = request.match_info["identifier"]

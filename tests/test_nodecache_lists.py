@@ -76,6 +76,10 @@ def identifier_reused(sim: PartnerSimulator, keys: KeyPaths, other_keys: KeyPath
     sim.publish()
 
 
+def endless(sim: PartnerSimulator, keys: KeyPaths, other_keys: KeyPaths) -> None:
+    sim.endless = True  # read up to the cap (16 MiB), never parsed or checked
+
+
 ATTACKS: list[tuple[Callable[..., None], str]] = [
     (tampered, "signature_invalid"),
     (unsigned, "signature_invalid"),
@@ -85,6 +89,7 @@ ATTACKS: list[tuple[Callable[..., None], str]] = [
     (wrong_endorser, "untrusted_signer"),
     (other_list, "identifier_mismatch"),
     (identifier_reused, "image_identifier_reused"),
+    (endless, "list_too_large"),
 ]
 
 
@@ -111,6 +116,7 @@ async def test_a_hostile_list_is_refused_and_the_last_good_one_kept(
 
         sim.signer = Signer.load(keys.cert, keys.key)  # the catalogue recovers: accepted again
         sim.images[identifier] = IMAGE
+        sim.endless = False
         sim.publish()
         await node.refresh()
         assert follower.refused is None and follower.current.version == sim.version

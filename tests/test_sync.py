@@ -191,9 +191,11 @@ async def test_each_bad_list_is_refused_and_the_last_good_one_kept(catalogue: Ru
                        "identifier_mismatch"),
         "identifier reused": (sim.sign(sim.build(version=good_version + 1).replace(
             images=(dataclasses.replace(good_image, sha512="f" * 128),))), "image_identifier_reused"),
+        "endless": (None, "list_too_large"),  # streamed without end: read up to the cap only
     }
     for attack, (served, code) in attacks.items():
-        sim.served = served
+        sim.endless = served is None
+        sim.served = served or genuine
         async with catalogue.client() as client:
             result = await client.sync("partner")
         assert not result["ok"] and f"({code})" in result["errors"][0], (attack, result)

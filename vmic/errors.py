@@ -106,6 +106,17 @@ class MalformedList(ImageListError):
     code = "malformed"
 
 
+class ListTooLarge(ImageListError):
+    """More bytes than a list may have: refused before parsing or checking its signature."""
+
+    code = "list_too_large"
+
+
+class MalformedTorrent(VmicError):
+    status = 422
+    code = "malformed_torrent"
+
+
 class SignatureInvalid(ImageListError):
     code = "signature_invalid"
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import aiohttp
 
-from .errors import ImageListError
+from .capped import MAX_LIST_BYTES, read_capped
+from .errors import ImageListError, ListTooLarge
 from .events import events_url, watch_events
 from .imagelist.model import ImageList
 from .imagelist.policy import History, Subscription
@@ -37,6 +38,8 @@ class CatalogueSource:
     ca: Path  #: CA file or directory of its endorser
     endorser_dn: str
     list_identifier: str | None = None  #: if set, a list with another identifier is refused
+    #: a list of more bytes is refused as list_too_large before it is parsed or checked
+    max_list_bytes: int = MAX_LIST_BYTES
 
     @property
     def list_url(self) -> str:
@@ -80,12 +83,15 @@ class ListFollower:
         try:
             async with session.get(self.source.list_url) as response:
                 response.raise_for_status()
-                message = await response.read()
+                message = await read_capped(response, self.source.max_list_bytes, "the signed list", ListTooLarge)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             self.unreachable = str(exc) or type(exc).__name__
             event(self.log, "list.unreachable", level=logging.WARNING, catalogue=self.source.url,
                   reason=self.unreachable, kept_version=last)
             return None
+        except ListTooLarge as exc:  # reachable, but refused before parsing or checking
+            self.unreachable = None
+            return self._refused(exc, last)
         self.unreachable = None
         try:
             image_list = await verify_signed_list(
@@ -93,16 +99,20 @@ class ListFollower:
                 Subscription(endorser_dn=self.source.endorser_dn, list_identifier=self.source.list_identifier),
                 History(last_version=last, known_images=self.known))
         except ImageListError as exc:
-            self.refused = exc
-            if self.on_refused is not None:
-                self.on_refused(exc)
-            event(self.log, "list.refused", level=logging.WARNING, catalogue=self.source.url, reason=str(exc),
-                  code=exc.code, kept_version=last)
-            return None
+            return self._refused(exc, last)
         self.refused = None
         self.current = image_list
         self.known.update({image.identifier: image.sha512 for image in image_list.images})
         return image_list
+
+    def _refused(self, exc: ImageListError, last: int | None) -> None:
+        """Keep the last good list; say why this one was refused (status, log, metric)."""
+        self.refused = exc
+        if self.on_refused is not None:
+            self.on_refused(exc)
+        event(self.log, "list.refused", level=logging.WARNING, catalogue=self.source.url, reason=str(exc),
+              code=exc.code, kept_version=last)
+        return None
 
     async def follow(self, session: aiohttp.ClientSession, on_list: Callable[[ImageList], Awaitable[None]],
                      poll_seconds: float) -> None:

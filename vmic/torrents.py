@@ -28,6 +28,8 @@ from pathlib import Path
 
 import libtorrent as lt
 
+from .errors import MalformedTorrent
+
 FORMATS = ("v1", "hybrid")
 MIN_PIECE = 256 * 2**10
 MAX_PIECE = 16 * 2**20
@@ -70,7 +72,11 @@ class Torrent:
 
     @classmethod
     def parse(cls, data: bytes) -> Torrent:
-        info = lt.torrent_info(data)
+        """A torrent from its bytes, or :class:`~vmic.errors.MalformedTorrent`."""
+        try:
+            info = lt.torrent_info(data)
+        except RuntimeError as exc:
+            raise MalformedTorrent(f"not a torrent: {exc}") from None
         hashes = info.info_hashes()
         return cls(data, str(hashes.v1), str(hashes.v2) if hashes.has_v2() else None, info.piece_length())
 

@@ -34,6 +34,8 @@ from typing import Any
 import aiohttp
 import libtorrent as lt
 
+from vmic.capped import MAX_TORRENT_BYTES, read_capped
+from vmic.errors import MalformedTorrent
 from vmic.follow import FollowsCatalogue, ListFollower
 from vmic.imagelist.model import Image, ImageList
 from vmic.log import event
@@ -157,7 +159,8 @@ class Seeder:
                 if info_hash not in self.seeding:
                     try:
                         await self._add(info_hash, image)
-                    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, RuntimeError) as exc:
+                    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, RuntimeError,
+                            MalformedTorrent) as exc:
                         event(log, "seeder.add_failed", level=logging.WARNING, image=image.identifier, reason=str(exc))
 
     async def _add(self, info_hash: str, image: Image) -> None:
@@ -166,7 +169,7 @@ class Seeder:
         if torrent is None:
             async with self._http.get(str(image.extra["vmic:torrent"])) as response:
                 response.raise_for_status()
-                torrent = Torrent.parse(await response.read())
+                torrent = Torrent.parse(await read_capped(response, MAX_TORRENT_BYTES, "the torrent", MalformedTorrent))
         info = torrent.info
         if torrent.btih != info_hash or info.name() != image.sha512 or info.total_size() != image.size:
             raise ValueError(f"torrent of image {image.identifier} does not match the signed list")

@@ -37,8 +37,10 @@ import aiohttp
 import libtorrent as lt
 
 from vmic.bittorrent.alerts import AlertPump
+from vmic.capped import MAX_TORRENT_BYTES, read_capped
 from vmic.bittorrent.session import make_session
 from vmic.bittorrent.share import share_url
+from vmic.errors import MalformedTorrent
 from vmic.imagelist.model import Image
 from vmic.log import event
 from vmic.preheat import node_from_user_agent
@@ -107,15 +109,16 @@ class Swarm:
         """The image's torrent (kept from before, or fetched), checked against the signed list."""
         info_hash = str(image.extra["vmic:btih"])
         path = self.torrent_dir / f"{info_hash}.torrent"
-        if path.is_file():
-            torrent = Torrent.parse(path.read_bytes())
-        else:
-            try:
+        try:
+            if path.is_file():
+                torrent = Torrent.parse(path.read_bytes())
+            else:
                 async with http.get(str(image.extra.get("vmic:torrent", ""))) as response:
                     response.raise_for_status()
-                    torrent = Torrent.parse(await response.read())
-            except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError, ValueError) as exc:
-                raise FetchFailed(f"image {image.identifier}: cannot get its torrent: {exc}") from None
+                    torrent = Torrent.parse(await read_capped(response, MAX_TORRENT_BYTES, "the torrent",
+                                                              MalformedTorrent))
+        except (aiohttp.ClientError, asyncio.TimeoutError, MalformedTorrent, ValueError) as exc:
+            raise FetchFailed(f"image {image.identifier}: cannot get its torrent: {exc}") from None
         info = torrent.info
         if torrent.btih != info_hash or info.name() != image.sha512 or info.total_size() != image.size \
                 or info.num_files() != 1:

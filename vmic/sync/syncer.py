@@ -29,7 +29,8 @@ import aiohttp
 
 from ..catalogue.names import check_name
 from ..catalogue.store import ImageRecord, ImageRequest, utcnow
-from ..errors import BadRequest, Conflict, ImageListError, NotFound
+from ..capped import MAX_LIST_BYTES, read_capped
+from ..errors import BadRequest, Conflict, ImageListError, ListTooLarge, NotFound
 from ..events import events_url, watch_events
 from ..imagelist.model import EXT_COMPRESSION, Image, ImageList
 from ..imagelist.policy import History, Subscription
@@ -150,7 +151,8 @@ class Syncer:
                 return record.signed_list, record.etag
             if response.status != 200:
                 raise ConnectionError(f"{record.url} answered HTTP {response.status}")
-            return await response.read(), response.headers.get("ETag")
+            body = await read_capped(response, MAX_LIST_BYTES, f"{record.url}'s signed list", ListTooLarge)
+            return body, response.headers.get("ETag")
 
     async def _sync(self, record: SubscriptionRecord) -> SyncResult:
         result = SyncResult(record.name)
@@ -159,6 +161,8 @@ class Syncer:
             message, etag = await self._fetch(record)
         except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
             return await self._failed(record, result, "unreachable", f"partner unreachable: {exc}", now)
+        except ListTooLarge as exc:  # refused before parsing or checking; the last good list stays
+            return await self._failed(record, result, exc.code, f"list refused ({exc.code}): {exc}", now)
         subscription = Subscription(record.endorser_dn, record.endorser_ca, record.list_identifier)
         history = History(last_version=record.last_version, known_images=await self.records.seen(record.name))
         try:
