@@ -34,6 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from vmic.errors import BadRequest, VmicError
 from vmic.http_errors import errors_as_json
+from vmic.json_body import json_body
 
 from .daemon import NodeCache
 
@@ -42,10 +43,7 @@ NODE: web.AppKey[NodeCache] = web.AppKey("node", NodeCache)
 
 
 async def _body(request: web.Request, *keys: str) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequest("the request body is not JSON") from None
+    body = await json_body(request)
     if not isinstance(body, dict) or any(not isinstance(body.get(k), str) or not body.get(k) for k in keys):
         raise BadRequest(f"expected a JSON object with {', '.join(keys)}")
     return body
@@ -124,11 +122,7 @@ async def drop_ref(request: web.Request) -> web.Response:
 
 async def create_vm(request: web.Request) -> web.StreamResponse:
     provisioner = request.app[NODE].provisioner
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequest("the request body is not JSON") from None
-    vm = provisioner.request(body)  # 400 before anything is streamed
+    vm = provisioner.request(await json_body(request))  # 400 before anything is streamed
     lines: list[dict[str, Any]] = []
     task = asyncio.create_task(provisioner.create(vm, lines.append))
     await asyncio.wait([task], timeout=0.2)

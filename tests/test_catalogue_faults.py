@@ -369,3 +369,12 @@ async def test_only_an_admin_chooses_identifiers_or_reads_subscriptions(catalogu
         assert await error_of(response) == (403, "forbidden")
     async with http.get(f"{catalogue.url}/api/v1/subscriptions", headers=auth("alice")) as response:
         assert response.status == 200 and await response.json() == []
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, b'{"size": NaN}', b'{"size": Infinity}', b"\xff"])
+async def test_absurd_json_bodies_are_400(catalogue: RunningCatalogue, http: aiohttp.ClientSession,
+                                          body: bytes) -> None:
+    """100,000-deep JSON was a 500 (RecursionError); NaN and Infinity are not JSON numbers."""
+    headers = {**auth(), "Content-Type": "application/json"}
+    async with http.post(f"{catalogue.url}/api/v1/uploads", data=body, headers=headers) as response:
+        assert await error_of(response) == (400, "bad_request")

@@ -186,6 +186,29 @@ async def test_refusals_leave_nothing_behind(libvirt_node: tuple[Any, dict[str, 
     await no_leftovers(node)
 
 
+async def test_absurd_requests_are_400_and_leave_nothing(libvirt_node: tuple[Any, dict[str, Any]]) -> None:
+    """Deep JSON, Infinity and NaN, a huge pin range: each a 400 with the reason (these were
+    500s, an OverflowError, or a daemon grown to 341 MB)."""
+    import aiohttp
+
+    node, image = libvirt_node
+    bodies = [b"[" * 100_000 + b"]" * 100_000,
+              b'{"image": "%s", "name": "vm-1", "ttl": Infinity}' % image["identifier"].encode(),
+              b'{"image": "%s", "name": "vm-1", "ttl": NaN}' % image["identifier"].encode(),
+              b'{"image": "%s", "name": "vm-1", "ttl": 1e308}' % image["identifier"].encode(),
+              b'{"image": "%s", "name": "vm-1", "pin": "0-100000000"}' % image["identifier"].encode()]
+    connector = aiohttp.UnixConnector(path=str(node.config.socket_path))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for body in bodies:
+            async with session.post("http://node/vms", data=body,
+                                    headers={"Content-Type": "application/json"}) as response:
+                answer = await response.json()
+            assert response.status == 400 and answer["error"] == "bad_request", (body[:60], answer)
+        async with session.post("http://node/ensure", data=b"[" * 100_000) as response:
+            assert response.status == 400
+    await no_leftovers(node)
+
+
 async def test_image_not_allowed_on_this_node(catalogue: Any, keys: KeyPaths, tmp_path: Path) -> None:
     pytest.importorskip("libvirt")
     provision = ProvisionConfig(hypervisor="libvirt", libvirt_uri="test:///default",

@@ -42,6 +42,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ..background import background_tasks
 from ..errors import BadRequest, NotFound, VmicError
 from ..http_errors import errors_as_json
+from ..json_body import json_body
 from ..preheat import parse_target
 from ..sync.web import add_routes as sync_routes
 from .http import CATALOGUE, catalogue_of, publisher_of
@@ -186,10 +187,7 @@ async def upload_options(request: web.Request) -> web.Response:
 
 async def start_upload(request: web.Request) -> web.Response:
     publisher = publisher_of(request)
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("the body must be JSON") from None
+    body = await json_body(request)
     record = await catalogue_of(request).uploads.start(publisher, body)
     location = f"/api/v1/uploads/{record.id}"
     return web.json_response(
@@ -258,10 +256,7 @@ async def set_preheat(request: web.Request) -> web.Response:
     """Sign a preheat target into the list: ``{"all": true}``, ``{"share": 0.25}``,
     ``{"nodes": [...]}``, or ``{}`` to cancel. The image's publisher, or an admin."""
     catalogue = catalogue_of(request)
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequest("the request body is not JSON") from None
+    body = await json_body(request)
     record = await catalogue.preheat(publisher_of(request), check_identifier(request.match_info["identifier"]),
                                      parse_target(body))
     return web.json_response({"identifier": record.identifier, "preheat": record.metadata.get("preheat")})

@@ -257,6 +257,8 @@ class ImageList:
             document = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise MalformedList(f"not JSON: {exc}") from None
+        except RecursionError:
+            raise MalformedList("nested too deeply for an image list") from None
         return cls.from_json(document)
 
 

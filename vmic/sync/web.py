@@ -13,7 +13,8 @@ from aiohttp import web
 
 from ..catalogue.http import admin_of, catalogue_of
 from ..catalogue.names import check_name
-from ..errors import BadRequest, NotFound
+from ..errors import NotFound
+from ..json_body import json_body
 
 
 async def list_subscriptions(request: web.Request) -> web.Response:
@@ -24,10 +25,7 @@ async def list_subscriptions(request: web.Request) -> web.Response:
 
 async def add_subscription(request: web.Request) -> web.Response:
     admin_of(request)
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("the body must be JSON") from None
+    body = await json_body(request)
     syncer = catalogue_of(request).syncer
     record = await syncer.add(body)
     result = await syncer.sync(record.name)  # the first sync at once: errors show straight away
