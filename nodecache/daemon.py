@@ -41,6 +41,7 @@ from .errors import FetchFailed, ImageRefused, InUse, NodeCacheError, UnknownIma
 from .fetch.http import fetch_http
 from .fetch.swarm import Swarm
 from .metrics import Metrics
+from .private import TRAVERSE, private_dir
 from .provision.provisioner import Provisioner
 from .select import resolve, select
 from .stage.base import Backend, Staged, metadata_for
@@ -105,7 +106,7 @@ class NodeCache:
     # --- life cycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.config.cache_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.config.cache_dir, TRAVERSE)
         self._state = await State.open(self.config.cache_dir / "state.db")
         for url, follower in self.followers.items():
             follower.current = await self.state.last_list(url)

@@ -17,6 +17,7 @@ the two (:meth:`nodecache.daemon.NodeCache.start`).
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +127,9 @@ class State:
 
     @classmethod
     async def open(cls, path: Path) -> State:
+        """The database at ``path``, 0600 (SQLite gives its -wal and -shm files the same mode)."""
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
         db = await aiosqlite.connect(path)
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=FULL")

@@ -186,6 +186,31 @@ async def test_refusals_leave_nothing_behind(libvirt_node: tuple[Any, dict[str, 
     await no_leftovers(node)
 
 
+async def test_vm_files_and_node_state_are_private(libvirt_node: tuple[Any, dict[str, Any]]) -> None:
+    """An unprivileged local user read DBPASS=... out of a context ISO: VM files and the
+    node's state are 0600, their directories 0700 (0711 where a hypervisor running as
+    another user must pass through); bases stay readable (0444) for every VM's disk."""
+    import stat
+
+    node, image = libvirt_node
+    status, _ = await node_api(node.config.socket_path, "POST", "/vms",
+                               {"image": image["identifier"], "name": "secret-1", "context": {"DBPASS": "hunter2"}})
+    assert status == 200
+    config = node.config
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    assert mode(config.vm_dir / "secret-1.iso") == 0o600 and mode(config.vm_dir / "secret-1.qcow2") == 0o600
+    assert mode(config.vm_dir) == 0o711 and mode(config.cache_dir) == 0o711
+    assert mode(config.cache_dir / "state.db") == 0o600
+    assert all(mode(p) == 0o600 for p in config.cache_dir.glob("state.db-*")), "SQLite's -wal and -shm too"
+    assert mode(config.cache_dir / "data") == 0o700 and mode(config.cache_dir / "torrents") == 0o700
+    assert mode(Path((await node.state.get(image["sha512"])).location)) == 0o444
+    await node.provisioner.destroy("secret-1")
+    await no_leftovers(node)
+
+
 async def test_absurd_requests_are_400_and_leave_nothing(libvirt_node: tuple[Any, dict[str, Any]]) -> None:
     """Deep JSON, Infinity and NaN, a huge pin range: each a 400 with the reason (these were
     500s, an OverflowError, or a daemon grown to 341 MB)."""

@@ -40,6 +40,7 @@ def test_raw_bytes_survive_percent_decoding() -> None:
     (query(left=-1), "left must be between"),
     (query(event="paused"), "unknown event"),
     (query() + "&info_hash=" + quote_from_bytes(HASH), "more than once"),
+    ("=\u0100", "not ASCII"),  # the fuzzer's find: was a UnicodeEncodeError
 ])
 def test_malformed_announces_get_a_reason(q: str, reason: str) -> None:
     with pytest.raises(TrackerError, match=reason):

@@ -46,6 +46,8 @@ class Announce:
 
 
 def _raw_query(query_string: str) -> dict[str, list[bytes]]:
+    if not query_string.isascii():  # a query string is percent-encoded ASCII (found by the fuzzer)
+        raise TrackerError("malformed query string: not ASCII")
     try:
         parsed = parse_qs(query_string, keep_blank_values=True, strict_parsing=False, encoding="latin-1")
     except ValueError as exc:

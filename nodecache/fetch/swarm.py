@@ -47,6 +47,7 @@ from vmic.preheat import node_from_user_agent
 from vmic.torrents import Torrent
 
 from ..errors import FetchFailed
+from ..private import private_dir
 from .shares import OriginShares
 
 log = logging.getLogger("nodecache.swarm")
@@ -80,8 +81,8 @@ class Swarm:
     _saved: dict[str, deque[asyncio.Event]] = field(default_factory=dict)
 
     async def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.torrent_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)  # downloads and their resume data
+        private_dir(self.torrent_dir)
         self._session = make_session(self.listen, self.upload_limit, self.download_limit, self.user_agent)
         self._pump = AlertPump(self._session, self._on_alert)
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pycdlib
 
+from ..private import private_file
+
 LABEL = "CIDATA"
 
 
@@ -51,13 +53,14 @@ def _iso9660_name(name: str, index: int) -> str:
 
 
 def build_iso(path: Path, files: Mapping[str, bytes]) -> None:
-    """Write the ISO to ``path`` (a new file)."""
+    """Write the ISO to ``path`` (a new file, 0600: it holds the VM's secrets)."""
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=3, vol_ident=LABEL, joliet=3, rock_ridge="1.09")
     for index, (name, data) in enumerate(sorted(files.items())):
         iso.add_fp(io.BytesIO(data), len(data), _iso9660_name(name, index), rr_name=name, joliet_path=f"/{name}")
     try:
-        iso.write(str(path))
+        with private_file(path) as out:
+            iso.write_fp(out)
     finally:
         iso.close()
 

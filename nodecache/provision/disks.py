@@ -13,10 +13,12 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import qemu
+from ..private import TRAVERSE, private_dir
 from ..errors import BackendUnavailable, StageFailed
 from ..lvm import VolumeGroup, tag
 from ..tools import run
@@ -37,10 +39,11 @@ class FileDisks:
         return self.vm_dir / f"{name}.qcow2"
 
     async def create(self, name: str, base: Path, base_format: str) -> Disk:
-        self.vm_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.vm_dir, TRAVERSE)
         overlay = self.path(name)
         try:
             await qemu.create_overlay(base, base_format, overlay)
+            os.chmod(overlay, 0o600)  # empty yet: what the VM writes is its own
         except StageFailed as exc:
             overlay.unlink(missing_ok=True)
             raise DiskFailed(f"cannot create the overlay of {name}: {exc}") from None

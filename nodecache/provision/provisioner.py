@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from vmic.log import event
 
 from ..errors import UnknownImage
+from ..private import TRAVERSE, private_dir
 from ..select import matches, resolve
 from ..state import HeldImage, VmRecord
 from .context import build_iso, context_files
@@ -100,7 +101,7 @@ class Provisioner:
             instance = str(uuid.uuid4())
             files = context_files(name, instance, request.user_data, request.context, request.ssh_keys)
             try:
-                self.vm_dir.mkdir(parents=True, exist_ok=True)
+                private_dir(self.vm_dir, TRAVERSE)
                 await asyncio.to_thread(build_iso, iso, files)
             except OSError as exc:
                 raise DiskFailed(f"cannot write the context ISO of {name}: {exc.strerror or exc}") from None

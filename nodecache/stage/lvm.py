@@ -26,6 +26,7 @@ from vmic.imagelist.model import Image
 from .. import qemu
 
 from ..lvm import LogicalVolume, VolumeGroup, parse_tags, tag
+from ..private import private_dir
 from ..tools import run
 from .base import Progress, Staged
 from .pipeline import check_head, copy_verified, gather_all, verify_only
@@ -46,7 +47,7 @@ class LvmBackend:
     def __init__(self, volume_group: str, scratch: Path) -> None:
         self.vg = VolumeGroup(volume_group)
         self.scratch = scratch
-        scratch.mkdir(parents=True, exist_ok=True)
+        private_dir(scratch)
 
     def target_format(self, image: Image) -> str:
         return "raw"
