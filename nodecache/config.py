@@ -40,7 +40,9 @@ from typing import Any
 
 from vmic.config import load_section, read_toml
 from vmic.errors import ConfigError
+from vmic.capped import MAX_LIST_BYTES
 from vmic.follow import CatalogueSource
+from vmic.imagelist.dn import parse_dn
 from vmic.preheat import NODE_NAME
 
 BACKENDS = ("file", "lvm")
@@ -157,14 +159,21 @@ def _catalogue(table: Any, index: int) -> CatalogueSource:
     where = f"[[nodecache.catalogue]] #{index + 1}"
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where}: expected a table")
-    unknown = set(table) - {"url", "ca", "endorser_dn", "list_identifier"}
+    unknown = set(table) - {"url", "ca", "endorser_dn", "list_identifier", "max_list_bytes"}
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
     for key in ("url", "ca", "endorser_dn"):
         if not table.get(key):
             raise ConfigError(f"{where}: {key} is not set")
+    try:
+        parse_dn(str(table["endorser_dn"]))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: endorser_dn: {exc}") from None
+    max_list_bytes = parse_size(table.get("max_list_bytes", MAX_LIST_BYTES), f"{where}: max_list_bytes")
+    if not 2**12 <= max_list_bytes <= 2**30:
+        raise ConfigError(f"{where}: max_list_bytes must be between 4K and 1G")
     return CatalogueSource(str(table["url"]), Path(str(table["ca"])), str(table["endorser_dn"]),
-                           table.get("list_identifier"))
+                           table.get("list_identifier"), max_list_bytes)
 
 
 def _selection(table: Any, where: str = "[nodecache.select]") -> Selection:

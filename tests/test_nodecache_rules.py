@@ -130,6 +130,7 @@ def test_config(tmp_path: Path) -> None:
     config = load(path, env={"VMIC_NODECACHE_BACKEND": "file"})
     assert config.upload_limit == 50 * 2**20 and config.capacity == int(1.5 * 2**30)
     assert config.catalogues[0].url == "http://c" and config.select == Selection(os=("Debian",), latest=2)
+    assert config.catalogues[0].max_list_bytes == 16 * 2**20  # the default cap
     assert config.socket_path == Path("/var/cache/x/nodecache.sock")
     assert parse_size("64M") == 64 * 2**20 and parse_size(12) == 12
 
@@ -141,6 +142,10 @@ def test_config(tmp_path: Path) -> None:
     ('cache_dir = "/x"\ncapacity = "lots"', "is not a size"),
     ('cache_dir = "/x"\ncolour = "blue"', "unknown setting"),
     ('cache_dir = "/x"\n[[nodecache.catalogue]]\nurl = "http://c"', "ca is not set"),
+    ('cache_dir = "/x"\n[[nodecache.catalogue]]\nurl = "http://c"\nca = "/ca"\nendorser_dn = "CN"',
+     "endorser_dn: cannot read the DN"),
+    ('cache_dir = "/x"\n[[nodecache.catalogue]]\nurl = "http://c"\nca = "/ca"\nendorser_dn = "/CN=e"\n'
+     'max_list_bytes = "2G"', "max_list_bytes must be between"),
     ('backend = "file"', "cache_dir is not set"),
 ])
 def test_config_errors(tmp_path: Path, text: str, message: str) -> None:

@@ -53,8 +53,8 @@ def _small_vg() -> Iterator[str]:
 
 
 def emptied(name: str) -> Iterator[str]:
-    """The volume group, and after the test none of its volumes (one lvm call, not a new VG:
-    under TCG every lvm command costs about half a second)."""
+    """The volume group, and after the test none of its volumes (a vgs, and an lvremove if
+    anything is left, rather than a new VG: under TCG every lvm command costs about 1 s)."""
     try:
         yield name
     finally:
