@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass, field
 
@@ -17,6 +18,8 @@ import aiohttp
 import libtorrent as lt
 
 from vmic.bittorrent.share import Share, WebSeedPolicy, priorities
+from vmic.capped import read_capped
+from vmic.errors import BadRequest, VmicError
 from vmic.log import event
 
 log = logging.getLogger("nodecache.swarm")
@@ -77,9 +80,10 @@ class OriginShares:
                     self.url = None
                     return None
                 response.raise_for_status()
-                body = await response.json()
+                body = json.loads(await read_capped(response, 2**16, "the tracker's share answer", BadRequest))
                 return Share(int(body["index"]), int(body["count"]))
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError, VmicError, ValueError, KeyError, TypeError,
+                RecursionError) as exc:
             event(log, "swarm.share_unanswered", level=logging.DEBUG, btih=self.btih,
                   reason=str(exc) or type(exc).__name__)
             return None

@@ -52,7 +52,7 @@ async def test_thin_snapshots_of_a_read_only_base(catalogue: Any, keys: KeyPaths
                                                   thin_pool: str, tmp_path: Path) -> None:
     vg = volume_group
     config = node_config(tmp_path / "node", catalogue.url, keys, backend="lvm", volume_group=vg,
-                         thin_pool=thin_pool, torrent_wait=0.0,
+                         thin_pool=thin_pool, torrent_wait=0.0, capacity=2**33,  # no vgs per plan (TCG)
                          provision=ProvisionConfig(hypervisor="libvirt", libvirt_uri="test:///default"))
     source = write_image(tmp_path / "golden.raw", SIZE)
     record = await publish(catalogue, source)
@@ -100,7 +100,7 @@ async def test_classic_snapshot_and_a_failed_create_that_leaves_nothing(
     vg = small_volume_group
     provision = ProvisionConfig(hypervisor="libvirt", libvirt_uri="test:///default", snapshot_share=0.5)
     config = node_config(tmp_path / "node", catalogue.url, keys, backend="lvm", volume_group=vg, seed=False,
-                         torrent_wait=0.0, provision=provision)
+                         torrent_wait=0.0, capacity=2**26, provision=provision)
     source = write_image(tmp_path / "golden.raw", SIZE)
     record = await publish(catalogue, source)
     async with running_node(config) as node:
