@@ -19,13 +19,14 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def parse_json(data: bytes | str) -> Any:
+def parse_json(data: bytes | str, what: str = "the request body") -> Any:
+    """``data`` as JSON, or :class:`BadRequest` naming ``what`` it is."""
     try:
         return json.loads(data, parse_constant=_no_constant)
     except RecursionError:
-        raise BadRequest("the request body is nested too deeply") from None
+        raise BadRequest(f"{what} is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the request body is not JSON: {exc}") from None
+        raise BadRequest(f"{what} is not JSON: {exc}") from None
 
 
 async def json_body(request: web.Request) -> Any:

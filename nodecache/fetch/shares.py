@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass, field
 
@@ -20,6 +19,7 @@ import libtorrent as lt
 from vmic.bittorrent.share import Share, WebSeedPolicy, priorities
 from vmic.capped import read_capped
 from vmic.errors import BadRequest, VmicError
+from vmic.json_body import parse_json
 from vmic.log import event
 
 log = logging.getLogger("nodecache.swarm")
@@ -80,10 +80,10 @@ class OriginShares:
                     self.url = None
                     return None
                 response.raise_for_status()
-                body = json.loads(await read_capped(response, 2**16, "the tracker's share answer", BadRequest))
+                what = "the tracker's share answer"
+                body = parse_json(await read_capped(response, 2**16, what, BadRequest), what)
                 return Share(int(body["index"]), int(body["count"]))
-        except (aiohttp.ClientError, asyncio.TimeoutError, VmicError, ValueError, KeyError, TypeError,
-                RecursionError) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError, VmicError, ValueError, KeyError, TypeError) as exc:
             event(log, "swarm.share_unanswered", level=logging.DEBUG, btih=self.btih,
                   reason=str(exc) or type(exc).__name__)
             return None

@@ -58,17 +58,13 @@ class LvmBackend:
         try:
             if image.compression == "none":  # hash and write at the same time; publish if both succeed
                 await asyncio.to_thread(check_head, source, image.format)
-                facts = await qemu.check_safe(source, image.format)
-                size = -(-facts.virtual_size // EXTENT) * EXTENT
-                device = await self.vg.create(name, size, (STAGING_TAG,), active=True)
+                size, device = await self._new_volume(name, source, image.format)
                 await gather_all(asyncio.to_thread(verify_only, source, image.sha512, image.format, progress),
                                  self.write_volume(name, device, source, image.format))
             else:
                 await asyncio.to_thread(copy_verified, source, unpacked, image.sha512, image.compression,
                                         image.format, progress)
-                facts = await qemu.check_safe(unpacked, image.format)
-                size = -(-facts.virtual_size // EXTENT) * EXTENT
-                device = await self.vg.create(name, size, (STAGING_TAG,), active=True)
+                size, device = await self._new_volume(name, unpacked, image.format)
                 await self.write_volume(name, device, unpacked, image.format)
             metadata = {**metadata, "format": "raw"}
             await self.publish(name, image.sha512, metadata)
@@ -81,6 +77,13 @@ class LvmBackend:
         # as staged() will read it back from the tags (LVM's tag alphabet), without asking lvs
         return Staged(image.sha512, f"{self.vg.name}/{base_name(image.sha512)}", "raw", size,
                       parse_tags(tuple(tag(k, v) for k, v in metadata.items())))
+
+    async def _new_volume(self, name: str, image: Path, fmt: str) -> tuple[int, Path]:
+        """The staging volume for ``image`` (checked safe by qemu-img first): its size (the
+        virtual size in whole extents) and its device, active for writing."""
+        facts = await qemu.check_safe(image, fmt)
+        size = -(-facts.virtual_size // EXTENT) * EXTENT
+        return size, await self.vg.create(name, size, (STAGING_TAG,), active=True)
 
     async def write_volume(self, name: str, device: Path, source: Path, fmt: str) -> None:
         """Write the image into the (new, active, staging) volume as raw, then deactivate it.
