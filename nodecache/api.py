@@ -36,10 +36,10 @@ from vmic.errors import BadRequest, VmicError
 from vmic.http_errors import errors_as_json
 from vmic.json_body import json_body
 
-from .daemon import NodeCache
+from .node import Node
 
 log = logging.getLogger("nodecache.api")
-NODE: web.AppKey[NodeCache] = web.AppKey("node", NodeCache)
+NODE: web.AppKey[Node] = web.AppKey("node", Node)
 
 
 async def _body(request: web.Request, *keys: str) -> dict[str, Any]:
@@ -83,21 +83,21 @@ async def ensure(request: web.Request) -> web.StreamResponse:
     record = await node.held(wanted)
     if record is not None and record.state == "staged":
         await node.state.touch(record.sha512)
-        return web.Response(text=json.dumps({"result": record.__dict__}) + "\n", content_type="application/x-ndjson")
+        return web.Response(text=json.dumps({"result": record.to_json()}) + "\n", content_type="application/x-ndjson")
     job = node.job_for(wanted)  # UnknownImage -> 404 before anything is streamed
     lines: list[dict[str, Any]] = []
-    task = asyncio.create_task(node.wait(job, lines.append))
-    return await _stream(request, task, lines, lambda record: {"result": record.__dict__})
+    task = asyncio.create_task(node.runner.wait(job, lines.append))
+    return await _stream(request, task, lines, lambda record: {"result": record.to_json()})
 
 
 async def evict(request: web.Request) -> web.Response:
     record = await request.app[NODE].evict((await _body(request, "image"))["image"])
-    return web.json_response({"evicted": record.__dict__})
+    return web.json_response({"evicted": record.to_json()})
 
 
 async def gc(request: web.Request) -> web.Response:
     plan = await request.app[NODE].gc()
-    return web.json_response({"evicted": [e.__dict__ for e in plan.evictions], "used": plan.used_after,
+    return web.json_response({"evicted": [e.to_json() for e in plan.evictions], "used": plan.used_after,
                               "over_watermark": plan.over_watermark})
 
 
@@ -109,13 +109,13 @@ async def refresh(request: web.Request) -> web.Response:
 
 async def add_ref(request: web.Request) -> web.Response:
     body = await _body(request, "image", "holder")
-    record = await request.app[NODE].add_reference(body["image"], body["holder"], str(body.get("disk", "")))
-    return web.json_response({"image": record.__dict__, "holder": body["holder"]}, status=201)
+    record = await request.app[NODE].keeper.add_reference(body["image"], body["holder"], str(body.get("disk", "")))
+    return web.json_response({"image": record.to_json(), "holder": body["holder"]}, status=201)
 
 
 async def drop_ref(request: web.Request) -> web.Response:
     holder = request.match_info["holder"]
-    if not await request.app[NODE].drop_reference(holder):
+    if not await request.app[NODE].keeper.drop_reference(holder):
         return web.json_response({"error": "not_found", "message": f"no reference held by {holder!r}"}, status=404)
     return web.json_response({"dropped": holder})
 
@@ -126,9 +126,10 @@ async def create_vm(request: web.Request) -> web.StreamResponse:
     lines: list[dict[str, Any]] = []
     task = asyncio.create_task(provisioner.create(vm, lines.append))
     await asyncio.wait([task], timeout=0.2)
-    if task.done() and task.exception() is not None:  # quick refusals keep their own HTTP status
-        raise task.exception()  # type: ignore[misc]
-    return await _stream(request, task, lines, lambda record: {"result": record.__dict__})
+    error = task.exception() if task.done() else None
+    if error is not None:  # quick refusals keep their own HTTP status
+        raise error
+    return await _stream(request, task, lines, lambda record: {"result": record.to_json()})
 
 
 async def list_vms(request: web.Request) -> web.Response:
@@ -168,7 +169,7 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(node.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def make_app(node: NodeCache) -> web.Application:
+def make_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[errors_as_json(log, "daemon")])
     app[NODE] = node
     app.add_routes([
@@ -192,7 +193,7 @@ def make_app(node: NodeCache) -> web.Application:
     return app
 
 
-def metrics_app(node: NodeCache) -> web.Application:
+def metrics_app(node: Node) -> web.Application:
     app = web.Application()
     app[NODE] = node
     app.add_routes([web.get("/metrics", metrics)])

@@ -34,6 +34,9 @@ class Eviction:
     identifier: str
     reason: str  #: "revoked", "expired" or "space"
 
+    def to_json(self) -> dict[str, str]:
+        return {"sha512": self.sha512, "identifier": self.identifier, "reason": self.reason}
+
 
 @dataclass(frozen=True)
 class Plan:

@@ -35,7 +35,7 @@ async def info(path: Path, fmt: str) -> ImageInfo:
 
 async def check_safe(path: Path, fmt: str) -> ImageInfo:
     """qemu-img's own view agrees with :mod:`.inspect`: the format it would probe is the
-    declared one (asked only after :func:`~nodecache.inspect.check` passed, so the probe
+    declared one (asked only after :func:`~nodecache.disk_header.check` passed, so the probe
     never opens what a hostile header names), and no backing or external data file."""
     probed = (await run_json("qemu-img", "info", "-U", "--output=json", str(path))).get("format")
     if probed != fmt:

@@ -15,13 +15,13 @@ from vmic.log import event
 
 from .api import make_app, metrics_app
 from .config import NodeConfig
-from .daemon import NodeCache
+from .wiring import build
 
 log = logging.getLogger("nodecache")
 
 
 async def serve(config: NodeConfig) -> None:
-    node = NodeCache(config)
+    node = await build(config)
     await node.start()
     runners: list[web.AppRunner] = []
     task: asyncio.Task[None] | None = None

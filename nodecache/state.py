@@ -1,8 +1,9 @@
 """The daemon's state database (SQLite): what it accepted from each catalogue, what it
 holds, and who uses what.
 
-- ``lists``: per catalogue, the last accepted list (its verified content), so a restart
-  keeps the last good list in force and rollback checks survive;
+- ``lists``: per catalogue, the last accepted list as its signed bytes (as fetched), so a
+  restart verifies it again and keeps the last good list in force, and rollback checks
+  survive;
 - ``known``: every image identifier ever accepted from a catalogue, with its sha512
   (an identifier that comes back with other bytes is refused);
 - ``images``: per sha512, what the cache holds and in which state ("fetching",
@@ -12,15 +13,18 @@ holds, and who uses what.
 - ``vms``: every VM the provisioning shim made here, until it is destroyed.
 
 The database is a record; the disk is the truth. At start-up the daemon reconciles
-the two (:meth:`nodecache.daemon.NodeCache.start`).
+the two (:meth:`nodecache.cache.CacheStore.reconcile`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -31,7 +35,8 @@ CREATE TABLE IF NOT EXISTS lists (
     catalogue TEXT PRIMARY KEY,
     version INTEGER NOT NULL,
     content BLOB NOT NULL,
-    accepted REAL NOT NULL
+    accepted REAL NOT NULL,
+    signed BLOB
 );
 CREATE TABLE IF NOT EXISTS known (
     catalogue TEXT NOT NULL,
@@ -94,6 +99,16 @@ class HeldImage:
     staged: float | None
     last_used: float
 
+    def to_json(self) -> dict[str, Any]:
+        """What the node API shows of it (its own list of fields: a column renamed in the
+        database does not change the API)."""
+        return {"sha512": self.sha512, "identifier": self.identifier, "title": self.title, "version": self.version,
+                "catalogue": self.catalogue, "state": self.state, "reason": self.reason, "location": self.location,
+                "format": self.format, "size": self.size, "staged": self.staged, "last_used": self.last_used}
+
+    def changed(self, **fields: Any) -> HeldImage:
+        return dataclasses.replace(self, **fields)
+
 
 @dataclass(frozen=True)
 class Reference:
@@ -120,6 +135,16 @@ class VmRecord:
     created: float
     expires: float
 
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "uuid": self.uuid, "sha512": self.sha512, "identifier": self.identifier,
+                "title": self.title, "version": self.version, "disk": self.disk, "disk_kind": self.disk_kind,
+                "iso": self.iso, "memory_mib": self.memory_mib, "vcpus": self.vcpus, "pin": self.pin,
+                "created": self.created, "expires": self.expires}
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.name, self.uuid, self.sha512, self.identifier, self.title, self.version, self.disk,
+                self.disk_kind, self.iso, self.memory_mib, self.vcpus, self.pin, self.created, self.expires)
+
 
 class State:
     def __init__(self, db: aiosqlite.Connection) -> None:
@@ -134,6 +159,9 @@ class State:
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=FULL")
         await db.executescript(SCHEMA)
+        async with db.execute("PRAGMA table_info(lists)") as cursor:
+            if "signed" not in {row[1] for row in await cursor.fetchall()}:  # a database of an older release
+                await db.execute("ALTER TABLE lists ADD COLUMN signed BLOB")
         await db.commit()
         return cls(db)
 
@@ -142,20 +170,25 @@ class State:
 
     # --- lists ------------------------------------------------------------------------
 
-    async def save_list(self, catalogue: str, image_list: ImageList) -> None:
+    async def save_list(self, catalogue: str, image_list: ImageList, signed: bytes) -> None:
+        """``signed``: the list's S/MIME message as fetched (``content``: its version, for
+        people reading the database)."""
         await self.db.execute(
-            "INSERT INTO lists VALUES (?, ?, ?, ?) ON CONFLICT (catalogue) DO UPDATE SET "
-            "version = excluded.version, content = excluded.content, accepted = excluded.accepted",
-            (catalogue, image_list.version, image_list.to_bytes(), time.time()))
+            "INSERT INTO lists VALUES (?, ?, ?, ?, ?) ON CONFLICT (catalogue) DO UPDATE SET "
+            "version = excluded.version, content = excluded.content, accepted = excluded.accepted, "
+            "signed = excluded.signed",
+            (catalogue, image_list.version, image_list.to_bytes(), time.time(), signed))
         await self.db.executemany(
             "INSERT OR IGNORE INTO known VALUES (?, ?, ?)",
             [(catalogue, image.identifier, image.sha512) for image in image_list.images])
         await self.db.commit()
 
-    async def last_list(self, catalogue: str) -> ImageList | None:
-        async with self.db.execute("SELECT content FROM lists WHERE catalogue = ?", (catalogue,)) as cursor:
+    async def last_list(self, catalogue: str) -> tuple[bytes, dt.datetime] | None:
+        """The signed bytes of the last list accepted from ``catalogue`` and when (to verify again)."""
+        async with self.db.execute("SELECT signed, accepted FROM lists WHERE catalogue = ? AND signed IS NOT NULL",
+                                   (catalogue,)) as cursor:
             row = await cursor.fetchone()
-        return ImageList.parse(row[0]) if row else None
+        return (bytes(row[0]), dt.datetime.fromtimestamp(row[1], dt.timezone.utc)) if row else None
 
     async def known_images(self, catalogue: str) -> dict[str, str]:
         async with self.db.execute("SELECT identifier, sha512 FROM known WHERE catalogue = ?",
@@ -192,7 +225,7 @@ class State:
 
     async def add_vm(self, vm: VmRecord) -> None:
         await self.db.execute("INSERT INTO vms VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                              tuple(vm.__dict__.values()))
+                              vm.row())
         await self.db.commit()
 
     async def vm(self, name: str) -> VmRecord | None:

@@ -381,9 +381,9 @@ def node_toml(config: Any) -> str:
 async def running_node(config: Any) -> AsyncIterator[Any]:
     """A node daemon in this process: started, following, its API on its Unix socket."""
     from nodecache.api import make_app
-    from nodecache.daemon import NodeCache
+    from nodecache.wiring import build
 
-    node = NodeCache(config)
+    node = await build(config)
     await node.start()
     runner = web.AppRunner(make_app(node))
     await runner.setup()

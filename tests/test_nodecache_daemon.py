@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from nodecache.stage.files import read_metadata
+from nodecache.storage.files import read_metadata
 from support import (NODECACHE, node_config, publish_and_wait, running_node, running_seeder, sha512, small_tmpfs,
                      wait_settled,
                      wait_staged, write_image)

@@ -105,7 +105,7 @@ async def test_a_hostile_list_is_refused_and_the_last_good_one_kept(
         held = await wait_staged(node, hashlib.sha512(IMAGE).hexdigest())
         attack(sim, keys, other_keys)
         await node.refresh()
-        follower = node.followers[sim.url]
+        follower = node.lists.followers[sim.url]
         assert follower.refused is not None and follower.refused.code == code, follower.refused
         assert follower.current is not None and follower.current.version == 2, "the last good list stays in force"
         status = await node.status()
@@ -132,7 +132,7 @@ async def test_the_last_good_list_survives_a_restart(sim: PartnerSimulator, keys
     sim.served = sim.history[0]
     async with running_node(config) as node:
         await node.refresh()
-        follower = node.followers[sim.url]
+        follower = node.lists.followers[sim.url]
         assert follower.refused is not None and follower.refused.code == "rollback"
         assert follower.current is not None and follower.current.version == 2
 

@@ -20,8 +20,9 @@ import pytest
 
 from nodecache.errors import BackendUnavailable, StageFailed
 from nodecache.lvm import VolumeGroup, tag
-from nodecache.stage.base import metadata_for
-from nodecache.stage.lvm import STAGING_TAG, LvmBackend, base_name, staging_name
+from nodecache.storage.base import metadata_for
+from nodecache.storage.base import Base
+from nodecache.storage.lvm import STAGING_TAG, LvmStorage, base_name, staging_name
 from support import write_image
 from vmic.imagelist.model import Image
 
@@ -71,7 +72,7 @@ async def test_volume_life_cycle_in_metadata(volume_group: str) -> None:
 async def test_publish_and_list_staged_bases(volume_group: str, tmp_path: Path) -> None:
     """The last steps of a stage (tag, read-only, rename into place), then what the
     backend reports as staged: the published volume only, never one being staged."""
-    backend = LvmBackend(volume_group, tmp_path / "scratch")
+    backend = LvmStorage(VolumeGroup(volume_group), tmp_path / "scratch")
     image = image_for(write_image(tmp_path / "a.raw", 2**20))
     await backend.vg.create(staging_name(image.sha512), 4 * 2**20, (STAGING_TAG,))
     assert await backend.staged() == []
@@ -85,7 +86,7 @@ async def test_publish_and_list_staged_bases(volume_group: str, tmp_path: Path) 
 
 
 async def test_sweep_removes_half_staged_volumes_only(volume_group: str, tmp_path: Path) -> None:
-    backend = LvmBackend(volume_group, tmp_path / "scratch")
+    backend = LvmStorage(VolumeGroup(volume_group), tmp_path / "scratch")
     image = image_for(write_image(tmp_path / "a.raw", 2**20))
     await backend.vg.create(staging_name(image.sha512), 4 * 2**20, (STAGING_TAG,))
     await backend.vg.create("vmic-staging-renamed", 4 * 2**20, ())
@@ -104,8 +105,7 @@ async def test_full_volume_group_is_a_clear_error(volume_group: str) -> None:
 
 
 async def test_stage_without_device_mapper_fails_cleanly(volume_group: str, tmp_path: Path) -> None:
-    backend = LvmBackend(volume_group, tmp_path / "scratch")
-    backend.vg = VolumeGroup(volume_group, dm_control=tmp_path / "no-device-mapper")
+    backend = LvmStorage(VolumeGroup(volume_group, dm_control=tmp_path / "no-device-mapper"), tmp_path / "scratch")
     source = write_image(tmp_path / "a.raw", 2**20)
     image = image_for(source)
     with pytest.raises(BackendUnavailable, match="no device-mapper"):
@@ -116,14 +116,12 @@ async def test_stage_without_device_mapper_fails_cleanly(volume_group: str, tmp_
 async def test_vm_snapshot_without_device_mapper_fails_cleanly(volume_group: str, tmp_path: Path) -> None:
     """A VM's snapshot of a base volume (the provisioning shim's LVM disk): where there is
     no device-mapper LVM refuses to make one; the error says so and nothing is left."""
-    from nodecache.provision.disks import LvmDisks
     from nodecache.provision.errors import DiskFailed
 
     vg = VolumeGroup(volume_group, dm_control=tmp_path / "no-device-mapper")
     await vg.create("vmic-base", 8 * 2**20, (tag("sha512", "ab" * 64),))
     await vg.seal("vmic-base", (), ())  # read-only, as staged bases are
-    disks = LvmDisks(volume_group, "", 0.2)
-    disks.vg = vg
+    storage = LvmStorage(vg, tmp_path / "scratch", thin_pool="", snapshot_share=0.2)
     with pytest.raises(DiskFailed, match="device-mapper"):
-        await disks.create("web-1", f"{volume_group}/vmic-base", "ab" * 64, 8 * 2**20)
+        await storage.create_disk("web-1", Base("ab" * 64, f"{volume_group}/vmic-base", "raw", 8 * 2**20))
     assert [v.name for v in await vg.volumes()] == ["vmic-base"]

@@ -17,8 +17,8 @@ import zstandard
 
 from nodecache import qemu
 from nodecache.errors import ImageRefused, StageFailed
-from nodecache.stage.base import metadata_for
-from nodecache.stage.files import FileBackend, read_metadata
+from nodecache.storage.base import metadata_for
+from nodecache.storage.files import FileStorage, read_metadata
 from vmic.imagelist.model import EXT_COMPRESSION, Image
 from support import small_tmpfs, write_image
 
@@ -32,7 +32,7 @@ def published(path: Path, fmt: str = "raw", compression: str = "none", sha512: s
                  extra={EXT_COMPRESSION: compression})
 
 
-async def stage(backend: FileBackend, source: Path, image: Image) -> Path:
+async def stage(backend: FileStorage, source: Path, image: Image) -> Path:
     seen: list[int] = []
     staged = await backend.stage(source, image, metadata_for(image, backend.target_format(image), "http://c", 3),
                                  seen.append)
@@ -54,7 +54,7 @@ def raw_image(tmp_path: Path) -> Path:
 
 
 async def test_raw_to_raw_is_a_verified_link_with_metadata(tmp_path: Path, raw_image: Path) -> None:
-    backend = FileBackend(tmp_path / "base", "raw")
+    backend = FileStorage(tmp_path / "base", "raw", tmp_path / "vms")
     image = published(raw_image)
     base = await stage(backend, raw_image, image)
     assert base == tmp_path / "base" / f"{image.sha512}.raw"
@@ -72,7 +72,7 @@ async def test_compressed_images_are_decompressed_while_verified(tmp_path: Path,
                                                                  compression: str) -> None:
     packed = tmp_path / f"golden.raw.{compression}"
     packed.write_bytes(COMPRESS[compression](raw_image.read_bytes()))
-    backend = FileBackend(tmp_path / "base", "raw")
+    backend = FileStorage(tmp_path / "base", "raw", tmp_path / "vms")
     base = await stage(backend, packed, published(packed, compression=compression))
     assert base.read_bytes() == raw_image.read_bytes()
     assert base.stat().st_blocks * 512 < raw_image.stat().st_size, "zero blocks are not written"
@@ -80,7 +80,7 @@ async def test_compressed_images_are_decompressed_while_verified(tmp_path: Path,
 
 
 async def test_converted_to_the_nodes_format_with_qemu_img(tmp_path: Path, raw_image: Path) -> None:
-    backend = FileBackend(tmp_path / "base", "qcow2")
+    backend = FileStorage(tmp_path / "base", "qcow2", tmp_path / "vms")
     image = published(raw_image)
     base = await stage(backend, raw_image, image)
     assert base.name == f"{image.sha512}.qcow2"
@@ -96,7 +96,7 @@ async def test_converted_to_the_nodes_format_with_qemu_img(tmp_path: Path, raw_i
 async def test_published_qcow2_staged_as_raw(tmp_path: Path, raw_image: Path) -> None:
     qcow2 = tmp_path / "golden.qcow2"
     subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw_image), str(qcow2)], check=True)
-    backend = FileBackend(tmp_path / "base", "raw")
+    backend = FileStorage(tmp_path / "base", "raw", tmp_path / "vms")
     base = await stage(backend, qcow2, published(qcow2, fmt="qcow2"))
     assert base.suffix == ".raw" and base.read_bytes() == raw_image.read_bytes()
 
@@ -107,7 +107,7 @@ async def test_bytes_that_do_not_match_the_signed_sha512_are_never_staged(tmp_pa
         if compression == "gzip":
             source = tmp_path / "golden.gz"
             source.write_bytes(gzip.compress(raw_image.read_bytes()))
-        backend = FileBackend(tmp_path / f"base-{node_format}-{compression}", node_format)
+        backend = FileStorage(tmp_path / f"base-{node_format}-{compression}", node_format, tmp_path / "vms")
         with pytest.raises(ImageRefused, match="sha512 of the downloaded image"):
             await stage(backend, source, published(source, compression=compression, sha512="ab" * 64))
         assert leftovers(backend.base_dir) == []
@@ -119,7 +119,7 @@ async def test_qcow2_with_a_backing_file_is_refused(tmp_path: Path, raw_image: P
     evil = tmp_path / "evil.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(secret), "-F", "raw", str(evil)], check=True)
     for node_format in ("raw", "qcow2"):
-        backend = FileBackend(tmp_path / f"base-{node_format}", node_format)
+        backend = FileStorage(tmp_path / f"base-{node_format}", node_format, tmp_path / "vms")
         with pytest.raises(ImageRefused, match="backing file"):
             await stage(backend, evil, published(evil, fmt="qcow2"))
         # the same bytes declared raw (a format confusion) are refused too
@@ -149,7 +149,7 @@ async def test_another_format_declared_raw_is_refused(tmp_path: Path, make: Call
     other = tmp_path / "disk.img"
     make(other)
     for node_format in ("raw", "qcow2"):
-        backend = FileBackend(tmp_path / f"base-{node_format}", node_format)
+        backend = FileStorage(tmp_path / f"base-{node_format}", node_format, tmp_path / "vms")
         with pytest.raises(ImageRefused, match=reason):
             await stage(backend, other, published(other, fmt="raw"))
         assert leftovers(backend.base_dir) == []
@@ -159,7 +159,7 @@ async def test_qcow2_with_an_external_data_file_is_refused(tmp_path: Path) -> No
     evil = tmp_path / "evil.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", f"data_file={tmp_path / 'data.raw'}",
                     str(evil), "1M"], check=True)
-    backend = FileBackend(tmp_path / "base", "raw")
+    backend = FileStorage(tmp_path / "base", "raw", tmp_path / "vms")
     with pytest.raises(ImageRefused, match="external data file"):
         await stage(backend, evil, published(evil, fmt="qcow2"))
     assert leftovers(backend.base_dir) == []
@@ -170,14 +170,14 @@ async def test_corrupt_compressed_stream_is_refused(tmp_path: Path, raw_image: P
     data = bytearray(lzma.compress(raw_image.read_bytes(), preset=0))
     data[len(data) // 2] ^= 0xFF
     packed.write_bytes(bytes(data))
-    backend = FileBackend(tmp_path / "base", "raw")
+    backend = FileStorage(tmp_path / "base", "raw", tmp_path / "vms")
     with pytest.raises(ImageRefused, match="cannot decompress"):
         await stage(backend, packed, published(packed, compression="xz"))
     assert leftovers(backend.base_dir) == []
 
 
 async def test_sweep_removes_leftovers_of_a_crash_but_no_base(tmp_path: Path, raw_image: Path) -> None:
-    backend = FileBackend(tmp_path / "base", "raw")
+    backend = FileStorage(tmp_path / "base", "raw", tmp_path / "vms")
     base = await stage(backend, raw_image, published(raw_image))
     (backend.base_dir / (".staging-" + "a" * 128 + ".raw")).write_bytes(b"half")
     assert await backend.sweep() == [".staging-" + "a" * 128 + ".raw"]
@@ -191,7 +191,7 @@ def small_disk(tmp_path: Path) -> Path:
 
 
 async def test_disk_full_while_staging(tmp_path: Path, small_disk: Path) -> None:
-    backend = FileBackend(small_disk / "base", "raw")
+    backend = FileStorage(small_disk / "base", "raw", tmp_path / "vms")
     small = write_image(tmp_path / "small.raw", 4 * 2**20, seed=2)
     packed_small = tmp_path / "small.gz"
     packed_small.write_bytes(gzip.compress(small.read_bytes()))

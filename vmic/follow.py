@@ -2,18 +2,24 @@
 (the tracker, the seeder, and node daemons).
 
     follower = ListFollower(CatalogueSource(url, ca, endorser_dn), logger)
-    image_list = await follower.fetch(session)      # None if unreachable or refused
+    await follower.restore(signed, accepted_at)     # the raw bytes saved last time, verified again
+    image_list = await follower.fetch(session)      # None if unchanged, unreachable or refused
     await follower.follow(session, on_list, 60)     # on_list(list) at start, at every event, every 60 s
 
 Each fetch is verified by :func:`vmic.imagelist.verify.verify_signed_list`; the version
 may never go back (rollback), and a list that fails leaves the last good one in force,
-with the reason logged.
+with the reason logged. The catalogue's ``/events`` stream says when to look; a
+conditional GET (``If-None-Match``) makes the periodic look cheap when nothing changed.
+At most ``max_list_bytes`` are read before anything is parsed or checked. What a
+follower keeps is the list's signed bytes as fetched (:attr:`ListFollower.signed`),
+so that a restart verifies exactly those bytes again rather than trusting a copy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -71,19 +77,44 @@ class ListFollower:
         self.log = logger
         self.current = current
         self.known: dict[str, str] = dict(known or {})
+        self.signed: bytes | None = None  #: the signed bytes of ``current``, as fetched
+        self.etag: str | None = None  #: the catalogue's ETag of ``signed``
         self.refused: ImageListError | None = None
         self.unreachable: str | None = None
         #: called with each refusal (a metric, say)
         self.on_refused: Callable[[ImageListError], None] | None = None
         self._looking = asyncio.Lock()
 
-    async def fetch(self, session: aiohttp.ClientSession) -> ImageList | None:
-        """The catalogue's list now, verified; None (and the last good list kept) if not."""
-        last = self.current.version if self.current is not None else None
+    def _subscription(self) -> Subscription:
+        return Subscription(endorser_dn=self.source.endorser_dn, list_identifier=self.source.list_identifier)
+
+    async def restore(self, signed: bytes, accepted_at: dt.datetime) -> ImageList | None:
+        """Put the list saved at the last run back in force: its signed bytes are verified
+        again (signature, CA, endorser, list id; dates as they were when it was accepted).
+        Bytes that fail (a state file changed on disk) are refused with the reason, as a
+        fetched list would be; the catalogue's next good list takes over."""
         try:
-            async with session.get(self.source.list_url) as response:
+            image_list = await verify_signed_list(signed, [self.source.ca], self._subscription(),
+                                                  History(known_images=self.known), accepted_at)
+        except ImageListError as exc:
+            refused = type(exc)(f"the list saved at the last run was refused: {exc}")
+            return self._refused(refused, None)
+        self.current, self.signed = image_list, signed
+        return image_list
+
+    async def fetch(self, session: aiohttp.ClientSession) -> ImageList | None:
+        """The catalogue's list now, verified; None (and the last good list kept) if it is
+        unchanged, unreachable or refused."""
+        last = self.current.version if self.current is not None else None
+        headers = {"If-None-Match": self.etag} if self.etag and self.current is not None else {}
+        try:
+            async with session.get(self.source.list_url, headers=headers) as response:
+                if response.status == 304 and self.current is not None:
+                    self.unreachable = None
+                    return None
                 response.raise_for_status()
                 message = await read_capped(response, self.source.max_list_bytes, "the signed list", ListTooLarge)
+                etag = response.headers.get("ETag")
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             self.unreachable = str(exc) or type(exc).__name__
             event(self.log, "list.unreachable", level=logging.WARNING, catalogue=self.source.url,
@@ -94,14 +125,12 @@ class ListFollower:
             return self._refused(exc, last)
         self.unreachable = None
         try:
-            image_list = await verify_signed_list(
-                message, [self.source.ca],
-                Subscription(endorser_dn=self.source.endorser_dn, list_identifier=self.source.list_identifier),
-                History(last_version=last, known_images=self.known))
+            image_list = await verify_signed_list(message, [self.source.ca], self._subscription(),
+                                                  History(last_version=last, known_images=self.known))
         except ImageListError as exc:
             return self._refused(exc, last)
         self.refused = None
-        self.current = image_list
+        self.current, self.signed, self.etag = image_list, message, etag
         self.known.update({image.identifier: image.sha512 for image in image_list.images})
         return image_list
 

@@ -20,8 +20,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import BadRequest
+from .imagelist.extensions import PREHEAT
 
-EXTENSION = "vmic:preheat"
+EXTENSION = PREHEAT
 NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  #: fullmatch only
 USER_AGENT_PREFIX = "vmic-node/"  #: node daemons announce as "vmic-node/<name>"
 

@@ -34,6 +34,7 @@ from typing import Any
 import aiohttp
 import libtorrent as lt
 
+from vmic.imagelist.extensions import BTIH, TORRENT
 from vmic.capped import MAX_TORRENT_BYTES, read_capped
 from vmic.errors import MalformedTorrent
 from vmic.follow import FollowsCatalogue, ListFollower
@@ -152,7 +153,7 @@ class Seeder:
     async def seed(self, image_list: ImageList) -> None:
         """Seed what the verified list names; drop what it no longer names."""
         async with self._lock:
-            wanted = {str(i.extra["vmic:btih"]): i for i in image_list.images if "vmic:btih" in i.extra}
+            wanted = {str(i.extra[BTIH]): i for i in image_list.images if BTIH in i.extra}
             for info_hash in set(self.seeding) - set(wanted):
                 self._drop(info_hash)
             for info_hash, image in wanted.items():
@@ -167,7 +168,7 @@ class Seeder:
         assert self._http is not None and self._session is not None
         torrent = self._known_torrent(info_hash)
         if torrent is None:
-            async with self._http.get(str(image.extra["vmic:torrent"])) as response:
+            async with self._http.get(str(image.extra[TORRENT])) as response:
                 response.raise_for_status()
                 torrent = Torrent.parse(await read_capped(response, MAX_TORRENT_BYTES, "the torrent", MalformedTorrent))
         info = torrent.info

@@ -32,6 +32,7 @@ import libtorrent as lt
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
+from vmic.imagelist.extensions import BTIH, BTMH
 from vmic.background import background_tasks
 from vmic.errors import BadRequest, NotFound
 from vmic.http_errors import errors_as_json
@@ -81,11 +82,11 @@ class Allowlist:
         hashes = set()
         sizes = {}
         for image in image_list.images:
-            if "vmic:btih" in image.extra:
-                hashes.add(bytes.fromhex(str(image.extra["vmic:btih"])))
-                sizes[bytes.fromhex(str(image.extra["vmic:btih"]))] = image.size
-            if "vmic:btmh" in image.extra:
-                hashes.add(bytes.fromhex(str(image.extra["vmic:btmh"]))[:20])  # how v2 clients announce
+            if BTIH in image.extra:
+                hashes.add(bytes.fromhex(str(image.extra[BTIH])))
+                sizes[bytes.fromhex(str(image.extra[BTIH]))] = image.size
+            if BTMH in image.extra:
+                hashes.add(bytes.fromhex(str(image.extra[BTMH]))[:20])  # how v2 clients announce
         self.hashes = frozenset(hashes)
         self.sizes = sizes
         self.list_version = image_list.version

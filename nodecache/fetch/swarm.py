@@ -36,6 +36,7 @@ from pathlib import Path
 import aiohttp
 import libtorrent as lt
 
+from vmic.imagelist.extensions import BTIH, TORRENT
 from vmic.bittorrent.alerts import AlertPump
 from vmic.capped import MAX_TORRENT_BYTES, read_capped
 from vmic.bittorrent.session import make_session
@@ -108,13 +109,13 @@ class Swarm:
 
     async def torrent_for(self, http: aiohttp.ClientSession, image: Image) -> Torrent:
         """The image's torrent (kept from before, or fetched), checked against the signed list."""
-        info_hash = str(image.extra["vmic:btih"])
+        info_hash = str(image.extra[BTIH])
         path = self.torrent_dir / f"{info_hash}.torrent"
         try:
             if path.is_file():
                 torrent = Torrent.parse(path.read_bytes())
             else:
-                async with http.get(str(image.extra.get("vmic:torrent", ""))) as response:
+                async with http.get(str(image.extra.get(TORRENT, ""))) as response:
                     response.raise_for_status()
                     torrent = Torrent.parse(await read_capped(response, MAX_TORRENT_BYTES, "the torrent",
                                                               MalformedTorrent))

@@ -20,26 +20,41 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from vmic.imagelist.model import Image
 from vmic.log import event
 
+from ..config import ProvisionConfig
 from ..errors import UnknownImage
 from ..private import TRAVERSE, private_dir
-from ..select import matches, resolve
-from ..state import HeldImage, VmRecord
+from ..selection import matches, resolve
+from ..state import HeldImage, State, VmRecord
+from ..storage.base import Base, Disk, Storage
 from .context import build_iso, context_files
-from .disks import FileDisks, LvmDisks
 from .domain import DomainSpec
 from .errors import BaseVanished, DiskFailed, NameTaken, NotAllowed, UnknownVm
-from .hypervisors import Hypervisor, LibvirtHypervisor, QemuHypervisor
+from .hypervisors import Hypervisor
 from .request import VmRequest, parse_duration
-
-if TYPE_CHECKING:
-    from ..daemon import NodeCache
 
 log = logging.getLogger("nodecache.provision")
 Progress = Callable[[dict[str, Any]], None]
+
+
+class Images(Protocol):
+    """What the shim needs of the node cache (:class:`nodecache.keeper.ImageKeeper`)."""
+
+    def current(self) -> list[Image]:
+        """The images of the lists in force that have not expired."""
+
+    async def record(self, sha512: str) -> HeldImage | None: ...
+
+    async def ensure(self, wanted: str, progress: Progress | None = None) -> HeldImage:
+        """The staged base of ``wanted``, staged now if needed."""
+
+    async def add_reference(self, wanted: str, holder: str, disk: str = "") -> HeldImage: ...
+
+    async def drop_reference(self, holder: str) -> bool: ...
 
 
 def holder(name: str) -> str:
@@ -56,27 +71,28 @@ class VmView:
     running: bool
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.record.__dict__, "running": self.running, "expires_at": iso_time(self.record.expires)}
+        return {**self.record.to_json(), "running": self.running, "expires_at": iso_time(self.record.expires)}
 
 
 class Provisioner:
-    def __init__(self, node: NodeCache) -> None:
-        self.node = node
-        self.config = node.config.provision
-        self.vm_dir = node.config.vm_dir
+    def __init__(self, images: Images, vms: State, storage: Storage, hypervisor: Callable[[], Hypervisor],
+                 config: ProvisionConfig, vm_dir: Path) -> None:
+        """``hypervisor``: makes the hypervisor on first use (libvirt connects then)."""
+        self.images = images
+        self.vms = vms
+        self.storage = storage
+        self.config = config
+        self.vm_dir = vm_dir
         self.default_ttl = parse_duration(self.config.default_ttl, "default_ttl")
-        self.disks: FileDisks | LvmDisks = (
-            FileDisks(self.vm_dir) if node.config.backend == "file"
-            else LvmDisks(node.config.volume_group, node.config.thin_pool, self.config.snapshot_share))
+        self._make_hypervisor = hypervisor
         self._hypervisor: Hypervisor | None = None
         self._busy: set[str] = set()  #: names being created or destroyed
         self.host_cpus = os.cpu_count() or 1  #: a pin names CPUs below this
 
     @property
     def hypervisor(self) -> Hypervisor:
-        if self._hypervisor is None:  # libvirt connects on first use
-            self._hypervisor = (LibvirtHypervisor(self.config.libvirt_uri) if self.config.hypervisor == "libvirt"
-                                else QemuHypervisor(self.vm_dir / "run", self.config.qemu))
+        if self._hypervisor is None:
+            self._hypervisor = self._make_hypervisor()
         return self._hypervisor
 
     def request(self, body: Any) -> VmRequest:
@@ -87,15 +103,15 @@ class Provisioner:
 
     async def create(self, request: VmRequest, progress: Progress | None = None) -> VmRecord:
         name = request.name
-        if name in self._busy or await self.node.state.vm(name) is not None or name in await self.hypervisor.names():
+        if name in self._busy or await self.vms.vm(name) is not None or name in await self.hypervisor.names():
             raise NameTaken(f"a VM named {name!r} exists on this node")
         self._busy.add(name)
         undo: list[tuple[str, Callable[[], Any]]] = []
         try:
             held = await self._staged(request, progress or (lambda _: None))
-            base = await self._reference(name, held, undo)
-            disk = await self._disk(name, held, base, undo)
-            await self.node.add_reference(held.sha512, holder(name), disk.path if disk.kind == "file" else "")
+            await self._reference(name, held, undo)
+            disk = await self._disk(name, held, undo)
+            await self.images.add_reference(held.sha512, holder(name), disk.path)
             iso = self.vm_dir / f"{name}.iso"
             undo.append(("iso", lambda: iso.unlink(missing_ok=True)))
             instance = str(uuid.uuid4())
@@ -111,7 +127,7 @@ class Provisioner:
                               ",".join(map(str, request.pin)), now, now + request.ttl_seconds)
             await self.hypervisor.start(self.spec(record, held), paused=request.paused)
             undo.append(("domain", lambda: self.hypervisor.destroy(name)))
-            await self.node.state.add_vm(record)
+            await self.vms.add_vm(record)
         except BaseException as exc:
             for what, step in reversed(undo):
                 try:
@@ -129,34 +145,27 @@ class Provisioner:
         return record
 
     async def _staged(self, request: VmRequest, progress: Progress) -> HeldImage:
-        listed = [e.image for e in self.node.listed().values() if not e.expired]
-        image = resolve(listed, request.image)
+        image = resolve(self.images.current(), request.image)
         if image is None:
             raise UnknownImage(f"no followed list names an image {request.image!r}")
         if not matches(image, self.config.allow):
             raise NotAllowed(f"image {image.title or image.identifier} ({image.identifier}) may not run on "
                              "this node")
-        return await self.node.ensure(image.identifier, progress)
+        return await self.images.ensure(image.identifier, progress)
 
-    async def _reference(self, name: str, held: HeldImage, undo: list[tuple[str, Callable[[], Any]]]) -> str:
+    async def _reference(self, name: str, held: HeldImage, undo: list[tuple[str, Callable[[], Any]]]) -> None:
         """Hold the base (no disk yet: nothing for the cross-check to miss), then make sure
         it is still there: eviction may have run between staging and now."""
-        await self.node.add_reference(held.sha512, holder(name), "")
-        undo.append(("reference", lambda: self.node.drop_reference(holder(name))))
-        if held.location.startswith("/"):
-            present = Path(held.location).exists()
-        else:
-            present = held.location.split("/", 1)[-1] in {v.name for v in await self.disks.vg.volumes()}  # type: ignore[union-attr]
-        if not present:
+        await self.images.add_reference(held.sha512, holder(name), "")
+        undo.append(("reference", lambda: self.images.drop_reference(holder(name))))
+        if not await self.storage.present(held.location):
             raise BaseVanished(f"the base of image {held.identifier} vanished from this node ({held.location}); "
                                "ensure it again")
         return held.location
 
-    async def _disk(self, name: str, held: HeldImage, base: str, undo: list[tuple[str, Callable[[], Any]]]) -> Any:
-        undo.append(("disk", lambda: self.disks.remove(name)))
-        if isinstance(self.disks, FileDisks):
-            return await self.disks.create(name, Path(base), held.format)
-        return await self.disks.create(name, base, held.sha512, held.size)
+    async def _disk(self, name: str, held: HeldImage, undo: list[tuple[str, Callable[[], Any]]]) -> Disk:
+        undo.append(("disk", lambda: self.storage.remove_disk(name)))
+        return await self.storage.create_disk(name, Base(held.sha512, held.location, held.format, held.size))
 
     def spec(self, record: VmRecord, held: HeldImage | None = None) -> DomainSpec:
         return DomainSpec(
@@ -170,7 +179,7 @@ class Provisioner:
     # --- the rest of the life cycle -------------------------------------------------------------
 
     async def _record(self, name: str) -> VmRecord:
-        record = await self.node.state.vm(name)
+        record = await self.vms.vm(name)
         if record is None:
             raise UnknownVm(f"no VM named {name!r} on this node")
         return record
@@ -178,9 +187,8 @@ class Provisioner:
     async def start(self, name: str) -> VmRecord:
         record = await self._record(name)
         if not await self.hypervisor.running(name):
-            if isinstance(self.hypervisor, LibvirtHypervisor):
-                await self.hypervisor.destroy(name)  # defined again from the record, as it is now
-            await self.hypervisor.start(self.spec(record, await self.node.state.get(record.sha512)))
+            await self.hypervisor.destroy(name)  # defined again from the record, as it is now
+            await self.hypervisor.start(self.spec(record, await self.images.record(record.sha512)))
         return record
 
     async def stop(self, name: str) -> VmRecord:
@@ -195,10 +203,10 @@ class Provisioner:
         self._busy.add(name)
         try:
             await self.hypervisor.destroy(name)
-            await self.disks.remove(name)
+            await self.storage.remove_disk(name)
             Path(record.iso).unlink(missing_ok=True)
-            await self.node.drop_reference(holder(name))
-            await self.node.state.drop_vm(name)
+            await self.images.drop_reference(holder(name))
+            await self.vms.drop_vm(name)
         finally:
             self._busy.discard(name)
         event(log, "provision.destroyed", vm=name, reason=reason)
@@ -209,13 +217,13 @@ class Provisioner:
         return VmView(record, await self.hypervisor.running(name))
 
     async def list(self) -> list[VmView]:
-        return [VmView(r, await self.hypervisor.running(r.name)) for r in await self.node.state.vms()]
+        return [VmView(r, await self.hypervisor.running(r.name)) for r in await self.vms.vms()]
 
     async def reap(self, now: float | None = None) -> list[str]:
         """Destroy every VM whose time to live is over; their disks and ISOs go too."""
         now = time.time() if now is None else now
         reaped = []
-        for record in await self.node.state.vms():
+        for record in await self.vms.vms():
             if record.expires <= now and record.name not in self._busy:
                 await self.destroy(record.name, reason="expired")
                 reaped.append(record.name)
@@ -225,28 +233,30 @@ class Provisioner:
         """After the cache directory moved: point every overlay at its base where the base
         is now, and the records at the VM files where they are now."""
         repaired = []
-        if not isinstance(self.disks, FileDisks):
-            return repaired
-        for record in await self.node.state.vms():
-            held = await self.node.state.get(record.sha512)
+        for record in await self.vms.vms():
+            held = await self.images.record(record.sha512)
             if held is None or held.state != "staged":
                 continue
-            disk, iso = self.disks.path(record.name), self.vm_dir / f"{record.name}.iso"
-            if await self.disks.backing_file(record.name) != held.location:
-                await self.disks.rebase(record.name, Path(held.location), held.format)
+            base = Base(held.sha512, held.location, held.format, held.size)
+            repointed = await self.storage.repoint_disk(record.name, base)
+            if repointed is None:
+                continue
+            disk, changed = repointed
+            if changed:
                 repaired.append(record.name)
-            if record.disk != str(disk) or record.iso != str(iso):
-                await self.node.state.update_vm(record.name, disk=str(disk), iso=str(iso))
-            await self.node.add_reference(record.sha512, holder(record.name), str(disk))
+            iso = self.vm_dir / f"{record.name}.iso"
+            if record.disk != disk or record.iso != str(iso):
+                await self.vms.update_vm(record.name, disk=disk, iso=str(iso))
+            await self.images.add_reference(record.sha512, holder(record.name), disk)
             event(log, "provision.rebased", vm=record.name, base=held.location)
         return repaired
 
     async def leaks(self) -> dict[str, list[str]]:
         """What exists without a VM record: files, references, domains (for tests and audits)."""
-        names = {r.name for r in await self.node.state.vms()}
+        names = {r.name for r in await self.vms.vms()}
         files = sorted(p.name for p in self.vm_dir.glob("*") if p.is_file() and p.stem not in names) \
             if self.vm_dir.is_dir() else []
-        refs = sorted(r.holder for r in await self.node.state.refs()
+        refs = sorted(r.holder for r in await self.vms.refs()
                       if r.holder.startswith("vm:") and r.holder[3:] not in names)
         domains = sorted(await self.hypervisor.names() - names - {"test"})  # "test": libvirt test driver's own
         return {"files": files, "references": refs, "domains": domains}

@@ -14,9 +14,10 @@ import zstandard
 from conftest import volumes
 
 from nodecache.errors import StageFailed
-from nodecache.lvm import device_mapper_available
-from nodecache.stage.base import metadata_for
-from nodecache.stage.lvm import STAGING_TAG, LvmBackend, base_name, staging_name
+from nodecache.lvm import VolumeGroup, device_mapper_available
+from nodecache.storage.base import metadata_for
+
+from nodecache.storage.lvm import STAGING_TAG, LvmStorage, base_name, staging_name
 from support import write_image
 from vmic.imagelist.model import EXT_COMPRESSION, Image
 
@@ -43,7 +44,7 @@ def test_the_guest_has_device_mapper() -> None:
 
 
 async def test_raw_image_staged_through_a_staging_volume(volume_group: str, tmp_path: Path) -> None:
-    backend = LvmBackend(volume_group, tmp_path / "scratch")
+    backend = LvmStorage(VolumeGroup(volume_group), tmp_path / "scratch")
     source = write_image(tmp_path / "golden.raw", 8 * 2**20 + 4096)
     image = image_for(source)
     seen: list[dict[str, dict[str, str]]] = []
@@ -72,7 +73,7 @@ async def test_qcow2_image_converted_into_a_raw_volume(volume_group: str, tmp_pa
     published = tmp_path / "golden.qcow2"
     subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(published)], check=True)
     image = image_for(published, fmt="qcow2")
-    backend = LvmBackend(volume_group, tmp_path / "scratch")
+    backend = LvmStorage(VolumeGroup(volume_group), tmp_path / "scratch")
     staged = await backend.stage(published, image, metadata_for(image, "raw", "http://c", 1), lambda n: None)
     assert staged.format == "raw"
     name = base_name(image.sha512)
@@ -91,7 +92,7 @@ async def test_zstd_image_decompressed_verified_and_written(volume_group: str, t
     published = tmp_path / "golden.raw.zst"
     published.write_bytes(zstandard.ZstdCompressor().compress(raw.read_bytes()))
     image = image_for(published, compression="zstd")
-    backend = LvmBackend(volume_group, tmp_path / "scratch")
+    backend = LvmStorage(VolumeGroup(volume_group), tmp_path / "scratch")
     await backend.stage(published, image, metadata_for(image, "raw", "http://c", 1), lambda n: None)
     assert read_volume(volume_group, base_name(image.sha512), raw.stat().st_size) == raw.read_bytes()
     assert list((tmp_path / "scratch").iterdir()) == [], "the decompressed scratch copy is gone"
@@ -102,7 +103,7 @@ async def test_a_full_volume_group_refuses_and_leaves_nothing(small_volume_group
     with open(source, "wb") as handle:  # 256 MiB virtual size in a 192 MiB volume group
         handle.truncate(256 * 2**20)
     image = image_for(source)
-    backend = LvmBackend(small_volume_group, tmp_path / "scratch")
+    backend = LvmStorage(VolumeGroup(small_volume_group), tmp_path / "scratch")
     with pytest.raises(StageFailed, match="insufficient free space"):
         await backend.stage(source, image, metadata_for(image, "raw", "http://c", 1), lambda n: None)
     assert volumes(small_volume_group) == {}

@@ -15,7 +15,7 @@ from typing import Any
 from conftest import lvm, publish, volumes
 
 from nodecache.config import ProvisionConfig
-from nodecache.stage.lvm import base_name
+from nodecache.storage.lvm import base_name
 from support import node_api, node_config, running_node, wait_staged, write_image
 from vmic.pki import KeyPaths
 

@@ -3,7 +3,7 @@ figure against a baseline from the same run:
 
     tools/bench/run lvm.py [--size-mib 512] [--rounds 3]
 
-- stage: ``LvmBackend.stage`` of a raw image (sha512 and the write into a fresh volume
+- stage: ``LvmStorage.stage`` of a raw image (sha512 and the write into a fresh volume
   overlapped, then tag, read-only, rename) against ``dd oflag=direct`` of the same
   bytes into a fresh volume of the same size (goal >= 0.8), and against one plain
   sha512 pass over them (the staging's own floor: it cannot end before its hash does);
@@ -67,8 +67,9 @@ def make_image(path: Path, size: int) -> None:
 
 
 def stage_round(image: Path, size: int, scratch: Path) -> dict[str, float]:
-    from nodecache.stage.base import metadata_for
-    from nodecache.stage.lvm import LvmBackend
+    from nodecache.storage.base import metadata_for
+    from nodecache.lvm import VolumeGroup
+    from nodecache.storage.lvm import LvmStorage
     from vmic.imagelist.model import Image
 
     digest = hashlib.sha512()
@@ -79,7 +80,7 @@ def stage_round(image: Path, size: int, scratch: Path) -> dict[str, float]:
     sha_seconds = time.perf_counter() - started
     record = Image(identifier="bench", uri="http://x", size=size, sha512=digest.hexdigest(), version="1",
                    title="bench/lvm")
-    backend = LvmBackend(VG, scratch)
+    backend = LvmStorage(VolumeGroup(VG), scratch)
     started = time.perf_counter()
     asyncio.run(backend.stage(image, record, metadata_for(record, "raw", "http://bench", 1), lambda n: None))
     stage_seconds = time.perf_counter() - started

@@ -44,8 +44,10 @@ from aiohttp import web  # noqa: E402
 
 from nodecache.api import make_app  # noqa: E402
 from nodecache.config import NodeConfig, ProvisionConfig  # noqa: E402
-from nodecache.daemon import NodeCache  # noqa: E402
-from nodecache.stage.files import XATTR  # noqa: E402
+from nodecache.node import Node  # noqa: E402
+from nodecache.wiring import build  # noqa: E402
+from nodecache.storage.files import XATTR  # noqa: E402
+from vmic.imagelist.extensions import NAME, NAMESPACE
 from vmic.follow import CatalogueSource  # noqa: E402
 from vmic.imagelist.model import Endorser, Image, ImageList  # noqa: E402
 from vmic.imagelist.smime import Signer  # noqa: E402
@@ -68,7 +70,7 @@ def make_base(base_dir: Path, size: int, name: str) -> Image:
         os.setxattr(path, XATTR + key, value.encode())
     os.chmod(path, 0o444)
     return Image(identifier=identifier, uri=f"http://bench/{identifier}", size=size, sha512=sha, version="1",
-                 title=f"bench/{name}", os="Debian", extra={"vmic:namespace": "bench", "vmic:name": name})
+                 title=f"bench/{name}", os="Debian", extra={NAMESPACE: "bench", NAME: name})
 
 
 async def serve_list(keys: Any, images: list[Image]) -> tuple[web.AppRunner, str]:
@@ -96,7 +98,7 @@ async def post(socket: Path, path: str, body: dict[str, Any] | None = None, meth
 
 
 async def run_node(config: NodeConfig, work: Any) -> Any:
-    node = NodeCache(config)
+    node = await build(config)
     await node.start()
     runner = web.AppRunner(make_app(node))
     await runner.setup()
@@ -119,7 +121,7 @@ async def create_times(work: Path, rounds: int) -> dict[str, Any]:
                         listen=f"127.0.0.1:{free_port()}", select=__import__("nodecache.config").config.Selection(
                             none=True), provision=ProvisionConfig(hypervisor="qemu", default_memory=64))
 
-    async def measure(node: NodeCache) -> dict[str, list[float]]:
+    async def measure(node: Node) -> dict[str, list[float]]:
         times: dict[str, list[float]] = {"small": [], "large": []}
         for n in range(rounds):
             for label, image in (("small", small), ("large", large)):
@@ -206,7 +208,7 @@ async def loop(work: Path, loops: int) -> dict[str, Any]:
                         listen=f"127.0.0.1:{free_port()}", provision=ProvisionConfig(hypervisor="libvirt",
                                                                                     libvirt_uri="test:///default"))
 
-    async def work_loop(node: NodeCache) -> dict[str, Any]:
+    async def work_loop(node: Node) -> dict[str, Any]:
         start = time.monotonic()
         for n in range(loops):
             await post(config.socket_path, "/vms", {"image": image.identifier, "name": f"loop-{n}"})

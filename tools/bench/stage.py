@@ -34,9 +34,9 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
 from common import workdir, write_result  # noqa: E402
 
-from nodecache.stage.base import metadata_for  # noqa: E402
-from nodecache.stage import pipeline  # noqa: E402
-from nodecache.stage.files import FileBackend  # noqa: E402
+from nodecache.storage.base import metadata_for  # noqa: E402
+from nodecache.storage import pipeline  # noqa: E402
+from nodecache.storage.files import FileStorage  # noqa: E402
 from vmic.imagelist.model import EXT_COMPRESSION, Image  # noqa: E402
 
 
@@ -63,7 +63,7 @@ def cat_seconds(source: Path, target: Path) -> float:
 
 def stage_seconds(source: Path, image: Image, base_dir: Path, node_format: str) -> float:
     shutil.rmtree(base_dir, ignore_errors=True)
-    backend = FileBackend(base_dir, node_format)
+    backend = FileStorage(base_dir, node_format, base_dir.parent / "vms")
     start = time.monotonic()
     asyncio.run(backend.stage(source, image, metadata_for(image, node_format, "bench", 1), lambda n: None))
     seconds = time.monotonic() - start

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..imagelist.model import EXT_COMPRESSION, EXT_CREATED, EXT_EXPIRES, EXT_PUBLISHER, Endorser, Image, ImageList, format_date
+from ..imagelist import extensions
 from ..imagelist.smime import Signer
 from ..preheat import EXTENSION as PREHEAT
 from ..log import event
@@ -23,14 +24,14 @@ from .store import ImageRecord, MetadataStore, utcnow
 
 log = logging.getLogger("vmic.catalogue.listing")
 
-EXT_NAMESPACE = "vmic:namespace"
-EXT_NAME = "vmic:name"
-EXT_BTIH = "vmic:btih"  #: BitTorrent v1 info hash of the image's torrent
-EXT_BTMH = "vmic:btmh"  #: BitTorrent v2 info hash
-EXT_TORRENT = "vmic:torrent"  #: URL of the .torrent file
+EXT_NAMESPACE = extensions.NAMESPACE
+EXT_NAME = extensions.NAME
+EXT_BTIH = extensions.BTIH
+EXT_BTMH = extensions.BTMH
+EXT_TORRENT = extensions.TORRENT
 #: list-level: this catalogue makes a torrent for every image (an image without one yet
 #: gets it within seconds; nodes wait for it rather than all fetching over HTTP at once)
-EXT_LIST_TORRENTS = "vmic:torrents"
+EXT_LIST_TORRENTS = extensions.TORRENTS
 
 
 @dataclass(frozen=True)

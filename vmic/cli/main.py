@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.table import Table
 
+from ..imagelist.extensions import NAME, NAMESPACE
 from ..client import CatalogueClient, tls_context
 from ..errors import ConfigError
 from . import publish as publish_cmd
@@ -163,7 +164,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         f"expires {image_list.expires:%Y-%m-%dT%H:%M:%SZ}"
     )
     out.print(images_table([
-        {"namespace": i.extra.get("vmic:namespace", ""), "name": i.extra.get("vmic:name", i.title),
+        {"namespace": i.extra.get(NAMESPACE, ""), "name": i.extra.get(NAME, i.title),
          "version": i.version, "size": i.size, "identifier": i.identifier, "format": i.format, "os": i.os}
         for i in image_list.images
     ]))

@@ -26,14 +26,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import MalformedList
+from . import extensions
 
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 #: Extension fields vmic adds to an image (HEPiX readers keep or ignore them).
-EXT_COMPRESSION = "vmic:compression"
-EXT_PUBLISHER = "vmic:publisher"
-EXT_CREATED = "dc:date:created"
-EXT_EXPIRES = "dc:date:expires"
+EXT_COMPRESSION = extensions.COMPRESSION
+EXT_PUBLISHER = extensions.PUBLISHER
+EXT_CREATED = extensions.CREATED
+EXT_EXPIRES = extensions.EXPIRES
 
 FORMATS = ("raw", "qcow2")
 COMPRESSIONS = ("none", "zstd", "gzip", "xz")

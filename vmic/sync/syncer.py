@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from ..imagelist.extensions import NAME
 from ..catalogue.names import check_name
 from ..catalogue.store import ImageRecord, ImageRequest, utcnow
 from ..capped import MAX_LIST_BYTES, read_capped
@@ -38,7 +39,7 @@ from ..imagelist.verify import verify_signed_list
 from ..log import event
 from .mirror import MirrorError, mirror_image
 from .records import SubscriptionRecord, SubscriptionStore
-from .select import parse_selectors, selected
+from .selectors import parse_selectors, selected
 
 if TYPE_CHECKING:
     from ..catalogue.service import Catalogue
@@ -224,7 +225,7 @@ class Syncer:
     async def _record(self, record: SubscriptionRecord, image_list: ImageList, image: Image) -> str:
         """Add the mirrored image's record; returns the name it got (its own, or with the
         identifier appended if another image of the namespace has that name and version)."""
-        name = _slug(str(image.extra.get("vmic:name") or image.title), "image")
+        name = _slug(str(image.extra.get(NAME) or image.title), "image")
         version = _slug(image.version, "1")
         metadata: dict[str, Any] = {
             "title": image.title, "description": image.description, "format": image.format,

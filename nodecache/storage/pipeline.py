@@ -1,6 +1,6 @@
 """One streaming pass from the downloaded image to a staged copy: sha512 of the bytes as
 published, decompression (gzip, xz, zstd), a safety look at the disk header
-(:mod:`nodecache.inspect`), and the write. Blocking: run it in a thread.
+(:mod:`nodecache.disk_header`), and the write. Blocking: run it in a thread.
 
 Two threads overlap the work: this one reads, hashes and decompresses; a writer thread
 writes whole aligned blocks, with O_DIRECT where the file system has it (hashlib, the
@@ -31,7 +31,7 @@ from typing import IO, Any
 import zstandard
 
 from ..errors import ImageRefused, StageFailed
-from ..inspect import HEAD_BYTES, check
+from ..disk_header import HEAD_BYTES, check
 
 BLOCK = 4 * 2**20
 HOLE = 64 * 2**10  #: zero runs of this size (aligned in the file) are skipped, not written
@@ -84,7 +84,7 @@ class Copied:
 
 
 def check_head(source: Path, declared_format: str) -> None:
-    """The disk-header check of :mod:`nodecache.inspect` on a file (reads 64 KiB)."""
+    """The disk-header check of :mod:`nodecache.disk_header` on a file (reads 64 KiB)."""
     with open(source, "rb") as handle:
         check(declared_format, handle.read(HEAD_BYTES))
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from vmic.imagelist.extensions import NAME, NAMESPACE, TAGS
 from vmic.imagelist.model import EXT_CREATED, EXT_PUBLISHER, Image
 
 from .config import Selection
 
 
 def image_name(image: Image) -> str:
-    namespace, name = image.extra.get("vmic:namespace"), image.extra.get("vmic:name")
+    namespace, name = image.extra.get(NAMESPACE), image.extra.get(NAME)
     if namespace and name:
         return f"{namespace}/{name}"
     return image.title or image.identifier
@@ -29,7 +30,7 @@ def version_key(image: Image) -> tuple[tuple[tuple[int, str], ...], str]:
 
 def _tags(image: Image) -> set[str]:
     words = set(re.findall(r"[\w.-]+", f"{image.title} {image.description}".lower()))
-    tags = image.extra.get("vmic:tags", [])
+    tags = image.extra.get(TAGS, [])
     words |= {str(t).lower() for t in (tags if isinstance(tags, list) else str(tags).split(","))}
     return words
 

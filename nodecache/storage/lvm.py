@@ -7,9 +7,13 @@ Staging: the disk header is checked, a volume of the image's virtual size is cre
 (active) under the temporary name and written with ``qemu-img convert -n -t none -O raw``
 while the sha512 pass runs (a compressed image is first decompressed and verified
 into ``scratch``), deactivated, tagged and made read-only (one ``lvchange``) and only
-then, when both the write and the sha512 succeeded, renamed into place. VM snapshots (thin, with the image volume as external origin, or
-classic) are the provisioning shim's; names never embed the base's name, tags link
-them.
+then, when both the write and the sha512 succeeded, renamed into place.
+
+VM disks: ``<vg>/vm-<name>``, a thin snapshot with the read-only base volume as external
+origin (``lvcreate -s --thinpool VG/POOL VG/BASE -kn``) where a thin pool is configured,
+else a classic snapshot sized by policy, activated (LVM makes a classic snapshot of an
+inactive origin inactive, with no device to open). Names never embed the base's name;
+tags link them.
 
 Where the kernel has no device-mapper, volumes cannot be activated: every metadata
 step still runs for real, and the write says clearly why it cannot happen
@@ -24,11 +28,12 @@ from pathlib import Path
 from vmic.imagelist.model import Image
 
 from .. import qemu
-
+from ..errors import BackendUnavailable, StageFailed
 from ..lvm import LogicalVolume, VolumeGroup, parse_tags, tag
 from ..private import private_dir
+from ..provision.errors import DiskFailed
 from ..tools import run
-from .base import Progress, Staged
+from .base import Base, Disk, DiskCheck, Progress, Staged
 from .pipeline import check_head, copy_verified, gather_all, verify_only
 
 STAGING_TAG = "vmic.staging"
@@ -43,10 +48,14 @@ def staging_name(sha512: str) -> str:
     return f"vmic-staging-{sha512[:32]}"
 
 
-class LvmBackend:
-    def __init__(self, volume_group: str, scratch: Path) -> None:
-        self.vg = VolumeGroup(volume_group)
+class LvmStorage:
+    name = "lvm"
+
+    def __init__(self, vg: VolumeGroup, scratch: Path, thin_pool: str = "", snapshot_share: float = 0.2) -> None:
+        self.vg = vg
         self.scratch = scratch
+        self.thin_pool = thin_pool
+        self.snapshot_share = snapshot_share  #: classic snapshots: this share of the origin's size
         private_dir(scratch)
 
     def target_format(self, image: Image) -> str:
@@ -129,5 +138,48 @@ class LvmBackend:
     async def capacity(self) -> int:
         size, _ = await self.vg.size_and_free()
         return size
+
+    async def present(self, location: str) -> bool:
+        return location.split("/", 1)[-1] in {v.name for v in await self.vg.volumes()}
+
+    # --- VM disks: snapshots --------------------------------------------------------------------
+
+    @staticmethod
+    def disk_volume(vm: str) -> str:
+        return f"vm-{vm}"
+
+    async def create_disk(self, vm: str, base: Base) -> Disk:
+        """``base.location`` is "vg/lv" as staged."""
+        volume = self.disk_volume(vm)
+        tags = ("--addtag", tag("vm", vm), "--addtag", tag("base", base.sha512))
+        if self.thin_pool:
+            args = ["-s", "--thinpool", f"{self.vg.name}/{self.thin_pool}", base.location, "-n", volume, "-kn",
+                    *tags]
+        else:
+            size = max(EXTENT, int(base.size * self.snapshot_share)) // EXTENT * EXTENT
+            args = ["-s", "-L", f"{size}b", "-n", volume, *tags, base.location]
+        try:
+            await self.vg.lvcreate(*args)
+        except StageFailed as exc:
+            raise DiskFailed(f"cannot create the snapshot of {vm}: {exc}") from None
+        if not self.thin_pool:
+            # a classic snapshot of an inactive (read-only) base is made inactive: no device
+            # for the VM until it is activated (which activates the base under it too)
+            try:
+                await self.vg.activate(volume)
+            except (StageFailed, BackendUnavailable) as exc:
+                await self.remove_disk(vm)
+                raise DiskFailed(f"cannot activate the snapshot of {vm}: {exc}") from None
+        return Disk(f"/dev/{self.vg.name}/{volume}", "block")
+
+    async def remove_disk(self, vm: str) -> None:
+        if self.disk_volume(vm) in {v.name for v in await self.vg.volumes()}:
+            await self.vg.remove(self.disk_volume(vm))
+
+    async def check_disk(self, disk: str, base: Base) -> DiskCheck:
+        return DiskCheck.OK  # a snapshot names its origin by volume, which never moves: nothing to doubt
+
+    async def repoint_disk(self, vm: str, base: Base) -> tuple[str, bool] | None:
+        return None
 
 

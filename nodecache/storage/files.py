@@ -12,6 +12,11 @@ bytes for seeding and they are already the base (uncompressed, same format), the
 is a hard link to them: staging costs one hashing pass and no copy. An uncompressed
 image in another format is hashed and converted at the same time (two cores), and
 published only if both succeed.
+
+VM disks: ``<vm_dir>/<name>.qcow2``, a qcow2 overlay whose backing file is the base
+(absolute path, backing format always stated with ``-F``), made by ``qemu-img create``;
+:meth:`FileStorage.repoint_disk` repoints an overlay (``qemu-img rebase -u``) after the
+cache directory moved, so a move never orphans a VM.
 """
 
 from __future__ import annotations
@@ -26,8 +31,11 @@ import xattr
 from vmic.imagelist.model import Image
 
 from .. import qemu
-from ..errors import StageFailed
-from .base import METADATA_KEYS, Progress, Staged
+from ..errors import NodeCacheError, StageFailed
+from ..private import TRAVERSE, private_dir
+from ..provision.errors import DiskFailed
+from ..tools import run
+from .base import METADATA_KEYS, Base, Disk, DiskCheck, Progress, Staged
 from .pipeline import check_head, copy_verified, gather_all, verify_only
 
 PREFIX = ".staging-"
@@ -47,10 +55,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class FileBackend:
-    def __init__(self, base_dir: Path, node_format: str) -> None:
+class FileStorage:
+    name = "file"
+
+    def __init__(self, base_dir: Path, node_format: str, vm_dir: Path) -> None:
         self.base_dir = base_dir
         self.node_format = node_format  #: "raw", "qcow2" or "published"
+        self.vm_dir = vm_dir
         base_dir.mkdir(parents=True, exist_ok=True)
 
     def target_format(self, image: Image) -> str:
@@ -138,3 +149,43 @@ class FileBackend:
     async def capacity(self) -> int:
         stat = os.statvfs(self.base_dir)
         return stat.f_blocks * stat.f_frsize
+
+    async def present(self, location: str) -> bool:
+        return os.path.exists(location)
+
+    # --- VM disks: qcow2 overlays -------------------------------------------------------------
+
+    def disk_path(self, vm: str) -> Path:
+        return self.vm_dir / f"{vm}.qcow2"
+
+    async def create_disk(self, vm: str, base: Base) -> Disk:
+        private_dir(self.vm_dir, TRAVERSE)
+        overlay = self.disk_path(vm)
+        try:
+            await qemu.create_overlay(Path(base.location), base.format, overlay)
+            os.chmod(overlay, 0o600)  # empty yet: what the VM writes is its own
+        except StageFailed as exc:
+            overlay.unlink(missing_ok=True)
+            raise DiskFailed(f"cannot create the overlay of {vm}: {exc}") from None
+        return Disk(str(overlay), "file")
+
+    async def remove_disk(self, vm: str) -> None:
+        self.disk_path(vm).unlink(missing_ok=True)
+
+    async def check_disk(self, disk: str, base: Base) -> DiskCheck:
+        if not os.path.exists(disk):
+            return DiskCheck.GONE
+        try:
+            facts = await qemu.info(Path(disk), "qcow2")
+        except NodeCacheError:
+            return DiskCheck.OK  # unreadable now: never evict on doubt
+        return DiskCheck.OK if facts.backing_file == base.location else DiskCheck.OTHER_BASE
+
+    async def repoint_disk(self, vm: str, base: Base) -> tuple[str, bool] | None:
+        """Point the overlay at ``base`` without touching data (the bytes are the same)."""
+        overlay = self.disk_path(vm)
+        if (await qemu.info(overlay, "qcow2")).backing_file == base.location:
+            return str(overlay), False
+        await run("qemu-img", "rebase", "-u", "-f", "qcow2", "-b", base.location, "-F", base.format, str(overlay),
+                  error=DiskFailed)
+        return str(overlay), True

@@ -1,0 +1,112 @@
+"""What the node should do next: pure, no I/O, no clock of its own.
+
+Given the lists in force, what the cache holds, the jobs running, the time and the
+policy, :func:`plan` says which images to fetch now, which wait (for a retry, or for
+their torrent), which are not fetched and why; eviction is :func:`nodecache.evict.plan`.
+The daemon applies the answer; tests are tables (``tests/test_planner.py``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from vmic.imagelist.extensions import BTIH, TORRENTS
+from vmic.imagelist.model import EXT_EXPIRES, Image, ImageList, parse_date
+from vmic.preheat import EXTENSION as PREHEAT
+from vmic.preheat import targets
+
+from .config import Selection
+from .selection import select
+
+#: what the cache's record of an image says that keeps the planner from fetching it
+#: ("evicted": for space or by an operator; only an explicit ensure brings it back)
+NOT_FETCHED = ("staged", "refused", "evicted")
+
+
+@dataclass(frozen=True)
+class Listed:
+    image: Image
+    catalogue: str
+    expired: bool
+    torrents: bool  #: its catalogue makes torrents (its list says so)
+
+
+def listed_images(lists: Mapping[str, ImageList | None], now: dt.datetime) -> dict[str, Listed]:
+    """Every image of every list in force, by sha512 (a later catalogue wins a tie)."""
+    result: dict[str, Listed] = {}
+    for url, image_list in lists.items():
+        if image_list is None:
+            continue
+        makes_torrents = image_list.extra.get(TORRENTS) is True
+        for image in image_list.images:
+            expires = image.extra.get(EXT_EXPIRES)
+            own = parse_date(expires, "dc:date:expires") <= now if expires else False
+            result[image.sha512] = Listed(image, url, image_list.expires <= now or own, makes_torrents)
+    return result
+
+
+@dataclass(frozen=True)
+class Policy:
+    selection: Selection
+    node_name: str
+    retry_seconds: float  #: after a failed fetch or stage, wait this long before the next
+    torrent_wait: float  #: wait this long for a new image's torrent before fetching by HTTP
+
+
+@dataclass(frozen=True)
+class Decision:
+    image: Image
+    catalogue: str
+    action: str  #: "fetch", "running", "held" (staged/refused/evicted), "retry_later", "torrent_wait"
+    until: float | None = None  #: retry_later / torrent_wait: when the planner will say "fetch"
+
+
+@dataclass(frozen=True)
+class FetchPlan:
+    decisions: list[Decision]
+    #: sha512 -> when first seen without a torrent (the daemon keeps it for the next call)
+    first_seen: dict[str, float] = field(default_factory=dict)
+
+    def to_fetch(self) -> list[Decision]:
+        return [d for d in self.decisions if d.action == "fetch"]
+
+
+def wanted(listed: Mapping[str, Listed], policy: Policy) -> list[Listed]:
+    """The current images this node keeps staged: its selection, plus every image whose
+    preheat targets this node (a preheat overrides the selection policy)."""
+    current = [entry.image for entry in listed.values() if not entry.expired]
+    chosen = {i.sha512: i for i in select(current, policy.selection)}
+    chosen.update({i.sha512: i for i in current if targets(i.extra.get(PREHEAT), policy.node_name, i.identifier)})
+    return [listed[sha512] for sha512 in chosen]
+
+
+def plan(listed: Mapping[str, Listed], held: Mapping[str, str], running: set[str], failed_at: Mapping[str, float],
+         first_seen: Mapping[str, float], now: float, policy: Policy) -> FetchPlan:
+    """``held``: sha512 -> the record's state; ``running``: sha512s with a job;
+    ``failed_at``/``first_seen``/``now``: one monotonic clock."""
+    decisions = []
+    seen = {sha: t for sha, t in first_seen.items() if sha in listed}
+    for entry in wanted(listed, policy):
+        image, sha512 = entry.image, entry.image.sha512
+        if sha512 in running:
+            decisions.append(Decision(image, entry.catalogue, "running"))
+            continue
+        if held.get(sha512) in NOT_FETCHED:
+            decisions.append(Decision(image, entry.catalogue, "held"))
+            continue
+        failed = failed_at.get(sha512)
+        if failed is not None and now - failed < policy.retry_seconds:
+            decisions.append(Decision(image, entry.catalogue, "retry_later", failed + policy.retry_seconds))
+            continue
+        # Hundreds of nodes fetching a new image from the catalogue at once is what the
+        # swarm is there to avoid: where the catalogue makes torrents, wait a little for the
+        # list that names this image's torrent before fetching it over plain HTTP.
+        if entry.torrents and BTIH not in image.extra:
+            first = seen.setdefault(sha512, now)
+            if now - first < policy.torrent_wait:
+                decisions.append(Decision(image, entry.catalogue, "torrent_wait", first + policy.torrent_wait))
+                continue
+        decisions.append(Decision(image, entry.catalogue, "fetch"))
+    return FetchPlan(decisions, seen)
