@@ -17,8 +17,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from vmic.config import load_section, read_toml
 from vmic.cli.output import run_command
+from vmic.config import load_section, read_toml
 from vmic.errors import ConfigError
 from vmic.log import event, setup
 

@@ -133,7 +133,7 @@ async def create_vm(request: web.Request) -> web.StreamResponse:
 
 
 async def list_vms(request: web.Request) -> web.Response:
-    return web.json_response([view.to_json() for view in await request.app[NODE].provisioner.list()])
+    return web.json_response([view.to_json() for view in await request.app[NODE].provisioner.all()])
 
 
 async def show_vm(request: web.Request) -> web.Response:

@@ -19,6 +19,7 @@ from vmic.log import event
 
 from . import evict
 from .errors import InUse, UnknownImage
+from .evict import Plan as EvictionPlan
 from .fetch.fetcher import Fetcher
 from .metrics import Metrics
 from .planner import Listed
@@ -76,10 +77,10 @@ class CacheStore:
                 await self.state.put(record.changed(state="failed",
                                                     reason="interrupted (the daemon stopped); resumes"))
         for sha512, staged in on_disk.items():
-            record = records.get(sha512)
-            if record is None or record.state != "staged":
+            found = records.get(sha512)
+            if found is None or found.state != "staged":
                 meta = staged.metadata
-                await self.state.put(HeldImage(sha512, meta.get("identifier", ""), record.title if record else "",
+                await self.state.put(HeldImage(sha512, meta.get("identifier", ""), found.title if found else "",
                                                meta.get("version", ""), meta.get("catalogue", ""), "staged", "",
                                                staged.location, staged.format, self.fetcher.held_bytes(staged),
                                                float(meta.get("staged", time.time())), time.time()))
@@ -110,7 +111,7 @@ class CacheStore:
         self.metrics.evictions.labels(reason).inc()
         event(log, "node.evicted", image=record.identifier, reason=reason)
 
-    async def gc(self, listed: Mapping[str, Listed]) -> evict.Plan:
+    async def gc(self, listed: Mapping[str, Listed]) -> EvictionPlan:
         """Evict revoked and expired images, then least recently used ones above the watermark."""
         async with self.lock:
             refs = await self.check_references()

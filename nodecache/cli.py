@@ -15,80 +15,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from pathlib import Path
-from typing import Any
-
-import aiohttp
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from vmic.catalogue.page import human_size
 from vmic.cli.output import console, run_command
-from vmic.errors import RemoteError, VmicError
-from vmic.log import setup
 
-from .config import load
+from .paths import DEFAULT_CONFIG
 
-DEFAULT_CONFIG = Path("/etc/vmic/nodecache.toml")
+if TYPE_CHECKING:
+    from rich.table import Table
 
-
-class DaemonUnreachable(VmicError):
-    code = "daemon_unreachable"
-
-
-class Client:
-    """The daemon's local API over its Unix socket."""
-
-    def __init__(self, socket: Path) -> None:
-        self.socket = socket
-
-    def session(self) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(self.socket)),
-                                     timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
-
-    async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        try:
-            async with self.session() as session, session.request(method, f"http://node{path}",
-                                                                   json=body) as response:
-                data = await response.json(content_type=None)
-                if response.status >= 400:
-                    raise RemoteError(data.get("message", ""), response.status, data.get("error", "error"))
-                return data
-        except aiohttp.ClientConnectionError as exc:
-            raise DaemonUnreachable(f"cannot reach the node daemon at {self.socket}: {exc}") from None
-
-    async def ensure(self, image: str, on_progress: Any) -> dict[str, Any]:
-        return await self.stream("/ensure", {"image": image}, on_progress)
-
-    async def stream(self, path: str, body: dict[str, Any], on_progress: Any) -> dict[str, Any]:
-        """POST ``body``; call ``on_progress`` with each NDJSON progress line; the result."""
-        try:
-            async with self.session() as session, session.post(f"http://node{path}", json=body) as r:
-                if r.status >= 400:
-                    data = await r.json(content_type=None)
-                    raise RemoteError(data.get("message", ""), r.status, data.get("error", "error"))
-                async for line in r.content:
-                    message = json.loads(line)
-                    if "result" in message:
-                        return dict(message["result"])
-                    if "error" in message:
-                        raise RemoteError(message.get("message", ""), 500, message["error"])
-                    on_progress(message)
-        except aiohttp.ClientConnectionError as exc:
-            raise DaemonUnreachable(f"cannot reach the node daemon at {self.socket}: {exc}") from None
-        raise RemoteError("the daemon closed the connection before the operation ended", 502, "incomplete")
-
-
-def client_for(config: Path | None, socket: Path | None) -> Client:
-    """The daemon's client: ``--socket``, else the socket of ``-c CONFIG`` (or the default config)."""
-    if socket:
-        return Client(socket)
-    return Client(load(config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)).socket_path)
+    from .client import Client
 
 
 def status_tables(status: dict[str, Any]) -> list[Table]:
+    from rich.table import Table
+
     lists = Table("catalogue", "list version", "images", "expires", "problem", title="lists in force")
     for c in status["catalogues"]:
         problem = c["refused"] and f"refused: {c['refused']}" or c["unreachable"] and f"unreachable: {c['unreachable']}"
@@ -129,10 +73,15 @@ def main(argv: list[str] | None = None) -> int:
         return args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
 
     def client() -> Client:
+        from .client import client_for
+
         return client_for(args.config, args.socket)
 
     def run() -> int:
         if args.command == "run":
+            from vmic.log import setup
+
+            from .config import load
             from .server import serve
 
             config = load(config_path())
@@ -146,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                 for table in status_tables(status):
                     out.print(table)
         elif args.command == "ensure":
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
             with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                           disable=args.no_progress or not sys.stderr.isatty(), console=console(sys.stderr)) as bar:
                 task = bar.add_task(args.image, total=None)

@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vmic.capped import MAX_LIST_BYTES
 from vmic.config import load_section, read_toml
 from vmic.errors import ConfigError
-from vmic.capped import MAX_LIST_BYTES
 from vmic.follow import CatalogueSource
 from vmic.imagelist.dn import parse_dn
 from vmic.preheat import NODE_NAME

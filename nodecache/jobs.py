@@ -10,6 +10,7 @@ image. Any other failure is recorded with its time, for the planner's backoff.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -69,7 +70,7 @@ class JobRunner:
         if job is None:
             job = self.jobs[image.sha512] = Job(image, catalogue, self.clock())
             job.task = asyncio.create_task(self._acquire(job))
-            job.task.add_done_callback(lambda task, sha=image.sha512: self._done(sha, task))
+            job.task.add_done_callback(functools.partial(self._done, image.sha512))
         return job
 
     def _done(self, sha512: str, task: asyncio.Task[HeldImage]) -> None:

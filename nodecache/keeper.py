@@ -10,9 +10,9 @@ from typing import Any
 
 from vmic.imagelist.model import Image
 
-from . import evict
 from .cache import CacheStore
 from .errors import UnknownImage
+from .evict import Plan as EvictionPlan
 from .jobs import Job, JobRunner
 from .lists import CatalogueLists
 from .selection import resolve
@@ -56,7 +56,7 @@ class ImageKeeper:
     async def evict(self, wanted: str) -> HeldImage:
         return await self.cache.evict(wanted, self.lists.listed())
 
-    async def gc(self) -> evict.Plan:
+    async def gc(self) -> EvictionPlan:
         return await self.cache.gc(self.lists.listed())
 
     async def add_reference(self, wanted: str, holder: str, disk: str = "") -> HeldImage:

@@ -74,7 +74,7 @@ class CatalogueLists:
     def follow(self, http: aiohttp.ClientSession, poll_seconds: float, on_list: Callable[[], Awaitable[None]]
                ) -> list[Awaitable[None]]:
         """One follow loop per catalogue: each accepted list is saved, then ``on_list()``."""
-        loops = []
+        loops: list[Awaitable[None]] = []
         for url, follower in self.followers.items():
             async def accepted(image_list: ImageList, url: str = url) -> None:
                 await self.accepted(url, image_list)

@@ -25,10 +25,11 @@ import aiohttp
 
 from vmic.log import event
 
-from . import evict, planner
+from . import planner
 from .cache import CacheStore
 from .config import NodeConfig
 from .errors import NodeCacheError
+from .evict import Plan as EvictionPlan
 from .fetch.fetcher import Fetcher
 from .fetch.swarm import Swarm
 from .jobs import Job, JobRunner
@@ -141,7 +142,7 @@ class Node:
     async def evict(self, wanted: str) -> HeldImage:
         return await self.keeper.evict(wanted)
 
-    async def gc(self) -> evict.Plan:
+    async def gc(self) -> EvictionPlan:
         return await self.keeper.gc()
 
     # --- status ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import ImageRefused
 from .tools import run, run_json
@@ -22,7 +23,7 @@ class ImageInfo:
     data_file: str | None
 
     @classmethod
-    def from_json(cls, body: dict) -> ImageInfo:  # type: ignore[type-arg]
+    def from_json(cls, body: dict[str, Any]) -> ImageInfo:
         specific = body.get("format-specific", {}).get("data", {})
         return cls(body["format"], int(body["virtual-size"]), int(body.get("actual-size", 0)),
                    body.get("backing-filename") or body.get("full-backing-filename"), specific.get("data-file"))

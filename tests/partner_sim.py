@@ -40,6 +40,10 @@ class PartnerSimulator:
     served: bytes = b""
     #: GET /imagelist streams spaces without end (up to 1 GiB, or until the reader gives up)
     endless: bool = False
+    #: GET /imagelist answers 503 (the catalogue is down)
+    down: bool = False
+    #: how many GET /imagelist were answered 304 Not Modified (If-None-Match matched the ETag)
+    not_modified: int = 0
     #: the next image transfer sends this many bytes, then the connection breaks
     cut_after: int | None = None
     #: serve these bytes instead of an image's own (a publisher mismatch)
@@ -108,8 +112,14 @@ class PartnerSimulator:
         return self.served
 
     async def _imagelist(self, request: web.Request) -> web.StreamResponse:
+        if self.down:
+            return web.Response(status=503, text="down for maintenance")
         if not self.endless:
-            return web.Response(body=self.served, content_type="text/plain")
+            etag = '"' + hashlib.sha256(self.served).hexdigest()[:32] + '"'
+            if request.headers.get("If-None-Match") == etag:
+                self.not_modified += 1
+                return web.Response(status=304, headers={"ETag": etag})
+            return web.Response(body=self.served, content_type="text/plain", headers={"ETag": etag})
         response = web.StreamResponse()  # chunked: no Content-Length to refuse it by
         await response.prepare(request)
         try:

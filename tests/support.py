@@ -24,12 +24,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from distributor.tracker.server import Tracker, TrackerConfig, make_app
 from vmic.catalogue.config import CatalogueConfig, Publisher, hash_token
-from vmic.catalogue.service import Catalogue, open_catalogue
+from vmic.catalogue.service import Catalogue
 from vmic.catalogue.tls import server_context
 from vmic.catalogue.web import make_runner
+from vmic.catalogue.wiring import CatalogueSite
+from vmic.catalogue.wiring import build as build_catalogue
 from vmic.client import CatalogueClient
-from distributor.tracker.server import Tracker, TrackerConfig, make_app
 from vmic.pki import KeyPaths, init_keys
 from vmic.torrents import Torrent
 
@@ -87,6 +89,7 @@ class RunningCatalogue:
     catalogue: Catalogue
     config: CatalogueConfig
     runner: web.AppRunner
+    site: CatalogueSite
 
     @property
     def url(self) -> str:
@@ -97,15 +100,15 @@ class RunningCatalogue:
 
     async def stop(self) -> None:
         await self.runner.cleanup()
-        await self.catalogue.close()
+        await self.site.close()
 
 
 async def start_catalogue(config: CatalogueConfig) -> RunningCatalogue:
-    catalogue = await open_catalogue(config)
-    runner = make_runner(catalogue)
+    site = await build_catalogue(config)
+    runner = make_runner(site.catalogue, site.syncer)
     await runner.setup()
     await web.TCPSite(runner, config.host, config.port, ssl_context=server_context(config)).start()
-    return RunningCatalogue(catalogue, config, runner)
+    return RunningCatalogue(site.catalogue, config, runner, site)
 
 
 @pytest.fixture

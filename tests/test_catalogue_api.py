@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from support import identities, ENDORSER_DN, RunningCatalogue, auth, upload_request, write_image
+from support import ENDORSER_DN, RunningCatalogue, auth, identities, upload_request, write_image
 
 from vmic.imagelist.model import ImageList
 from vmic.imagelist.policy import History, Subscription

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from support import CA_DN, ENDORSER_DN, TOKENS, VMIC, RunningCatalogue, write_image
 
 from vmic.catalogue.config import hash_token, load_catalogue_config
@@ -158,3 +159,17 @@ async def test_serve_on_every_address_without_public_url_refuses_to_start(tmp_pa
 def test_vmic_console_script_is_installed() -> None:
     result = subprocess.run([str(Path(sys.executable).parent / "vmic"), "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "publish" in result.stdout
+
+
+@pytest.mark.parametrize("module", ["vmic.cli.main", "nodecache.cli", "nodecache.provision.cli"])
+def test_help_imports_nothing_heavy(module: str) -> None:
+    """``--help`` of each CLI needs argparse only: the network, crypto, terminal and
+    BitTorrent libraries are imported by the commands that use them (start-up time:
+    tools/bench/cli_start.py)."""
+    probe = (f"import sys, runpy\nsys.argv = ['x', '--help']\n"
+             f"try:\n    runpy.run_module({module!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
+             "print(sorted({n.split('.')[0] for n in sys.modules} & {'aiohttp', 'rich', 'cryptography', "
+             "'libtorrent', 'aiosqlite', 'asyncpg', 'prometheus_client', 'sh', 'xattr', 'zstandard', 'pycdlib', "
+             "'libvirt'}), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert "usage:" in result.stdout and result.stderr.strip().splitlines()[-1] == "[]", result.stderr

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from distributor.tracker.announce import TrackerError, parse_announce, parse_scrape
 from nodecache.config import parse_size
-from nodecache.errors import ImageRefused
 from nodecache.disk_header import HEAD_BYTES, QCOW2_MAGIC, check, parse_qcow2, probe
+from nodecache.errors import ImageRefused
 from nodecache.provision.request import VmRequest
 from vmic.catalogue.uploads import parse_request
 from vmic.errors import BadRequest, ConfigError, MalformedTorrent, VmicError

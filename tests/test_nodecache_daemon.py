@@ -14,11 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from support import (
+    NODECACHE,
+    node_config,
+    publish_and_wait,
+    running_node,
+    running_seeder,
+    sha512,
+    small_tmpfs,
+    wait_settled,
+    wait_staged,
+    write_image,
+)
 
 from nodecache.storage.files import read_metadata
-from support import (NODECACHE, node_config, publish_and_wait, running_node, running_seeder, sha512, small_tmpfs,
-                     wait_settled,
-                     wait_staged, write_image)
 from vmic.pki import KeyPaths
 
 

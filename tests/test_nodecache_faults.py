@@ -13,8 +13,8 @@ from typing import Any
 
 import libtorrent as lt
 import pytest
-
 from support import NodeProcess, node_config, publish_and_wait, running_seeder, sha512, write_image
+
 from vmic.pki import KeyPaths
 
 

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from partner_sim import PartnerSimulator
-from support import logged, node_config, running_node, until, wait_settled, wait_staged
+from support import ENDORSER_DN, logged, node_api, node_config, running_node, until, wait_settled, wait_staged
 
 from vmic.follow import CatalogueSource
 from vmic.imagelist.smime import Signer
 from vmic.pki import KeyPaths
-from support import ENDORSER_DN
 
 IMAGE = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes, raw
 
@@ -135,6 +135,51 @@ async def test_the_last_good_list_survives_a_restart(sim: PartnerSimulator, keys
         follower = node.lists.followers[sim.url]
         assert follower.refused is not None and follower.refused.code == "rollback"
         assert follower.current is not None and follower.current.version == 2
+
+
+async def test_a_state_file_changed_on_disk_is_refused_at_start(sim: PartnerSimulator, keys: KeyPaths,
+                                                               tmp_path: Path) -> None:
+    """The node keeps each list as the signed bytes it fetched and verifies them again at
+    start: a list edited in state.db (an image's sha512 changed) is refused, the reason is
+    in ``/status``, and nothing is fetched on its word; the catalogue's next list takes over."""
+    sim.add_image(IMAGE)
+    sim.publish()
+    config = config_for(sim, keys, tmp_path)
+    async with running_node(config) as node:
+        await node.refresh()
+        await wait_staged(node, hashlib.sha512(IMAGE).hexdigest())
+    good = hashlib.sha512(IMAGE).hexdigest().encode()
+    with sqlite3.connect(config.cache_dir / "state.db") as db:
+        [(signed,)] = db.execute("SELECT signed FROM lists").fetchall()
+        assert good in signed, "the signed bytes as fetched are what is kept"
+        db.execute("UPDATE lists SET signed = ?", (signed.replace(good, b"0" * 128),))
+    sim.down = True
+    async with running_node(config) as node:
+        status, body = await node_api(config.socket_path, "GET", "/status")
+        [catalogue] = body["catalogues"]
+        assert status == 200 and catalogue["refused_code"] == "signature_invalid", catalogue
+        assert "saved at the last run" in catalogue["refused"] and catalogue["version"] is None
+        assert node.lists.listed() == {}
+        sim.down = False
+        await node.refresh()
+        follower = node.lists.followers[sim.url]
+        assert follower.refused is None and follower.current is not None and follower.current.version == sim.version
+
+
+async def test_an_unchanged_list_is_not_sent_again(sim: PartnerSimulator, keys: KeyPaths, tmp_path: Path) -> None:
+    """Conditional GET: a look at an unchanged list costs a 304, and changes nothing."""
+    sim.add_image(IMAGE)
+    sim.publish()
+    async with running_node(config_for(sim, keys, tmp_path)) as node:
+        await node.refresh()
+        before = sim.not_modified
+        await node.refresh()
+        follower = node.lists.followers[sim.url]
+        assert sim.not_modified == before + 1 and follower.refused is None and follower.unreachable is None
+        assert follower.current is not None and follower.current.version == sim.version
+        sim.publish()
+        await node.refresh()
+        assert follower.current.version == sim.version
 
 
 async def test_bytes_that_pass_piece_hashes_but_not_the_signed_sha512_are_never_staged(

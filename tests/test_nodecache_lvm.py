@@ -17,14 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import write_image
 
 from nodecache.errors import BackendUnavailable, StageFailed
 from nodecache.lvm import VolumeGroup, tag
-from nodecache.storage.base import metadata_for
-from nodecache.storage.base import Base
+from nodecache.storage.base import Base, metadata_for
 from nodecache.storage.lvm import STAGING_TAG, LvmStorage, base_name, staging_name
-from support import write_image
 from vmic.imagelist.model import Image
+
 
 @pytest.fixture
 def volume_group(tmp_path: Path) -> Iterator[str]:

@@ -10,8 +10,8 @@ import pytest
 
 from nodecache import evict
 from nodecache.config import Selection, load, parse_size
-from nodecache.errors import ImageRefused
 from nodecache.disk_header import EXT_DATA_FILE, INCOMPAT_DATA_FILE, check, parse_qcow2, probe
+from nodecache.errors import ImageRefused
 from nodecache.selection import resolve, select
 from vmic.errors import ConfigError
 from vmic.imagelist.model import Image

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from support import small_tmpfs, write_image
 
 from nodecache import qemu
 from nodecache.errors import ImageRefused, StageFailed
 from nodecache.storage.base import metadata_for
 from nodecache.storage.files import FileStorage, read_metadata
 from vmic.imagelist.model import EXT_COMPRESSION, Image
-from support import small_tmpfs, write_image
 
 COMPRESS = {"gzip": gzip.compress, "xz": lambda d: lzma.compress(d, preset=0), "zstd": zstandard.compress}
 

@@ -14,10 +14,20 @@ from urllib.parse import quote_from_bytes
 
 import aiohttp
 import pytest
-
 from support import logged, node_config, publish_and_wait, running_node, wait_staged, write_image
-from vmic.bittorrent.share import (OTHER_PRIORITY, OWN_PRIORITY, STALL_SECONDS, Share, WebSeedPolicy, priorities,
-                                   share_of, share_url, slice_done, slice_of)
+
+from vmic.bittorrent.share import (
+    OTHER_PRIORITY,
+    OWN_PRIORITY,
+    STALL_SECONDS,
+    Share,
+    WebSeedPolicy,
+    priorities,
+    share_of,
+    share_url,
+    slice_done,
+    slice_of,
+)
 from vmic.pki import KeyPaths
 
 
@@ -132,9 +142,9 @@ async def test_resume_data_saved_without_the_web_seed_does_not_keep_it_off(catal
     """A node killed while its share had the web seed off restarts with resume data that
     lists no web seed: the torrent's web seed is used again (here the only source)."""
     import libtorrent as lt
+    from support import free_port
 
     from nodecache.fetch.swarm import Swarm
-    from support import free_port
 
     record, torrent = await publish_and_wait(catalogue, write_image(tmp_path / "a.raw", 2**20))
     assert torrent.web_seeds, "the catalogue is the torrent's web seed"

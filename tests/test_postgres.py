@@ -12,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from support import identities, ENDORSER_DN, free_port, start_catalogue, upload_request, write_image
+from support import ENDORSER_DN, free_port, identities, start_catalogue, upload_request, write_image
 
 from vmic.imagelist.policy import History, Subscription
 from vmic.imagelist.verify import verify_signed_list

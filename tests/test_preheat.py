@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import TOKENS, node_config, publish_and_wait, running_node, running_seeder, until, wait_staged, write_image
 
 from nodecache.config import Selection
-from support import (TOKENS, node_config, publish_and_wait, running_node, running_seeder, until, wait_staged,
-                     write_image)
 from vmic.errors import BadRequest
 from vmic.pki import KeyPaths
 from vmic.preheat import node_from_user_agent, parse_target, targets

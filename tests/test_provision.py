@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import node_api, node_config, publish_and_wait, running_node, small_tmpfs, wait_staged, write_image
 
 from nodecache.config import ProvisionConfig, Selection
 from nodecache.provision.context import read_iso
-from support import node_api, node_config, publish_and_wait, running_node, small_tmpfs, wait_staged, write_image
 from vmic.pki import KeyPaths
 
 VMPROV = ["python", "-m", "nodecache.provision.cli"]

@@ -6,11 +6,9 @@ import asyncio
 from pathlib import Path
 
 import libtorrent as lt
-from support import until, RunningCatalogue, publish_and_wait, running_seeder, write_image
+from support import RunningCatalogue, publish_and_wait, running_seeder, until, write_image
 
 from vmic.pki import KeyPaths
-
-
 
 
 async def test_new_images_are_seeded_at_once_and_revoked_ones_dropped(site, keys: KeyPaths, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -54,8 +52,9 @@ async def test_restart_resumes_without_hashing_again(site, keys: KeyPaths, tmp_p
 
 async def test_a_list_from_an_untrusted_signer_is_not_followed(catalogue: RunningCatalogue, keys: KeyPaths,
                                                    other_keys: KeyPaths, tmp_path: Path) -> None:
-    from distributor.seeder.daemon import Seeder, SeederConfig
     from support import ENDORSER_DN, free_port
+
+    from distributor.seeder.daemon import Seeder, SeederConfig
 
     seeder = Seeder(SeederConfig(catalogue_url=catalogue.url, catalogue_ca=other_keys.ca_dir,  # the wrong CA
                                  endorser_dn=ENDORSER_DN, blob_dir=catalogue.catalogue.blobs.blob_dir,

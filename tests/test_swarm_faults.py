@@ -14,7 +14,7 @@ from pathlib import Path
 import libtorrent as lt
 import pytest
 from aiohttp import web
-from support import until, ENDORSER_DN, free_port, publish_and_wait, running_seeder, write_image
+from support import ENDORSER_DN, free_port, publish_and_wait, running_seeder, until, write_image
 
 from vmic.bittorrent.alerts import AlertPump
 from vmic.bittorrent.session import make_session

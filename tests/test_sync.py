@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from partner_sim import PartnerSimulator
-from support import identities, ENDORSER_DN, TOKENS, VMIC, RunningCatalogue, upload_request, write_image
+from support import ENDORSER_DN, TOKENS, VMIC, RunningCatalogue, identities, upload_request, write_image
 
 from vmic.errors import RemoteError
 from vmic.imagelist.model import ImageList

@@ -15,7 +15,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 
@@ -121,37 +121,37 @@ class CatalogueClient:
 
     async def images(self) -> list[dict[str, Any]]:
         _, _, body = await self._request("GET", "/api/v1/images")
-        return json.loads(body)
+        return cast("list[dict[str, Any]]", json.loads(body))
 
     async def revoke(self, identifier: str) -> dict[str, Any]:
         _, _, body = await self._request("DELETE", f"/api/v1/images/{identifier}")
-        return json.loads(body)
+        return cast("dict[str, Any]", json.loads(body))
 
     async def preheat(self, identifier: str, target: dict[str, Any]) -> dict[str, Any]:
         _, _, body = await self._request("POST", f"/api/v1/images/{identifier}/preheat", json=target)
-        return json.loads(body)
+        return cast("dict[str, Any]", json.loads(body))
 
     async def preheat_status(self, identifier: str) -> dict[str, Any]:
         _, _, body = await self._request("GET", f"/api/v1/images/{identifier}/preheat")
-        return json.loads(body)
+        return cast("dict[str, Any]", json.loads(body))
 
     # --- partner subscriptions (admin token) -----------------------------------------
 
     async def subscriptions(self) -> list[dict[str, Any]]:
         _, _, body = await self._request("GET", "/api/v1/subscriptions")
-        return json.loads(body)
+        return cast("list[dict[str, Any]]", json.loads(body))
 
     async def subscribe(self, request: dict[str, Any]) -> dict[str, Any]:
         _, _, body = await self._request("POST", "/api/v1/subscriptions", json=request)
-        return json.loads(body)
+        return cast("dict[str, Any]", json.loads(body))
 
     async def unsubscribe(self, name: str) -> dict[str, Any]:
         _, _, body = await self._request("DELETE", f"/api/v1/subscriptions/{name}")
-        return json.loads(body)
+        return cast("dict[str, Any]", json.loads(body))
 
     async def sync(self, name: str) -> dict[str, Any]:
         _, _, body = await self._request("POST", f"/api/v1/subscriptions/{name}/sync")
-        return json.loads(body)
+        return cast("dict[str, Any]", json.loads(body))
 
     # --- uploading (tus 1.0 core) ----------------------------------------------------
 

@@ -15,7 +15,7 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .errors import ConfigError
 
@@ -74,7 +74,7 @@ def load_section(
     """
     env = os.environ if env is None else env
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cast(Any, cls))}  # cls: any dataclass type (T is unbounded)
     unknown = set(table) - set(fields) - set(fixed)
     if unknown:
         raise ConfigError(f"[{section}]: unknown setting(s) {', '.join(sorted(unknown))}")

@@ -134,7 +134,7 @@ class ListFollower:
         self.known.update({image.identifier: image.sha512 for image in image_list.images})
         return image_list
 
-    def _refused(self, exc: ImageListError, last: int | None) -> None:
+    def _refused(self, exc: ImageListError, last: int | None) -> ImageList | None:
         """Keep the last good list; say why this one was refused (status, log, metric)."""
         self.refused = exc
         if self.on_refused is not None:

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from .errors import ConfigError
 from .imagelist.dn import parse_oneline
 
 
@@ -105,7 +106,7 @@ def make_endorser(
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
         )
         .sign(ca_key, hashes.SHA256())
@@ -158,7 +159,9 @@ def write_pair(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, cert_pat
 def load_ca(paths: KeyPaths) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     cert = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
     key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), None)
-    return cert, key  # type: ignore[return-value]
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ConfigError(f"{paths.ca_key}: the CA key is not an EC key (vmic keys init makes EC keys)")
+    return cert, key
 
 
 def init_keys(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import libtorrent as lt
 
@@ -57,14 +58,15 @@ class Torrent:
     @property
     def trackers(self) -> list[str]:
         """The announce URLs (``announce``, then every tier of ``announce-list``)."""
-        metainfo = lt.bdecode(self.data)
+        metainfo: Any = lt.bdecode(self.data)  # a bencoded dict: its shape is checked below, item by item
         urls = [metainfo.get(b"announce", b"")] + [u for tier in metainfo.get(b"announce-list", []) for u in tier]
         return list(dict.fromkeys(u.decode("utf-8", "replace") for u in urls if u))
 
     @property
     def web_seeds(self) -> list[str]:
         """The BEP 19 web seeds (``url-list``: one URL or a list)."""
-        urls = lt.bdecode(self.data).get(b"url-list", [])
+        metainfo: Any = lt.bdecode(self.data)
+        urls = metainfo.get(b"url-list", [])
         return [u.decode("utf-8", "replace") for u in ([urls] if isinstance(urls, bytes) else urls) if u]
 
     def magnet(self) -> str:

@@ -34,16 +34,15 @@ from typing import Any
 import aiohttp
 import libtorrent as lt
 
-from vmic.imagelist.extensions import BTIH, TORRENT
+from vmic.bittorrent.alerts import AlertPump
+from vmic.bittorrent.session import make_session
 from vmic.capped import MAX_TORRENT_BYTES, read_capped
 from vmic.errors import MalformedTorrent
 from vmic.follow import FollowsCatalogue, ListFollower
+from vmic.imagelist.extensions import BTIH, TORRENT
 from vmic.imagelist.model import Image, ImageList
 from vmic.log import event
 from vmic.torrents import Torrent
-
-from vmic.bittorrent.alerts import AlertPump
-from vmic.bittorrent.session import make_session
 
 log = logging.getLogger("distributor.seeder")
 

@@ -32,15 +32,15 @@ import libtorrent as lt
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
-from vmic.imagelist.extensions import BTIH, BTMH
 from vmic.background import background_tasks
-from vmic.errors import BadRequest, NotFound
-from vmic.http_errors import errors_as_json
 from vmic.bittorrent.share import place
+from vmic.errors import BadRequest, NotFound
 from vmic.follow import FollowsCatalogue, ListFollower
-from vmic.preheat import node_from_user_agent
+from vmic.http_errors import errors_as_json
+from vmic.imagelist.extensions import BTIH, BTMH
 from vmic.imagelist.model import ImageList
 from vmic.log import event
+from vmic.preheat import node_from_user_agent
 
 from .announce import Announce, TrackerError, parse_announce, parse_scrape
 from .swarm import Peer, Swarms

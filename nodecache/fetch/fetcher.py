@@ -25,7 +25,7 @@ from vmic.torrents import Torrent
 from ..errors import FetchFailed
 from ..metrics import Metrics
 from ..storage.base import Staged
-from .http import fetch_http
+from .over_http import fetch_http
 from .swarm import Swarm
 
 log = logging.getLogger("nodecache")

@@ -36,12 +36,12 @@ from pathlib import Path
 import aiohttp
 import libtorrent as lt
 
-from vmic.imagelist.extensions import BTIH, TORRENT
 from vmic.bittorrent.alerts import AlertPump
-from vmic.capped import MAX_TORRENT_BYTES, read_capped
 from vmic.bittorrent.session import make_session
 from vmic.bittorrent.share import share_url
+from vmic.capped import MAX_TORRENT_BYTES, read_capped
 from vmic.errors import MalformedTorrent
+from vmic.imagelist.extensions import BTIH, TORRENT
 from vmic.imagelist.model import Image
 from vmic.log import event
 from vmic.preheat import node_from_user_agent

@@ -19,19 +19,21 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
-
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from vmic.catalogue.page import human_size
 from vmic.cli.output import console, run_command
 from vmic.errors import BadRequest
 
-from ..cli import DEFAULT_CONFIG, client_for
+from ..paths import DEFAULT_CONFIG
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def vm_table(vms: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     table = Table("name", "state", "image", "version", "memory", "vcpus", "expires", "disk")
     for vm in vms:
         table.add_row(vm["name"], "running" if vm["running"] else "stopped", vm["title"], vm["version"],
@@ -77,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     out = console(sys.stdout)
 
     def run() -> int:
+        from ..client import client_for
+
         client = client_for(args.config, args.socket)
         if args.command == "create":
             body: dict[str, Any] = {"image": args.image, "name": args.name, "paused": args.paused,
@@ -87,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.user_data:
                 body["user_data"] = args.user_data.read_text()
             body["ssh_keys"] = [path.read_text().strip() for path in args.ssh_key]
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
             with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                           disable=args.no_progress or not sys.stderr.isatty(), console=console(sys.stderr)) as bar:
                 task = bar.add_task(f"{args.image}: staging", total=None)

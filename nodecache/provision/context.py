@@ -29,9 +29,9 @@ LABEL = "CIDATA"
 
 def context_files(name: str, instance_id: str, user_data: str, context: Mapping[str, str],
                   ssh_keys: tuple[str, ...]) -> dict[str, bytes]:
-    meta = {"instance-id": instance_id, "local-hostname": name}
+    meta: dict[str, str | list[str]] = {"instance-id": instance_id, "local-hostname": name}
     if ssh_keys:
-        meta["public-keys"] = list(ssh_keys)  # type: ignore[assignment]
+        meta["public-keys"] = list(ssh_keys)
     network = "version: 2\nethernets:\n  all:\n    match:\n      name: \"e*\"\n    dhcp4: true\n"
     variables = {"VMIC_VM_NAME": name, "VMIC_INSTANCE_ID": instance_id, **context}
     context_sh = "".join(f"{key}={shlex.quote(value)}\n" for key, value in variables.items())

@@ -161,7 +161,6 @@ class Provisioner:
         if not await self.storage.present(held.location):
             raise BaseVanished(f"the base of image {held.identifier} vanished from this node ({held.location}); "
                                "ensure it again")
-        return held.location
 
     async def _disk(self, name: str, held: HeldImage, undo: list[tuple[str, Callable[[], Any]]]) -> Disk:
         undo.append(("disk", lambda: self.storage.remove_disk(name)))
@@ -216,7 +215,7 @@ class Provisioner:
         record = await self._record(name)
         return VmView(record, await self.hypervisor.running(name))
 
-    async def list(self) -> list[VmView]:
+    async def all(self) -> list[VmView]:
         return [VmView(r, await self.hypervisor.running(r.name)) for r in await self.vms.vms()]
 
     async def reap(self, now: float | None = None) -> list[str]:

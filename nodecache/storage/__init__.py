@@ -16,6 +16,8 @@ from .base import Storage
 from .files import FileStorage
 from .lvm import LvmStorage
 
+__all__ = ["Storage", "FileStorage", "LvmStorage", "build_storage"]
+
 
 def build_storage(config: NodeConfig, vg: VolumeGroup | None = None) -> Storage:
     if config.backend == "file":

@@ -26,12 +26,12 @@ import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import zstandard
 
-from ..errors import ImageRefused, StageFailed
 from ..disk_header import HEAD_BYTES, check
+from ..errors import ImageRefused, StageFailed
 
 BLOCK = 4 * 2**20
 HOLE = 64 * 2**10  #: zero runs of this size (aligned in the file) are skipped, not written
@@ -67,14 +67,15 @@ class HashingReader:
 
 
 def _decompressed(raw: HashingReader, compression: str) -> IO[bytes]:
+    stream = cast(IO[bytes], raw)  # it reads like a binary file: read(size), readinto, readable
     if compression == "gzip":
-        return gzip.GzipFile(fileobj=raw)  # type: ignore[arg-type]
+        return cast(IO[bytes], gzip.GzipFile(fileobj=stream))
     if compression == "xz":
-        return lzma.LZMAFile(raw)  # type: ignore[arg-type]
+        return lzma.LZMAFile(stream)
     if compression == "zstd":
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)  # type: ignore[return-value]
+        return cast(IO[bytes], zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True, closefd=False))
     if compression == "none":
-        return raw  # type: ignore[return-value]
+        return stream
     raise ImageRefused(f"unknown compression {compression!r}")
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from conftest import lvm, publish, volumes
+from support import NodeProcess, node_api, node_config, running_node, until, wait_staged, write_image
 
 from nodecache.config import ProvisionConfig
 from nodecache.storage.lvm import base_name, staging_name
-from support import NodeProcess, node_api, node_config, running_node, until, wait_staged, write_image
 from vmic.pki import KeyPaths
 
 

@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 import zstandard
 from conftest import volumes
+from support import write_image
 
 from nodecache.errors import StageFailed
 from nodecache.lvm import VolumeGroup, device_mapper_available
 from nodecache.storage.base import metadata_for
-
 from nodecache.storage.lvm import STAGING_TAG, LvmStorage, base_name, staging_name
-from support import write_image
 from vmic.imagelist.model import EXT_COMPRESSION, Image
 
 

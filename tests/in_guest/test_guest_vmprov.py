@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from conftest import lvm, publish, volumes
+from support import node_api, node_config, running_node, wait_staged, write_image
 
 from nodecache.config import ProvisionConfig
 from nodecache.storage.lvm import base_name
-from support import node_api, node_config, running_node, wait_staged, write_image
 from vmic.pki import KeyPaths
 
 SIZE = 8 * 2**20

@@ -46,7 +46,10 @@ def wrk(url: str, seconds: int, connections: int, script: str | None = None) -> 
     lua = ["-s", script] if script else []
     out = subprocess.run([*pinned(0), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *lua, url],
                          capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if found is None:
+        raise SystemExit(f"imagelist.py: wrk printed no Requests/sec:\n{out}")
+    rps = float(found.group(1))
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)

@@ -67,8 +67,8 @@ def make_image(path: Path, size: int) -> None:
 
 
 def stage_round(image: Path, size: int, scratch: Path) -> dict[str, float]:
-    from nodecache.storage.base import metadata_for
     from nodecache.lvm import VolumeGroup
+    from nodecache.storage.base import metadata_for
     from nodecache.storage.lvm import LvmStorage
     from vmic.imagelist.model import Image
 

@@ -71,7 +71,7 @@ async def until_seeding(session: object, data: bytes, out: Path, name: str) -> N
         first = await shares.first(http, torrent.info.num_pieces())
         if first:
             params.piece_priorities = first
-        handle = shares.handle = session.add_torrent(params)  # type: ignore[attr-defined]
+        handle = shares.handle = session.add_torrent(params)  # type: ignore[attr-defined]  # a slot the bench adds to the shares object
         last_step = time.monotonic()
         while not handle.status().is_seeding:
             await asyncio.sleep(0.05)

@@ -37,18 +37,17 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
-from common import free_port, workdir, write_result  # noqa: E402
-
 import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
+from common import free_port, workdir, write_result  # noqa: E402
 
 from nodecache.api import make_app  # noqa: E402
 from nodecache.config import NodeConfig, ProvisionConfig  # noqa: E402
 from nodecache.node import Node  # noqa: E402
-from nodecache.wiring import build  # noqa: E402
 from nodecache.storage.files import XATTR  # noqa: E402
-from vmic.imagelist.extensions import NAME, NAMESPACE
+from nodecache.wiring import build  # noqa: E402
 from vmic.follow import CatalogueSource  # noqa: E402
+from vmic.imagelist.extensions import NAME, NAMESPACE  # noqa: E402
 from vmic.imagelist.model import Endorser, Image, ImageList  # noqa: E402
 from vmic.imagelist.smime import Signer  # noqa: E402
 from vmic.pki import init_keys  # noqa: E402

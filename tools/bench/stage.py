@@ -34,8 +34,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
 from common import workdir, write_result  # noqa: E402
 
-from nodecache.storage.base import metadata_for  # noqa: E402
 from nodecache.storage import pipeline  # noqa: E402
+from nodecache.storage.base import metadata_for  # noqa: E402
 from nodecache.storage.files import FileStorage  # noqa: E402
 from vmic.imagelist.model import EXT_COMPRESSION, Image  # noqa: E402
 

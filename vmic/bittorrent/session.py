@@ -70,4 +70,5 @@ def settings(listen: str, upload_limit: int = 0, download_limit: int = 0, user_a
 
 
 def make_session(listen: str, upload_limit: int = 0, download_limit: int = 0, user_agent: str = "") -> lt.session:
-    return lt.session(settings(listen, upload_limit, download_limit, user_agent))
+    params: Any = settings(listen, upload_limit, download_limit, user_agent)  # the binding takes a plain dict
+    return lt.session(params)

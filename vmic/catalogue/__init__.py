@@ -8,7 +8,7 @@
 - :mod:`.uploads`  -- resumable uploads (tus 1.0 core: HEAD / PATCH with Upload-Offset).
 - :mod:`.listing`  -- builds, signs and caches the HEPiX image list.
 - :mod:`.service`  -- all of the above wired into one Catalogue; crash recovery; torrents.
-- :mod:`.http`     -- what every handler needs: the catalogue, and who is asking.
+- :mod:`.request_context` -- what every handler needs: the catalogue, and who is asking.
 - :mod:`.tls`      -- HTTPS, and publishers authenticated by client certificate.
 - :mod:`.metrics`  -- Prometheus metrics.
 - :mod:`.web`      -- the aiohttp application: routes, JSON errors, the event stream.

@@ -32,6 +32,11 @@ def from_text(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if value else None
 
 
+def required_time(value: str) -> dt.datetime:
+    """A NOT NULL time column."""
+    return dt.datetime.fromisoformat(value)
+
+
 class UniqueViolation(Exception):
     """A write broke a UNIQUE or PRIMARY KEY constraint (both backends raise this)."""
 

@@ -15,11 +15,20 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from ..imagelist.model import EXT_COMPRESSION, EXT_CREATED, EXT_EXPIRES, EXT_PUBLISHER, Endorser, Image, ImageList, format_date
 from ..imagelist import extensions
+from ..imagelist.model import (
+    EXT_COMPRESSION,
+    EXT_CREATED,
+    EXT_EXPIRES,
+    EXT_PUBLISHER,
+    Endorser,
+    Image,
+    ImageList,
+    format_date,
+)
 from ..imagelist.smime import Signer
-from ..preheat import EXTENSION as PREHEAT
 from ..log import event
+from ..preheat import EXTENSION as PREHEAT
 from .store import ImageRecord, MetadataStore, utcnow
 
 log = logging.getLogger("vmic.catalogue.listing")

@@ -10,16 +10,17 @@ from aiohttp import web
 
 from ..log import event
 from .config import CatalogueConfig
-from .service import open_catalogue
 from .tls import server_context
 from .web import make_runner
+from .wiring import build
 
 log = logging.getLogger("vmic.catalogue")
 
 
 async def serve(config: CatalogueConfig) -> None:
-    catalogue = await open_catalogue(config)
-    runner = make_runner(catalogue, access_log=None)
+    site_parts = await build(config)
+    catalogue = site_parts.catalogue
+    runner = make_runner(catalogue, site_parts.syncer, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.port, ssl_context=server_context(config))
@@ -34,4 +35,4 @@ async def serve(config: CatalogueConfig) -> None:
         event(log, "catalogue.stopping")
     finally:
         await runner.cleanup()
-        await catalogue.close()
+        await site_parts.close()

@@ -13,11 +13,11 @@ import hmac
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cryptography import x509
 
-from ..errors import ConfigError, Conflict, Forbidden
+from ..errors import ConfigError, Conflict, Forbidden, NotFound
 from ..imagelist.smime import Signer
 from ..log import event
 from ..torrents import FORMATS as TORRENT_FORMATS
@@ -27,12 +27,9 @@ from .config import CatalogueConfig, Publisher, hash_token, publisher_for_subjec
 from .db import connect
 from .listing import ListSettings, ListSigner
 from .metrics import Metrics
-from .store import ImageRecord, MetadataStore
+from .store import ImageRecord, ImageRequest, MetadataStore
 from .tls import server_context
 from .uploads import Uploads
-
-if TYPE_CHECKING:
-    from ..sync.syncer import Syncer
 
 log = logging.getLogger("vmic.catalogue")
 
@@ -47,8 +44,6 @@ class Catalogue:
     metrics: Metrics = field(default_factory=Metrics)
     #: set when images may lack a torrent; the torrent maker (run_torrent_maker) clears it
     torrents_wanted: asyncio.Event = field(default_factory=asyncio.Event)
-    #: partner subscriptions (set by open_catalogue: it needs the catalogue itself)
-    syncer: Syncer = field(init=False)
 
     def publisher(self, token: str) -> Publisher | None:
         digest = hash_token(token)
@@ -132,8 +127,24 @@ class Catalogue:
             event(log, "blob.removed", sha512=sha512)
         return removed
 
+    # --- what partner sync may do (vmic.sync.writer.CatalogueWriter) ------------------------
+
+    def local_namespaces(self) -> set[str]:
+        return {namespace for publisher in self.config.publishers for namespace in publisher.namespaces}
+
+    async def find_image(self, identifier: str) -> ImageRecord | None:
+        try:
+            return await self.store.image(identifier)
+        except NotFound:
+            return None
+
+    async def import_image(self, record: ImageRecord, request: ImageRequest) -> None:
+        await self.store.insert_image(record, request)
+
+    def count_sync(self, subscription: str, outcome: str) -> None:
+        self.metrics.syncs.labels(subscription, outcome).inc()
+
     async def close(self) -> None:
-        await self.syncer.close()
         await self.store.close()
 
 
@@ -165,10 +176,6 @@ async def open_catalogue(config: CatalogueConfig) -> Catalogue:
         uploads=Uploads(store, blobs, config.max_upload_bytes),
         listing=ListSigner(store, signer, settings),
     )
-    from ..sync.syncer import Syncer
-
-    catalogue.syncer = Syncer(catalogue)
-    await catalogue.syncer.init()
     await catalogue.uploads.recover()
     await catalogue.collect_garbage()
     await catalogue.listing.refresh()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import Conflict, NotFound
-from .db import Database, Queries, Row, UniqueViolation, apply_schema, from_text, to_text
+from .db import Database, Queries, Row, UniqueViolation, apply_schema, from_text, required_time, to_text
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS images (
@@ -112,7 +112,7 @@ class ImageRecord:
             sha512=row["sha512"],
             size=int(row["size"]),
             publisher=row["publisher"],
-            created=from_text(row["created"]),  # type: ignore[arg-type]
+            created=required_time(row["created"]),
             expires=from_text(row["expires"]),
             revoked=from_text(row["revoked"]),
             metadata=json.loads(row["metadata"]),
@@ -134,7 +134,7 @@ class UploadRecord:
             publisher=row["publisher"],
             length=int(row["length"]),
             request=ImageRequest.from_json(row["request"]),
-            created=from_text(row["created"]),  # type: ignore[arg-type]
+            created=required_time(row["created"]),
         )
 
 

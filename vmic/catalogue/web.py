@@ -44,10 +44,11 @@ from ..errors import BadRequest, NotFound, VmicError
 from ..http_errors import errors_as_json
 from ..json_body import json_body
 from ..preheat import parse_target
-from ..sync.web import add_routes as sync_routes
-from .http import CATALOGUE, catalogue_of, publisher_of
+from ..sync.syncer import Syncer
+from ..sync.web import sync_apps
 from .names import check_identifier
 from .page import render
+from .request_context import CATALOGUE, catalogue_of, publisher_of
 from .service import Catalogue
 from .store import ImageRecord
 
@@ -55,7 +56,7 @@ log = logging.getLogger("vmic.catalogue.web")
 
 TUS_HEADERS = {"Tus-Resumable": "1.0.0"}
 KEEPALIVE_SECONDS = 15.0
-EVENT_STREAMS = web.AppKey("event_streams", set)
+EVENT_STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("event_streams", set)
 
 
 def count_answer(request: web.Request, status: int) -> None:
@@ -292,13 +293,13 @@ async def preheat_status(request: web.Request) -> web.Response:
 READ_BUFSIZE = 4 * 2**20
 
 
-def make_runner(catalogue: Catalogue, **kwargs: Any) -> web.AppRunner:
+def make_runner(catalogue: Catalogue, syncer: Syncer, **kwargs: Any) -> web.AppRunner:
     """An AppRunner for the catalogue app, with buffers sized for image uploads."""
     kwargs.setdefault("shutdown_timeout", 5.0)  # open event streams must not hold a shutdown for long
-    return web.AppRunner(make_app(catalogue), read_bufsize=READ_BUFSIZE, **kwargs)
+    return web.AppRunner(make_app(catalogue, syncer), read_bufsize=READ_BUFSIZE, **kwargs)
 
 
-def make_app(catalogue: Catalogue) -> web.Application:
+def make_app(catalogue: Catalogue, syncer: Syncer) -> web.Application:
     app = web.Application(middlewares=[errors_as_json(log, "catalogue", count_answer)])
     app[CATALOGUE] = catalogue
     app.add_routes([
@@ -321,15 +322,17 @@ def make_app(catalogue: Catalogue) -> web.Application:
         web.get("/metrics", metrics),
         web.get("/healthz", healthz),
     ])
-    sync_routes(app)
+    for prefix, subapp in sync_apps(syncer):
+        app.add_subapp(prefix, subapp)
     app[EVENT_STREAMS] = set()
 
     async def end_event_streams(app: web.Application) -> None:
-        for task in list(app[EVENT_STREAMS]):
+        streams: set[asyncio.Task[Any]] = app[EVENT_STREAMS]
+        for task in list(streams):
             task.cancel()
 
     app.on_shutdown.append(end_event_streams)
 
-    app.cleanup_ctx.append(background_tasks(catalogue.listing.run, catalogue.syncer.run,
+    app.cleanup_ctx.append(background_tasks(catalogue.listing.run, syncer.run,
                                             catalogue.run_torrent_maker))
     return app

@@ -14,11 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
-from ..imagelist.extensions import NAME, NAMESPACE
-from ..client import CatalogueClient, tls_context
 from ..errors import ConfigError
+from ..imagelist.extensions import NAME, NAMESPACE
 from . import publish as publish_cmd
 from . import subscribe as subscribe_cmd
 from .output import console, images_table, run_command
@@ -94,6 +91,8 @@ def preheat_target(text: str) -> dict[str, Any]:
 
 
 def cmd_preheat(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
     out = console(sys.stdout)
     if args.target:
         target = {} if args.target == "cancel" else preheat_target(args.target)
@@ -136,6 +135,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from ..client import CatalogueClient, tls_context
     from ..imagelist.policy import History, Subscription
     from ..imagelist.verify import verify_signed_list
 

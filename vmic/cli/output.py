@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any, TextIO
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..catalogue.page import human_size
 from ..errors import ConfigError, VmicError
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
 
 def console(stream: TextIO) -> Console:
     """A console; into a pipe or file it is wide enough that no identifier is cut."""
+    from rich.console import Console
+
     return Console(file=stream, highlight=False, soft_wrap=True, width=None if stream.isatty() else 200)
 
 
 def images_table(images: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     table = Table("image", "version", "size", "format", "os", "identifier", "state")
     for image in images:
         name = "/".join(filter(None, (image.get("namespace"), image.get("name"))))

@@ -14,13 +14,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-
-from ..client import CatalogueClient, sha512_file
 from ..errors import ConfigError, RemoteError
 from ..imagelist.model import COMPRESSIONS, FORMATS
+
+if TYPE_CHECKING:
+    from ..client import CatalogueClient
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,6 +63,10 @@ def _state_file(url: str, path: Path, stat: os.stat_result, args: argparse.Names
 
 
 async def publish(args: argparse.Namespace, client: CatalogueClient) -> dict[str, Any]:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    from ..client import sha512_file
+
     path: Path = args.file
     try:
         stat = path.stat()

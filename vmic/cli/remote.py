@@ -7,10 +7,12 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from ..client import CatalogueClient, tls_context
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..client import CatalogueClient
 
 DEFAULT_URL = "http://127.0.0.1:8470"
 
@@ -22,6 +24,8 @@ def url_of(args: argparse.Namespace) -> str:
 def client_for(args: argparse.Namespace, token: bool = True) -> CatalogueClient:
     """A client of the catalogue at --url, authenticated as the command needs: by
     --token ($VMIC_TOKEN) or by a TLS client certificate (--cert/--key)."""
+    from ..client import CatalogueClient, tls_context
+
     cacert = args.cacert or _env_path("VMIC_CACERT")
     cert = args.cert or _env_path("VMIC_CERT")
     key = args.key or _env_path("VMIC_KEY")

@@ -9,22 +9,21 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
-
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from ..errors import VmicError
-from ..imagelist.smime import ca_bundle
 from .output import console
-from ..client import CatalogueClient
 from .remote import call, remote
+
+if TYPE_CHECKING:
+    from ..client import CatalogueClient
 
 
 class SyncFailed(VmicError):
     code = "sync_failed"
 
 
-def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = sub.add_parser("subscribe", help="partner catalogues to mirror (add, list, remove, sync)")
     ssub = s.add_subparsers(dest="subscribe_command", required=True)
     add = ssub.add_parser("add", help="subscribe to a partner's signed list")
@@ -63,6 +62,8 @@ def _report(result: dict[str, Any]) -> None:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
+    from ..imagelist.smime import ca_bundle
+
     request = {"url": args.list_url, "ca_pem": ca_bundle(args.ca).decode(), "endorser_dn": args.endorser_dn,
                "endorser_ca": args.endorser_ca, "namespace": args.namespace, "name": args.name,
                "select": dict(s.partition("=")[::2] for s in args.select),
@@ -75,6 +76,8 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
     subscriptions = call(args, lambda client: client.subscriptions(), token=True)
     table = Table("name", "url", "namespace", "state", "list version", "last success", "last error")
     for s in subscriptions:

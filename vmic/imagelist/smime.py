@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from ..errors import ConfigError, SignatureInvalid, UntrustedSigner
@@ -53,13 +54,15 @@ class Signer:
             raise ConfigError(f"cannot read signing key {key_path}: {exc.strerror}") from None
         except (ValueError, TypeError):
             raise ConfigError(f"signing key {key_path} is not an unencrypted PEM private key") from None
-        if key.public_key().public_bytes(  # type: ignore[union-attr]
+        if key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         ) != cert.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         ):
             raise ConfigError(f"signing key {key_path} does not belong to certificate {cert_path}")
-        return cls(certificate=cert, key=key)  # type: ignore[arg-type]
+        if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+            raise ConfigError(f"signing key {key_path} is neither an RSA nor an EC key (S/MIME signs with those)")
+        return cls(certificate=cert, key=key)
 
     def sign(self, content: bytes) -> bytes:
         """A detached ``multipart/signed`` S/MIME message over ``content``."""
@@ -91,7 +94,7 @@ class VerifiedMessage:
 def _classify(stderr: str) -> Exception:
     """Turn openssl's complaint into the one error that says why."""
     text = stderr.lower()
-    line = next((l for l in stderr.splitlines() if "error" in l.lower()), stderr.strip()[:200])
+    line = next((row for row in stderr.splitlines() if "error" in row.lower()), stderr.strip()[:200])
     if any(m in text for m in ("content verify error", "digest failure", "signature failure", "verify_content")):
         return SignatureInvalid("signature does not match the content (the list was altered)")
     if "verify error:" in text:

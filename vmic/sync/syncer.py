@@ -23,26 +23,24 @@ import datetime as dt
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 
-from ..imagelist.extensions import NAME
+from ..capped import MAX_LIST_BYTES, read_capped
 from ..catalogue.names import check_name
 from ..catalogue.store import ImageRecord, ImageRequest, utcnow
-from ..capped import MAX_LIST_BYTES, read_capped
 from ..errors import BadRequest, Conflict, ImageListError, ListTooLarge, NotFound
 from ..events import events_url, watch_events
+from ..imagelist.extensions import NAME
 from ..imagelist.model import EXT_COMPRESSION, Image, ImageList
 from ..imagelist.policy import History, Subscription
 from ..imagelist.verify import verify_signed_list
 from ..log import event
+from .image_filter import parse_selectors, selected
 from .mirror import MirrorError, mirror_image
 from .records import SubscriptionRecord, SubscriptionStore
-from .selectors import parse_selectors, selected
-
-if TYPE_CHECKING:
-    from ..catalogue.service import Catalogue
+from .writer import CatalogueWriter
 
 log = logging.getLogger("vmic.sync")
 
@@ -67,15 +65,12 @@ def _slug(text: str, fallback: str) -> str:
 
 
 class Syncer:
-    def __init__(self, catalogue: Catalogue) -> None:
+    def __init__(self, catalogue: CatalogueWriter, records: SubscriptionStore) -> None:
         self.catalogue = catalogue
-        self.records = SubscriptionStore(catalogue.store.db)
+        self.records = records
         self._locks: dict[str, asyncio.Lock] = {}
         self._followers: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
-
-    async def init(self) -> None:
-        await self.records.init()
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -107,7 +102,7 @@ class Syncer:
         name = check_name(body.get("name") or _slug(url.split("//", 1)[1].split("/", 1)[0], "partner"),
                           "subscription name")
         namespace = check_name(body.get("namespace") or name, "namespace")
-        if any(namespace in p.namespaces for p in self.catalogue.config.publishers):
+        if namespace in self.catalogue.local_namespaces():
             raise Conflict(f"namespace {namespace} belongs to a local publisher; choose another for the partner")
         record = SubscriptionRecord(
             name=name, url=url, namespace=namespace, ca_pem=body["ca_pem"], endorser_dn=body["endorser_dn"],
@@ -191,7 +186,7 @@ class Syncer:
             await self.records.record_failure(record.name, "; ".join(result.errors), now)
         event(log, "subscription.synced", subscription=record.name, list_version=image_list.version,
               imported=len(result.imported), revoked=len(result.revoked), errors=len(result.errors))
-        self.catalogue.metrics.syncs.labels(record.name, "ok" if not result.errors else "image_errors").inc()
+        self.catalogue.count_sync(record.name, "ok" if not result.errors else "image_errors")
         return result
 
     async def _failed(self, record: SubscriptionRecord, result: SyncResult, code: str, reason: str,
@@ -200,16 +195,12 @@ class Syncer:
         await self.records.record_failure(record.name, reason, now)
         event(log, "subscription.failed", level=logging.WARNING, subscription=record.name, reason=reason,
               last_good_version=record.last_version)
-        self.catalogue.metrics.syncs.labels(record.name, code).inc()
+        self.catalogue.count_sync(record.name, code)
         result.errors.append(reason)
         return result
 
     async def _import(self, record: SubscriptionRecord, image_list: ImageList, image: Image) -> None:
-        store = self.catalogue.store
-        try:
-            local = await store.image(image.identifier)
-        except NotFound:
-            local = None
+        local = await self.catalogue.find_image(image.identifier)
         if local is not None:
             if local.sha512 != image.sha512:
                 raise Conflict(f"image {image.identifier}: this identifier is used here for other bytes; not imported")
@@ -244,7 +235,7 @@ class Syncer:
                                        publisher=f"partner:{record.name}", created=utcnow(), expires=None,
                                        revoked=None, metadata=metadata)
             try:
-                await self.catalogue.store.insert_image(image_record, request)
+                await self.catalogue.import_image(image_record, request)
                 return attempt_name
             except Conflict:
                 if attempt_name != name:

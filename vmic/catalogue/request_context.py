@@ -5,16 +5,16 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..errors import Forbidden, Unauthorized
+from ..imagelist.dn import oneline
 from .config import Publisher
 from .service import Catalogue
-from ..imagelist.dn import oneline
 from .tls import client_certificate_subject
 
 CATALOGUE = web.AppKey("catalogue", Catalogue)
 
 
 def catalogue_of(request: web.Request) -> Catalogue:
-    return request.app[CATALOGUE]
+    return request.config_dict[CATALOGUE]  # also from a sub-app
 
 
 def publisher_of(request: web.Request) -> Publisher:
