@@ -24,10 +24,11 @@ from vmic.bittorrent.share import (
     WebSeedPolicy,
     priorities,
     share_of,
-    share_url,
     slice_done,
     slice_of,
 )
+from vmic.bittorrent.tracker_api import ShareView, share_url
+from vmic.errors import BadRequest
 from vmic.pki import KeyPaths
 
 
@@ -161,3 +162,21 @@ async def test_resume_data_saved_without_the_web_seed_does_not_keep_it_off(catal
         assert hashlib.sha512(path.read_bytes()).hexdigest() == record["sha512"]
     finally:
         await swarm.close()
+
+
+@pytest.mark.parametrize("body, expected", [
+    ({"btih": "ab", "node": "hv1", "index": 1, "count": 3}, Share(1, 3)),
+    ({"btih": "ab", "node": "hv1", "index": 3, "count": 3}, None),
+    ({"btih": "ab", "node": "hv1", "index": -1, "count": 3}, None),
+    ({"btih": "ab", "node": "hv1", "index": 0, "count": 10**9}, None),
+    ({"btih": "ab", "node": "hv1", "index": "x", "count": 3}, None),
+    ({"btih": "ab"}, None),
+    ([1, 2], None),
+])
+def test_the_tracker_s_share_answer_is_checked(body: object, expected: Share | None) -> None:
+    if expected is None:
+        with pytest.raises((BadRequest, KeyError, ValueError, TypeError)):
+            ShareView.from_json(body)
+    else:
+        assert ShareView.from_json(body).share == expected
+        assert ShareView.from_json(ShareView.from_json(body).to_json()).share == expected

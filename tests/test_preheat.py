@@ -76,7 +76,7 @@ async def test_preheat_pushes_to_the_named_nodes_and_shows_their_progress(site: 
 
         def seen(name: str) -> bool:
             view = tracker.swarm_view(torrent.btih)
-            return any(p["name"] == name and p["seeding"] for p in view["peers"])
+            return any(p.name == name and p.seeding for p in view.peers)
 
         await until(lambda: seen("hv-a"), "the tracker seeing hv-a complete", 20)
         status = await vmic("preheat", record["identifier"], "--json", "--url", catalogue.url)

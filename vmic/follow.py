@@ -37,6 +37,29 @@ from .log import event
 
 
 @dataclass(frozen=True)
+class Fetched:
+    """One look at a signed list: its bytes (None: unchanged since ``etag``) and ETag."""
+
+    message: bytes | None
+    etag: str | None
+
+
+async def fetch_signed_list(session: aiohttp.ClientSession, url: str, max_bytes: int,
+                            etag: str | None = None) -> Fetched:
+    """GET a signed list, conditionally (``If-None-Match``) when ``etag`` is given, reading
+    at most ``max_bytes`` (:class:`ListTooLarge` beyond, before anything is parsed).
+    Unreachable, or an HTTP error: :class:`aiohttp.ClientError` or a timeout. What every
+    follower of a list (node, tracker, seeder, partner sync) fetches with."""
+    headers = {"If-None-Match": etag} if etag else {}
+    async with session.get(url, headers=headers) as response:
+        if response.status == 304 and etag:
+            return Fetched(None, etag)
+        response.raise_for_status()
+        message = await read_capped(response, max_bytes, "the signed list", ListTooLarge)
+        return Fetched(message, response.headers.get("ETag"))
+
+
+@dataclass(frozen=True)
 class CatalogueSource:
     """Which catalogue to follow and whom to trust for its list."""
 
@@ -106,15 +129,9 @@ class ListFollower:
         """The catalogue's list now, verified; None (and the last good list kept) if it is
         unchanged, unreachable or refused."""
         last = self.current.version if self.current is not None else None
-        headers = {"If-None-Match": self.etag} if self.etag and self.current is not None else {}
         try:
-            async with session.get(self.source.list_url, headers=headers) as response:
-                if response.status == 304 and self.current is not None:
-                    self.unreachable = None
-                    return None
-                response.raise_for_status()
-                message = await read_capped(response, self.source.max_list_bytes, "the signed list", ListTooLarge)
-                etag = response.headers.get("ETag")
+            fetched = await fetch_signed_list(session, self.source.list_url, self.source.max_list_bytes,
+                                              self.etag if self.current is not None else None)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             self.unreachable = str(exc) or type(exc).__name__
             event(self.log, "list.unreachable", level=logging.WARNING, catalogue=self.source.url,
@@ -124,13 +141,16 @@ class ListFollower:
             self.unreachable = None
             return self._refused(exc, last)
         self.unreachable = None
+        if fetched.message is None:
+            return None  # unchanged
+        message = fetched.message
         try:
             image_list = await verify_signed_list(message, [self.source.ca], self._subscription(),
                                                   History(last_version=last, known_images=self.known))
         except ImageListError as exc:
             return self._refused(exc, last)
         self.refused = None
-        self.current, self.signed, self.etag = image_list, message, etag
+        self.current, self.signed, self.etag = image_list, message, fetched.etag
         self.known.update({image.identifier: image.sha512 for image in image_list.images})
         return image_list
 

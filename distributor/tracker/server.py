@@ -34,6 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from vmic.background import background_tasks
 from vmic.bittorrent.share import place
+from vmic.bittorrent.tracker_api import ShareView, SwarmPeer, SwarmView
 from vmic.errors import BadRequest, NotFound
 from vmic.follow import FollowsCatalogue, ListFollower
 from vmic.http_errors import errors_as_json
@@ -154,19 +155,19 @@ class Tracker:
             raise TrackerError("unknown torrent: this tracker serves only the images of its catalogue")
         return info_hash
 
-    def swarm_view(self, info_hash_hex: str) -> dict[str, Any]:
+    def swarm_view(self, info_hash_hex: str) -> SwarmView:
         """Every peer of one image's swarm with its progress: what preheat status shows."""
         info_hash = self._known(info_hash_hex)
         size = self.allowlist.sizes.get(info_hash, 0)
         swarm = self.swarms.swarms.get(info_hash)
         now = self.swarms.clock()
         peers = sorted(swarm.peers.values(), key=lambda p: (p.name, p.ip, p.port)) if swarm else []
-        return {"btih": info_hash_hex, "size": size, "self_reported": SELF_REPORTED, "peers": [
-            {"name": p.name or None, "ip": p.ip, "port": p.port, "left": p.left, "seeding": p.left == 0,
-             "done": round(1 - p.left / size, 4) if size else None, "seen_seconds_ago": round(now - p.last_seen, 1)}
-            for p in peers]}
+        return SwarmView(info_hash_hex, size, SELF_REPORTED, tuple(
+            SwarmPeer(p.name or None, p.ip, p.port, p.left, round(1 - p.left / size, 4) if size else None,
+                      round(now - p.last_seen, 1))
+            for p in peers))
 
-    def share_view(self, info_hash_hex: str, node: str) -> dict[str, Any]:
+    def share_view(self, info_hash_hex: str, node: str) -> ShareView:
         """``node``'s origin share (:mod:`vmic.bittorrent.share`): its place among the named
         nodes of this image's swarm, downloading or done (done nodes keep their places, so
         the others' slices do not move as nodes finish)."""
@@ -177,8 +178,7 @@ class Tracker:
             swarm = self.swarms.swarms.get(info_hash)
             names = sorted({p.name for p in swarm.peers.values() if p.name} if swarm else set())
             cached = self._named[info_hash] = (now, names)
-        share = place(node, cached[1])
-        return {"btih": info_hash_hex, "node": node, "index": share.index, "count": share.count}
+        return ShareView(info_hash_hex, node, place(node, cached[1]))
 
     # --- following the catalogue ---------------------------------------------------------
 
@@ -255,7 +255,7 @@ async def swarm_status(request: web.Request) -> web.Response:
     """JSON: who is in an image's swarm and how far each is (node names from node daemons'
     User-Agent, "vmic-node/<name>")."""
     try:
-        return web.json_response(request.app[TRACKER].swarm_view(request.match_info["btih"]))
+        return web.json_response(request.app[TRACKER].swarm_view(request.match_info["btih"]).to_json())
     except TrackerError as exc:
         raise UnknownTorrent(exc.message) from None
 
@@ -266,7 +266,7 @@ async def swarm_share(request: web.Request) -> web.Response:
     if not node or len(node) > 200:
         raise BadRequest("a share needs ?node=<name>")
     try:
-        return web.json_response(request.app[TRACKER].share_view(request.match_info["btih"], node))
+        return web.json_response(request.app[TRACKER].share_view(request.match_info["btih"], node).to_json())
     except TrackerError as exc:
         raise UnknownTorrent(exc.message) from None
 

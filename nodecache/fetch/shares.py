@@ -17,9 +17,8 @@ import aiohttp
 import libtorrent as lt
 
 from vmic.bittorrent.share import Share, WebSeedPolicy, priorities
-from vmic.capped import read_capped
-from vmic.errors import BadRequest, VmicError
-from vmic.json_body import parse_json
+from vmic.bittorrent.tracker_api import NotOurTracker, fetch_share
+from vmic.errors import VmicError
 from vmic.log import event
 
 log = logging.getLogger("nodecache.swarm")
@@ -74,16 +73,13 @@ class OriginShares:
         the request (a stock tracker: 404 or 400) is not asked again."""
         assert self.url is not None
         try:
-            async with http.get(self.url, timeout=aiohttp.ClientTimeout(total=5)) as response:
-                if response.status in (400, 404, 405, 501):
-                    event(log, "swarm.no_shares", btih=self.btih, status=response.status)
-                    self.url = None
-                    return None
-                response.raise_for_status()
-                what = "the tracker's share answer"
-                body = parse_json(await read_capped(response, 2**16, what, BadRequest), what)
-                return Share(int(body["index"]), int(body["count"]))
-        except (aiohttp.ClientError, asyncio.TimeoutError, VmicError, ValueError, KeyError, TypeError) as exc:
+            async with asyncio.timeout(5):
+                return await fetch_share(http, self.url)
+        except NotOurTracker as exc:
+            event(log, "swarm.no_shares", btih=self.btih, reason=str(exc))
+            self.url = None
+            return None
+        except (aiohttp.ClientError, asyncio.TimeoutError, VmicError) as exc:
             event(log, "swarm.share_unanswered", level=logging.DEBUG, btih=self.btih,
                   reason=str(exc) or type(exc).__name__)
             return None

@@ -38,7 +38,7 @@ import libtorrent as lt
 
 from vmic.bittorrent.alerts import AlertPump
 from vmic.bittorrent.session import make_session
-from vmic.bittorrent.share import share_url
+from vmic.bittorrent.tracker_api import share_url
 from vmic.capped import MAX_TORRENT_BYTES, read_capped
 from vmic.errors import MalformedTorrent
 from vmic.imagelist.extensions import BTIH, TORRENT

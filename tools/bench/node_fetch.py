@@ -58,7 +58,7 @@ async def until_seeding(session: object, data: bytes, out: Path, name: str) -> N
 
     from nodecache.fetch.shares import OriginShares
     from nodecache.fetch.swarm import TICK_SECONDS  # the node daemon's step
-    from vmic.bittorrent.share import share_url
+    from vmic.bittorrent.tracker_api import share_url
     from vmic.torrents import Torrent
 
     torrent = Torrent.parse(data)

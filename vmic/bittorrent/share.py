@@ -30,7 +30,6 @@ Measured with tools/bench/swarm.py: see README.rst.
 from __future__ import annotations
 
 import bisect
-import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -63,15 +62,6 @@ def place(node: str, names: Sequence[str]) -> Share:
     index = bisect.bisect_left(names, node)
     present = index < len(names) and names[index] == node
     return Share(index, len(names) + (0 if present else 1))
-
-
-def share_url(announce_urls: Iterable[str], btih: str, node: str) -> str | None:
-    """Where ``node`` asks for its share: the ``/swarm/<btih>/share`` of the torrent's first
-    HTTP tracker (a stock tracker has none; the node then fetches as plain BitTorrent does)."""
-    for url in announce_urls:
-        if url.startswith(("http://", "https://")) and url.endswith("/announce"):
-            return f"{url[:-len('/announce')]}/swarm/{btih}/share?{urllib.parse.urlencode({'node': node})}"
-    return None
 
 
 def slice_of(share: Share, num_pieces: int) -> range:

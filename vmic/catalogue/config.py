@@ -29,6 +29,7 @@ from typing import Any
 
 from cryptography import x509
 
+from ..capped import MAX_LIST_BYTES
 from ..config import load_section, read_toml
 from ..errors import ConfigError
 from ..imagelist.dn import same_name
@@ -65,6 +66,8 @@ class CatalogueConfig:
     #: how long a signed list stays valid; it is re-signed at half of that
     list_lifetime_hours: float = 168.0
     max_upload_bytes: int = 64 * 2**30
+    #: a partner's signed list of more bytes is refused (list_too_large) before it is parsed
+    max_partner_list_bytes: int = MAX_LIST_BYTES
     #: announce URLs put in every image's torrent, comma-separated (empty: web seed only)
     trackers: str = ""
     #: "v1" (what Debian's aria2c and transmission interoperate with) or "hybrid" (v1+v2;
@@ -79,6 +82,8 @@ class CatalogueConfig:
     log_level: str = "info"
 
     def __post_init__(self) -> None:
+        if not 4096 <= self.max_partner_list_bytes <= 2**30:
+            raise ConfigError("[catalogue] max_partner_list_bytes must be between 4096 and 1073741824")
         if self.host in ("0.0.0.0", "::", "[::]", "") and not self.public_url:
             raise ConfigError(f"[catalogue] host = {self.host!r} listens on every address, so the list cannot name "
                               "one for subscribers to reach (hv:uri): set public_url (e.g. https://images.example.org)")

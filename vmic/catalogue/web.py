@@ -40,6 +40,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..background import background_tasks
+from ..bittorrent.tracker_api import fetch_swarm, swarm_url
 from ..errors import BadRequest, NotFound, VmicError
 from ..http_errors import errors_as_json
 from ..json_body import json_body
@@ -273,15 +274,13 @@ async def preheat_status(request: web.Request) -> web.Response:
     hashes = (await catalogue.store.info_hashes()).get(identifier)
     body: dict[str, Any] = {"identifier": identifier, "preheat": target, "btih": hashes[0] if hashes else None,
                             "nodes": [], "missing": [], "tracker_error": None}
-    trackers = catalogue.config.tracker_urls
-    if hashes and trackers:
-        url = trackers[0].rsplit("/announce", 1)[0] + f"/swarm/{hashes[0]}"
+    url = swarm_url(catalogue.config.tracker_urls, hashes[0]) if hashes else None
+    if url is not None:
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-                async with session.get(url) as response:
-                    swarm = await response.json(content_type=None)
-            body["nodes"] = [p for p in swarm.get("peers", []) if p.get("name")]
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                swarm = await fetch_swarm(session, url)
+            body["nodes"] = [p.to_json() for p in swarm.peers if p.name]
+        except (aiohttp.ClientError, asyncio.TimeoutError, VmicError) as exc:
             body["tracker_error"] = f"{url}: {exc or type(exc).__name__}"
     if target and "nodes" in target:
         seen = {p["name"] for p in body["nodes"]}

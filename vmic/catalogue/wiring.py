@@ -30,4 +30,4 @@ async def build(config: CatalogueConfig) -> CatalogueSite:
     except BaseException:
         await catalogue.close()
         raise
-    return CatalogueSite(catalogue, Syncer(catalogue, records))
+    return CatalogueSite(catalogue, Syncer(catalogue, records, config.max_partner_list_bytes))

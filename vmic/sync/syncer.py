@@ -27,11 +27,12 @@ from typing import Any
 
 import aiohttp
 
-from ..capped import MAX_LIST_BYTES, read_capped
+from ..capped import MAX_LIST_BYTES
 from ..catalogue.names import check_name
 from ..catalogue.store import ImageRecord, ImageRequest, utcnow
 from ..errors import BadRequest, Conflict, ImageListError, ListTooLarge, NotFound
 from ..events import events_url, watch_events
+from ..follow import fetch_signed_list
 from ..imagelist.extensions import NAME
 from ..imagelist.model import EXT_COMPRESSION, Image, ImageList
 from ..imagelist.policy import History, Subscription
@@ -65,9 +66,12 @@ def _slug(text: str, fallback: str) -> str:
 
 
 class Syncer:
-    def __init__(self, catalogue: CatalogueWriter, records: SubscriptionStore) -> None:
+    def __init__(self, catalogue: CatalogueWriter, records: SubscriptionStore,
+                 max_list_bytes: int = MAX_LIST_BYTES) -> None:
         self.catalogue = catalogue
         self.records = records
+        #: a partner's list of more bytes is refused (list_too_large) before it is parsed
+        self.max_list_bytes = max_list_bytes
         self._locks: dict[str, asyncio.Lock] = {}
         self._followers: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -140,22 +144,21 @@ class Syncer:
             return await self._sync(await self.records.get(name))
 
     async def _fetch(self, record: SubscriptionRecord) -> tuple[bytes, str | None]:
-        """The partner's signed list now (or the last good one if unchanged, 304)."""
-        headers = {"If-None-Match": record.etag} if record.etag and record.signed_list else {}
-        async with self._http().get(record.url, headers=headers) as response:
-            if response.status == 304 and record.signed_list is not None:
-                return record.signed_list, record.etag
-            if response.status != 200:
-                raise ConnectionError(f"{record.url} answered HTTP {response.status}")
-            body = await read_capped(response, MAX_LIST_BYTES, f"{record.url}'s signed list", ListTooLarge)
-            return body, response.headers.get("ETag")
+        """The partner's signed list now, or the last good one (its bytes as fetched, to be
+        verified again) if it is unchanged."""
+        fetched = await fetch_signed_list(self._http(), record.url, self.max_list_bytes,
+                                          record.etag if record.signed_list is not None else None)
+        if fetched.message is None and record.signed_list is not None:
+            return record.signed_list, record.etag
+        assert fetched.message is not None
+        return fetched.message, fetched.etag
 
     async def _sync(self, record: SubscriptionRecord) -> SyncResult:
         result = SyncResult(record.name)
         now = utcnow()
         try:
             message, etag = await self._fetch(record)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             return await self._failed(record, result, "unreachable", f"partner unreachable: {exc}", now)
         except ListTooLarge as exc:  # refused before parsing or checking; the last good list stays
             return await self._failed(record, result, exc.code, f"list refused ({exc.code}): {exc}", now)
