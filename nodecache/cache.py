@@ -14,18 +14,18 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
+from vmic.fetch.fetcher import Fetcher
 from vmic.imagelist.model import Image
 from vmic.log import event
 
 from . import evict
 from .errors import InUse, UnknownImage
 from .evict import Plan as EvictionPlan
-from .fetch.fetcher import Fetcher
 from .metrics import Metrics
 from .planner import Listed
 from .selection import resolve
 from .state import HeldImage, Reference, State
-from .storage.base import Base, DiskCheck, Storage
+from .storage.base import Base, DiskCheck, Storage, held_bytes
 
 log = logging.getLogger("nodecache")
 
@@ -82,7 +82,7 @@ class CacheStore:
                 meta = staged.metadata
                 await self.state.put(HeldImage(sha512, meta.get("identifier", ""), found.title if found else "",
                                                meta.get("version", ""), meta.get("catalogue", ""), "staged", "",
-                                               staged.location, staged.format, self.fetcher.held_bytes(staged),
+                                               staged.location, staged.format, held_bytes(staged, self.fetcher.data_dir),
                                                float(meta.get("staged", time.time())), time.time()))
                 event(log, "node.reconcile_adopted", image=meta.get("identifier"), location=staged.location)
         self.fetcher.drop_orphans(set(on_disk) | set(records))

@@ -3,6 +3,7 @@ it to an HTTP status and a JSON body, and the CLI to a one-line message."""
 
 from __future__ import annotations
 
+from vmic.errors import FetchFailed as FetchFailed  # shared with partner mirroring (vmic.fetch)
 from vmic.errors import VmicError
 
 
@@ -25,13 +26,6 @@ class ImageRefused(NodeCacheError):
 
     status = 422
     code = "image_refused"
-
-
-class FetchFailed(NodeCacheError):
-    """The image could not be downloaded (no peer, no web seed, torrent mismatch)."""
-
-    status = 502
-    code = "fetch_failed"
 
 
 class StageFailed(NodeCacheError):

@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vmic.fetch.fetcher import Fetcher
 from vmic.imagelist.model import Image
 from vmic.log import event
 
-from .errors import ImageRefused, NodeCacheError
-from .fetch.fetcher import Fetcher
+from .errors import FetchFailed, ImageRefused, NodeCacheError
 from .metrics import Metrics
 from .state import HeldImage, State
-from .storage.base import Staged, Storage, metadata_for
+from .storage.base import Staged, Storage, held_bytes, metadata_for
 
 log = logging.getLogger("nodecache")
 Clock = Callable[[], float]
@@ -125,7 +125,7 @@ class JobRunner:
         except ImageRefused as exc:
             await self._refused(job, exc)
             raise
-        except NodeCacheError as exc:
+        except (NodeCacheError, FetchFailed) as exc:
             self.failed_at[image.sha512] = self.clock()
             await self.state.put(self._record(job, "failed", reason=str(exc)))
             self.metrics.staged.labels("failed").inc()
@@ -133,7 +133,7 @@ class JobRunner:
             raise
         now = time.time()
         held = self._record(job, "staged", location=staged.location, format=staged.format,
-                            size=self.fetcher.held_bytes(staged), staged=now, last_used=now)
+                            size=held_bytes(staged, self.fetcher.data_dir), staged=now, last_used=now)
         await self.state.put(held)
         self.failed_at.pop(image.sha512, None)
         seconds = self.clock() - job.started

@@ -23,6 +23,8 @@ from typing import Any
 
 import aiohttp
 
+from vmic.fetch.fetcher import Fetcher
+from vmic.fetch.swarm import Swarm
 from vmic.log import event
 
 from . import planner
@@ -30,8 +32,6 @@ from .cache import CacheStore
 from .config import NodeConfig
 from .errors import NodeCacheError
 from .evict import Plan as EvictionPlan
-from .fetch.fetcher import Fetcher
-from .fetch.swarm import Swarm
 from .jobs import Job, JobRunner
 from .keeper import ImageKeeper
 from .lists import CatalogueLists

@@ -17,20 +17,20 @@ from collections.abc import Callable
 
 import aiohttp
 
+from vmic.fetch.fetcher import Fetcher
+from vmic.fetch.swarm import Swarm
 from vmic.follow import ListFollower
 from vmic.preheat import USER_AGENT_PREFIX
+from vmic.private import TRAVERSE, private_dir
 
 from .cache import CacheStore
 from .config import NodeConfig
-from .fetch.fetcher import Fetcher
-from .fetch.swarm import Swarm
 from .jobs import JobRunner
 from .keeper import ImageKeeper
 from .lists import CatalogueLists
 from .metrics import Metrics
 from .node import Node
 from .planner import Policy
-from .private import TRAVERSE, private_dir
 from .provision.hypervisors import Hypervisor, LibvirtHypervisor, QemuHypervisor
 from .provision.provisioner import Provisioner
 from .state import State
@@ -57,7 +57,7 @@ async def build(config: NodeConfig, storage: Storage | None = None, clock: Calla
     storage = storage or build_storage(config)
     swarm = Swarm(root / "data", root / "torrents", config.listen, config.upload_limit, config.download_limit,
                   config.web_seed, USER_AGENT_PREFIX + config.node_name)
-    fetcher = Fetcher(swarm, http, root / "data", root / "torrents", metrics)
+    fetcher = Fetcher(swarm, http, root / "data", root / "torrents", metrics.http_bytes.inc)
     lists = CatalogueLists({source.url: ListFollower(source, log) for source in config.catalogues}, state, metrics)
     runner = JobRunner(state, storage, fetcher, metrics, lists.version, config.parallel, config.seed, clock)
     cache = CacheStore(state, storage, fetcher, metrics, runner.cancel, config.capacity, config.high_watermark,

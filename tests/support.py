@@ -218,10 +218,11 @@ def identities(images: tuple) -> list[tuple[str, str]]:  # type: ignore[type-arg
 # --- the distributor: a catalogue with its tracker, and seeders -----------------------------
 
 
-async def start_tracker(catalogue_url: str, keys: KeyPaths, host: str, port: int) -> tuple[Tracker, web.AppRunner]:
+async def start_tracker(catalogue_url: str, keys: KeyPaths, host: str, port: int,
+                        endorser_dn: str = ENDORSER_DN) -> tuple[Tracker, web.AppRunner]:
     """Our tracker, following the catalogue at ``catalogue_url``, on ``host:port``."""
     tracker = Tracker.from_config(TrackerConfig(catalogue_url=catalogue_url, catalogue_ca=keys.ca_dir,
-                                                endorser_dn=ENDORSER_DN, host=host, port=port, interval=5,
+                                                endorser_dn=endorser_dn, host=host, port=port, interval=5,
                                                 min_interval=1))
     runner = web.AppRunner(make_app(tracker))
     await runner.setup()
@@ -333,12 +334,12 @@ async def run_until_file(cmd: list[str], target: Path, sha512: str, timeout: flo
 
 @contextlib.asynccontextmanager
 async def running_seeder(catalogue: RunningCatalogue, keys: KeyPaths, state_dir: Path,
-                         listen: str | None = None) -> AsyncIterator[Any]:
+                         listen: str | None = None, endorser_dn: str = ENDORSER_DN) -> AsyncIterator[Any]:
     """A seeder daemon following ``catalogue``, seeding its blob store in place (on loopback
     unless ``listen`` says otherwise)."""
     from distributor.seeder.daemon import Seeder, SeederConfig
 
-    seeder = Seeder(SeederConfig(catalogue_url=catalogue.url, catalogue_ca=keys.ca_dir, endorser_dn=ENDORSER_DN,
+    seeder = Seeder(SeederConfig(catalogue_url=catalogue.url, catalogue_ca=keys.ca_dir, endorser_dn=endorser_dn,
                                  blob_dir=catalogue.catalogue.blobs.blob_dir, state_dir=state_dir,
                                  listen=listen or f"127.0.0.1:{free_port()}", poll_seconds=3600))
     await seeder.start()

@@ -145,7 +145,7 @@ async def test_resume_data_saved_without_the_web_seed_does_not_keep_it_off(catal
     import libtorrent as lt
     from support import free_port
 
-    from nodecache.fetch.swarm import Swarm
+    from vmic.fetch.swarm import Swarm
 
     record, torrent = await publish_and_wait(catalogue, write_image(tmp_path / "a.raw", 2**20))
     assert torrent.web_seeds, "the catalogue is the torrent's web seed"

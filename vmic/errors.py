@@ -147,3 +147,11 @@ class Rollback(ImageListError):
 
 class ImageIdentifierReused(ImageListError):
     code = "image_identifier_reused"
+
+
+class FetchFailed(VmicError):
+    """An image's bytes could not be downloaded (no peer, no web seed, torrent mismatch,
+    a transfer cut: what arrived is kept and the next attempt resumes)."""
+
+    status = 502
+    code = "fetch_failed"

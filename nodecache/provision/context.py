@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pycdlib
 
-from ..private import private_file
+from vmic.private import private_file
 
 LABEL = "CIDATA"
 

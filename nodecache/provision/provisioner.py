@@ -24,10 +24,10 @@ from typing import Any, Protocol
 
 from vmic.imagelist.model import Image
 from vmic.log import event
+from vmic.private import TRAVERSE, private_dir
 
 from ..config import ProvisionConfig
 from ..errors import UnknownImage
-from ..private import TRAVERSE, private_dir
 from ..selection import matches, resolve
 from ..state import HeldImage, State, VmRecord
 from ..storage.base import Base, Disk, Storage

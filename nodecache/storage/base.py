@@ -8,6 +8,8 @@ and *VM disks* (a copy-on-write disk per VM on a base: an overlay file or a snap
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,6 +61,18 @@ class DiskCheck(Enum):
     OK = "ok"  #: the disk exists on its base (or cannot be doubted)
     GONE = "gone"  #: the disk no longer exists: the reference is stale
     OTHER_BASE = "other_base"  #: the disk's backing is not the base: kept (never evict on doubt), reported
+
+
+def held_bytes(staged: Staged, data_dir: Path) -> int:
+    """Bytes the cache holds for an image: its base, plus the seed copy in ``data_dir`` if
+    that is another file (not a hard link to the base)."""
+    size = staged.allocated
+    data = data_dir / staged.sha512
+    with contextlib.suppress(FileNotFoundError):
+        stat = data.stat()
+        if not os.path.exists(staged.location) or not os.path.samefile(data, staged.location):
+            size += stat.st_blocks * 512
+    return size
 
 
 class Storage(Protocol):

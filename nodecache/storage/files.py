@@ -29,10 +29,10 @@ from pathlib import Path
 import xattr
 
 from vmic.imagelist.model import Image
+from vmic.private import TRAVERSE, private_dir
 
 from .. import qemu
 from ..errors import NodeCacheError, StageFailed
-from ..private import TRAVERSE, private_dir
 from ..provision.errors import DiskFailed
 from ..tools import run
 from .base import METADATA_KEYS, Base, Disk, DiskCheck, Progress, Staged

@@ -26,11 +26,11 @@ import asyncio
 from pathlib import Path
 
 from vmic.imagelist.model import Image
+from vmic.private import private_dir
 
 from .. import qemu
 from ..errors import BackendUnavailable, StageFailed
 from ..lvm import LogicalVolume, VolumeGroup, parse_tags, tag
-from ..private import private_dir
 from ..provision.errors import DiskFailed
 from ..tools import run
 from .base import Base, Disk, DiskCheck, Progress, Staged

@@ -51,14 +51,14 @@ def fetch_torrent(url: str, out: Path, listen: str) -> tuple[object, Path]:
 
 
 async def until_seeding(session: object, data: bytes, out: Path, name: str) -> None:
-    """As the node daemon does (nodecache.fetch.swarm): take the origin share, unless
+    """As the node daemon does (vmic.fetch.swarm): take the origin share, unless
     VMIC_NODE_NO_SHARES is set (then plain BitTorrent)."""
     import aiohttp
     import libtorrent as lt
 
-    from nodecache.fetch.shares import OriginShares
-    from nodecache.fetch.swarm import TICK_SECONDS  # the node daemon's step
     from vmic.bittorrent.tracker_api import share_url
+    from vmic.fetch.shares import OriginShares
+    from vmic.fetch.swarm import TICK_SECONDS  # the node daemon's step
     from vmic.torrents import Torrent
 
     torrent = Torrent.parse(data)

@@ -23,7 +23,7 @@ from someone, for the rarest other pieces; until a node has 4 pieces it picks at
 What spares the origin is dropping the web seed once the node holds its slice, while the
 other nodes still fetch theirs; more nodes than pieces leaves a slice empty.)
 
-Everything here is pure; the node (:mod:`nodecache.fetch.shares`) does the I/O.
+Everything here is pure; the node (:mod:`vmic.fetch.shares`) does the I/O.
 Measured with tools/bench/swarm.py: see README.rst.
 """
 

@@ -178,6 +178,34 @@ class BlobStore:
             hasher_pool.shutdown(wait=False)
         return state.count - start
 
+    async def adopt(self, source: Path, sha512: str) -> bool:
+        """Move the file ``source`` (on this file system) in as blob ``sha512`` if its bytes
+        hash to it; False, and ``source`` left alone, if they do not."""
+
+        def run() -> bool:
+            digest = hashlib.sha512()
+            with open(source, "rb") as handle:
+                while block := handle.read(4 * 2**20):
+                    digest.update(block)
+                if digest.hexdigest() != sha512:
+                    return False
+                os.fsync(handle.fileno())
+            target = self.path(sha512)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(source, 0o444)
+            os.replace(source, target)
+            dir_fd = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+            return True
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, run)
+        except OSError as exc:
+            raise StorageError(f"cannot store blob: {exc.strerror}") from None
+
     async def commit(self, upload_id: str, sha512: str) -> Path:
         """Sync the part file and move it under its hash (kept if that blob exists)."""
 

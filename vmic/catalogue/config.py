@@ -68,6 +68,11 @@ class CatalogueConfig:
     max_upload_bytes: int = 64 * 2**30
     #: a partner's signed list of more bytes is refused (list_too_large) before it is parsed
     max_partner_list_bytes: int = MAX_LIST_BYTES
+    #: where partner mirroring's BitTorrent session listens (empty: this catalogue's host, any free port)
+    mirror_listen: str = ""
+    #: partner mirroring may also fetch from the partner catalogue's web seed (false: only from
+    #: the partner's swarm, where its seeders carry the load)
+    mirror_web_seed: bool = True
     #: announce URLs put in every image's torrent, comma-separated (empty: web seed only)
     trackers: str = ""
     #: "v1" (what Debian's aria2c and transmission interoperate with) or "hybrid" (v1+v2;

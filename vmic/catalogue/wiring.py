@@ -1,15 +1,24 @@
 """The catalogue service's composition root: the catalogue (:func:`.service.open_catalogue`:
-store, blobs, uploads, list signer, checked before it listens) and partner sync, built
-once and injected; :func:`vmic.catalogue.web.make_app` serves them."""
+store, blobs, uploads, list signer, checked before it listens) and partner sync (its
+subscriptions, and its mirror: the same fetcher as a node daemon's, with a BitTorrent
+session of its own for partners' swarms), built once and injected;
+:func:`vmic.catalogue.web.make_app` serves them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import aiohttp
+
+from ..fetch.fetcher import Fetcher
+from ..fetch.swarm import Swarm
+from ..sync.mirror import Mirror
 from ..sync.records import SubscriptionStore
 from ..sync.syncer import Syncer
 from .config import CatalogueConfig
 from .service import Catalogue, open_catalogue
+
+USER_AGENT = "vmic-catalogue/0.1"
 
 
 @dataclass
@@ -24,10 +33,17 @@ class CatalogueSite:
 
 async def build(config: CatalogueConfig) -> CatalogueSite:
     catalogue = await open_catalogue(config)
-    records = SubscriptionStore(catalogue.store.db)
     try:
+        records = SubscriptionStore(catalogue.store.db)
         await records.init()
+        mirror_dir = config.data_dir / "mirror"
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        swarm = Swarm(mirror_dir / "data", mirror_dir / "torrents", config.mirror_listen or f"{host}:0",
+                      web_seed=config.mirror_web_seed, user_agent=USER_AGENT)
+        await swarm.start()
     except BaseException:
         await catalogue.close()
         raise
-    return CatalogueSite(catalogue, Syncer(catalogue, records, config.max_partner_list_bytes))
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60))
+    mirror = Mirror(Fetcher(swarm, http, mirror_dir / "data", mirror_dir / "torrents"), catalogue.blobs)
+    return CatalogueSite(catalogue, Syncer(catalogue, records, mirror, http, config.max_partner_list_bytes))

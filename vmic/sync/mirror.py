@@ -1,23 +1,28 @@
-"""Fetch a partner image's bytes over HTTP into the blob store, verified.
+"""A partner's image into this catalogue's blob store, fetched exactly as a node daemon
+fetches it (:class:`vmic.fetch.fetcher.Fetcher`): over the partner's swarm when its list
+names a torrent, else over HTTP with Range resume; at most ``hv:size`` bytes either way.
 
-The bytes go to a part file ``uploads/mirror-<identifier>.part`` through the same
-hashing writer as uploads; a transfer that breaks keeps what arrived, and the next
-attempt asks for the rest with ``Range``. At most ``hv:size`` bytes are taken (a
-server sending endless data is cut off), and the blob enters the store only if its
-sha512 equals the one in the signed list.
+The bytes become a blob only if they hash to the sha512 of the signed list. Complete by
+the torrent's piece hashes but not by the sha512: the bytes on disk are checked against
+the swarm once more (as a node does) before the partner is blamed. A transfer that
+breaks keeps what arrived, and the next sync resumes it.
+
+    <data_dir>/mirror/data/<sha512>[.part]     bytes on their way
+    <data_dir>/mirror/torrents/<btih>.*        the partner's torrents and resume data
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
+import logging
+from pathlib import Path
 
-import aiohttp
-
-from ..catalogue.blobs import BlobStore, HashState
-from ..catalogue.uploads import MIRROR_PREFIX
-from ..errors import VmicError
+from ..catalogue.blobs import BlobStore
+from ..errors import FetchFailed, VmicError
+from ..fetch.fetcher import Fetcher
 from ..imagelist.model import Image
+from ..log import event
+
+log = logging.getLogger("vmic.sync")
 
 
 class MirrorError(VmicError):
@@ -25,52 +30,32 @@ class MirrorError(VmicError):
     code = "mirror_failed"
 
 
-async def _until_broken(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """The body as it arrives; a dropped connection just ends it (what arrived is kept)."""
-    try:
-        async for chunk in response.content.iter_any():
-            yield chunk
-    except (aiohttp.ClientError, asyncio.TimeoutError):
-        return
+class Mirror:
+    def __init__(self, fetcher: Fetcher, blobs: BlobStore) -> None:
+        self.fetcher = fetcher
+        self.blobs = blobs
 
+    async def fetch(self, image: Image) -> None:
+        """Make the blob of ``image`` present, or raise :class:`MirrorError`."""
+        if self.blobs.has(image.sha512):
+            return
+        try:
+            source = await self.fetcher.fetch(image, lambda done: None)  # the same fetch as a node's
+            if not await self._store(image, source):
+                rechecked = await self.fetcher.recheck(image, lambda done: None)
+                if rechecked is None or not await self._store(image, rechecked):
+                    self.fetcher.drop(image)
+                    raise MirrorError(f"image {image.identifier}: bytes do not match the sha512 in the signed list "
+                                      f"(list says {image.sha512[:16]}...); not imported")
+        except FetchFailed as exc:
+            raise MirrorError(str(exc)) from None
+        self.fetcher.drop(image)  # the torrent and its resume data: the blob is what stays
+        event(log, "mirror.fetched", image=image.identifier, sha512=image.sha512, bytes=image.size)
 
-async def mirror_image(session: aiohttp.ClientSession, blobs: BlobStore, image: Image) -> None:
-    """Make the blob of ``image`` present in ``blobs``, or raise :class:`MirrorError`."""
-    if blobs.has(image.sha512):
-        return
-    if not image.uri.startswith(("http://", "https://")):
-        raise MirrorError(f"image {image.identifier}: hv:uri {image.uri!r} is not an http(s) URL")
-    part_id = MIRROR_PREFIX + image.identifier
-    if blobs.part_size(part_id) is None:
-        blobs.create_part(part_id)
-    state = await blobs.rehash(part_id)
-    if state.count > image.size:
-        blobs.delete_part(part_id)
-        raise MirrorError(f"image {image.identifier}: partial file larger than hv:size; discarded")
-    headers = {"Range": f"bytes={state.count}-"} if state.count else {}
-    try:
-        async with session.get(image.uri, headers=headers) as response:
-            if response.status == 200 and state.count:  # the server ignored Range: start again
-                blobs.delete_part(part_id)
-                blobs.create_part(part_id)
-                state = HashState()
-            elif response.status not in (200, 206):
-                raise MirrorError(f"image {image.identifier}: {image.uri} answered HTTP {response.status}")
-            try:
-                await blobs.append(part_id, state, _until_broken(response), image.size - state.count)
-            except OverflowError:
-                blobs.delete_part(part_id)
-                raise MirrorError(f"image {image.identifier}: the server sent more than hv:size "
-                                  f"({image.size} bytes); discarded") from None
-    except aiohttp.ClientError as exc:
-        raise MirrorError(f"image {image.identifier}: cannot fetch {image.uri}: {exc}; "
-                          f"{state.count} of {image.size} bytes kept, resumes at the next sync") from None
-    if state.count < image.size:
-        raise MirrorError(f"image {image.identifier}: transfer interrupted at {state.count} of {image.size} bytes; "
-                          "resumes at the next sync")
-    sha512 = state.hasher.hexdigest()
-    if sha512 != image.sha512:
-        blobs.delete_part(part_id)
-        raise MirrorError(f"image {image.identifier}: bytes do not match the sha512 in the signed list "
-                          f"(got {sha512[:16]}..., list says {image.sha512[:16]}...); not imported")
-    await blobs.commit(part_id, sha512)
+    async def _store(self, image: Image, source: Path) -> bool:
+        self.fetcher.release(image)  # out of the swarm (the file is moved next), kept on disk
+        return await self.blobs.adopt(source, image.sha512)
+
+    async def close(self) -> None:
+        await self.fetcher.swarm.close()
+        await self.fetcher.http.close()

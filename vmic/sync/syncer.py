@@ -39,7 +39,7 @@ from ..imagelist.policy import History, Subscription
 from ..imagelist.verify import verify_signed_list
 from ..log import event
 from .image_filter import parse_selectors, selected
-from .mirror import MirrorError, mirror_image
+from .mirror import Mirror, MirrorError
 from .records import SubscriptionRecord, SubscriptionStore
 from .writer import CatalogueWriter
 
@@ -66,20 +66,16 @@ def _slug(text: str, fallback: str) -> str:
 
 
 class Syncer:
-    def __init__(self, catalogue: CatalogueWriter, records: SubscriptionStore,
-                 max_list_bytes: int = MAX_LIST_BYTES) -> None:
+    def __init__(self, catalogue: CatalogueWriter, records: SubscriptionStore, mirror: Mirror,
+                 http: aiohttp.ClientSession, max_list_bytes: int = MAX_LIST_BYTES) -> None:
         self.catalogue = catalogue
         self.records = records
+        self.mirror = mirror
+        self.http = http
         #: a partner's list of more bytes is refused (list_too_large) before it is parsed
         self.max_list_bytes = max_list_bytes
         self._locks: dict[str, asyncio.Lock] = {}
         self._followers: dict[str, asyncio.Task[None]] = {}
-        self._session: aiohttp.ClientSession | None = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60))
-        return self._session
 
     async def close(self) -> None:
         for task in self._followers.values():
@@ -87,8 +83,7 @@ class Syncer:
         for task in self._followers.values():
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._session is not None:
-            await self._session.close()
+        await self.mirror.close()  # its swarm, and the HTTP session (shared with the lists)
 
     # --- managing subscriptions ----------------------------------------------------------
 
@@ -146,7 +141,7 @@ class Syncer:
     async def _fetch(self, record: SubscriptionRecord) -> tuple[bytes, str | None]:
         """The partner's signed list now, or the last good one (its bytes as fetched, to be
         verified again) if it is unchanged."""
-        fetched = await fetch_signed_list(self._http(), record.url, self.max_list_bytes,
+        fetched = await fetch_signed_list(self.http, record.url, self.max_list_bytes,
                                           record.etag if record.signed_list is not None else None)
         if fetched.message is None and record.signed_list is not None:
             return record.signed_list, record.etag
@@ -178,7 +173,7 @@ class Syncer:
                 continue
             try:
                 await self._import(record, image_list, image)
-            except (MirrorError, Conflict) as exc:
+            except (MirrorError, Conflict) as exc:  # the next sync tries again (a cut transfer resumes)
                 result.errors.append(str(exc))
                 continue
             result.imported.append(image.identifier)
@@ -210,7 +205,7 @@ class Syncer:
             await self.records.add_mirrored(record.name, image.identifier)  # already here (same bytes)
             return
         with self.catalogue.blobs.pin(image.sha512):
-            await mirror_image(self._http(), self.catalogue.blobs, image)
+            await self.mirror.fetch(image)
             stored_name = await self._record(record, image_list, image)
         await self.records.add_mirrored(record.name, image.identifier)
         event(log, "subscription.imported", subscription=record.name, image=image.identifier,
@@ -287,4 +282,4 @@ class Syncer:
         """Sync at once whenever the partner's ``/events`` stream announces a new list."""
         url = events_url(list_url)
         assert url is not None
-        await watch_events(self._http(), url, lambda: self.sync_quietly(name))
+        await watch_events(self.http, url, lambda: self.sync_quietly(name))

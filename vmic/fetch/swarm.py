@@ -51,7 +51,7 @@ from ..errors import FetchFailed
 from ..private import private_dir
 from .shares import OriginShares
 
-log = logging.getLogger("nodecache.swarm")
+log = logging.getLogger("vmic.swarm")
 RESUME_SECONDS = 2.0
 TICK_SECONDS = 1.0
 QUICK_RETRIES = 10
@@ -99,6 +99,7 @@ class Swarm:
         self._session = None  # the pump holds the last reference: libtorrent stops in close(), then the pipe goes
         if self._pump is not None:
             self._pump.close()
+            self._pump = None  # closing twice is closing once
 
     @property
     def port(self) -> int:

@@ -1,44 +1,41 @@
-"""One way to get an image's published bytes onto the node, whatever carries them: the
-swarm when the list names a torrent, else HTTP (Range resume). Also what becomes of
-those bytes afterwards: kept to seed, or dropped.
+"""One way to get an image's published bytes, whatever carries them: the swarm when the
+signed list names a torrent, else HTTP (Range resume). What a node daemon fetches with,
+and what partner mirroring fetches with. Also what becomes of those bytes afterwards:
+kept to seed, or dropped. Nothing here trusts the bytes: the caller checks them against
+the signed sha512 (a node while staging, a catalogue while storing the blob).
 
-    <cache>/data/<sha512>          the published bytes (what the swarm seeds)
-    <cache>/data/<sha512>.part     an HTTP download in progress
+    <data>/<sha512>          the published bytes (what the swarm seeds)
+    <data>/<sha512>.part     an HTTP download in progress
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import aiohttp
 
-from vmic.errors import MalformedTorrent
-from vmic.imagelist.extensions import BTIH
-from vmic.imagelist.model import Image
-from vmic.log import event
-from vmic.torrents import Torrent
-
-from ..errors import FetchFailed
-from ..metrics import Metrics
-from ..storage.base import Staged
+from ..errors import FetchFailed, MalformedTorrent
+from ..imagelist.extensions import BTIH
+from ..imagelist.model import Image
+from ..log import event
+from ..torrents import Torrent
 from .over_http import fetch_http
 from .swarm import Swarm
 
-log = logging.getLogger("nodecache")
+log = logging.getLogger("vmic.fetch")
 
 
 class Fetcher:
     def __init__(self, swarm: Swarm, http: aiohttp.ClientSession, data_dir: Path, torrent_dir: Path,
-                 metrics: Metrics) -> None:
+                 on_http_bytes: Callable[[int], None] = lambda n: None) -> None:
         self.swarm = swarm
         self.http = http
         self.data_dir = data_dir
         self.torrent_dir = torrent_dir
-        self.metrics = metrics
+        self.on_http_bytes = on_http_bytes  #: bytes that came over plain HTTP (a metric)
 
     async def fetch(self, image: Image, progress: Callable[[int], None]) -> Path:
         """The image's published bytes on disk (not yet trusted: staging checks them)."""
@@ -49,7 +46,7 @@ class Fetcher:
 
         def counted(done: int) -> None:
             nonlocal before
-            self.metrics.http_bytes.inc(max(0, done - before))
+            self.on_http_bytes(max(0, done - before))
             before = done
             progress(done)
 
@@ -62,6 +59,11 @@ class Fetcher:
             return None
         torrent = await self.swarm.torrent_for(self.http, image)
         return await self.swarm.recheck(image, torrent, progress, self.http)
+
+    def release(self, image: Image) -> None:
+        """Stop sharing the bytes of ``image``; keep them (and the torrent) on disk."""
+        if BTIH in image.extra:
+            self.swarm.drop(str(image.extra[BTIH]), delete=False)
 
     def drop(self, image: Image) -> None:
         """The published bytes of ``image`` (and their torrent) are not kept."""
@@ -79,16 +81,6 @@ class Fetcher:
     def _unlink(self, sha512: str) -> None:
         for path in (self.data_dir / sha512, self.data_dir / f"{sha512}.part"):
             path.unlink(missing_ok=True)
-
-    def held_bytes(self, staged: Staged) -> int:
-        """Bytes the cache holds for an image: its base, plus the seed copy if it is another file."""
-        size = staged.allocated
-        data = self.data_dir / staged.sha512
-        with contextlib.suppress(FileNotFoundError):
-            stat = data.stat()
-            if not os.path.exists(staged.location) or not os.path.samefile(data, staged.location):
-                size += stat.st_blocks * 512
-        return size
 
     def drop_orphans(self, known: set[str]) -> None:
         """Published bytes of no image the node knows of (a crash between steps)."""

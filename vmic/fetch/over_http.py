@@ -55,9 +55,9 @@ async def fetch_http(session: aiohttp.ClientSession, image: Image, data_dir: Pat
                 os.close(fd)
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         raise FetchFailed(f"image {image.identifier}: transfer from {image.uri} broke at {have} of "
-                          f"{image.size} bytes ({exc or type(exc).__name__}); resumes at the next try") from None
+                          f"{image.size} bytes ({exc or type(exc).__name__}); resumes at the next attempt") from None
     if have < image.size:
         raise FetchFailed(f"image {image.identifier}: transfer ended at {have} of {image.size} bytes; "
-                          "resumes at the next try")
+                          "resumes at the next attempt")
     os.rename(part, target)
     return target
