@@ -13,8 +13,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Protocol
 
-from vmic.fetch.fetcher import Fetcher
 from vmic.imagelist.model import Image
 from vmic.log import event
 
@@ -30,12 +31,22 @@ from .storage.base import Base, DiskCheck, Storage, held_bytes
 log = logging.getLogger("nodecache")
 
 
+class SeedCopies(Protocol):
+    """The published bytes the node keeps to seed (:class:`vmic.fetch.fetcher.Fetcher`)."""
+
+    data_dir: Path
+
+    def drop_sha512(self, sha512: str) -> None: ...
+
+    def drop_orphans(self, known: set[str]) -> None: ...
+
+
 def base_of(record: HeldImage) -> Base:
     return Base(record.sha512, record.location, record.format, record.size)
 
 
 class CacheStore:
-    def __init__(self, state: State, storage: Storage, fetcher: Fetcher, metrics: Metrics,
+    def __init__(self, state: State, storage: Storage, fetcher: SeedCopies, metrics: Metrics,
                  cancel_job: Callable[[str], None], capacity: int, high_watermark: float,
                  low_watermark: float) -> None:
         self.state = state

@@ -16,9 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from vmic.fetch.fetcher import Fetcher
 from vmic.imagelist.model import Image
 from vmic.log import event
 
@@ -29,6 +28,18 @@ from .storage.base import Staged, Storage, held_bytes, metadata_for
 
 log = logging.getLogger("nodecache")
 Clock = Callable[[], float]
+
+
+class PublishedBytes(Protocol):
+    """Where a job gets an image's published bytes (:class:`vmic.fetch.fetcher.Fetcher`)."""
+
+    data_dir: Path
+
+    async def fetch(self, image: Image, progress: Callable[[int], None]) -> Path: ...
+
+    async def recheck(self, image: Image, progress: Callable[[int], None]) -> Path | None: ...
+
+    def drop(self, image: Image) -> None: ...
 
 
 @dataclass
@@ -52,7 +63,7 @@ class Job:
 class JobRunner:
     state: State
     storage: Storage
-    fetcher: Fetcher
+    fetcher: PublishedBytes
     metrics: Metrics
     list_version: Callable[[str], int]  #: the version of a catalogue's list in force
     parallel: int
