@@ -104,6 +104,7 @@ class ListFollower:
         self.etag: str | None = None  #: the catalogue's ETag of ``signed``
         self.refused: ImageListError | None = None
         self.unreachable: str | None = None
+        self.unchanged = False  #: the last look found the list in force unchanged (304)
         #: called with each refusal (a metric, say)
         self.on_refused: Callable[[ImageListError], None] | None = None
         self._looking = asyncio.Lock()
@@ -129,6 +130,7 @@ class ListFollower:
         """The catalogue's list now, verified; None (and the last good list kept) if it is
         unchanged, unreachable or refused."""
         last = self.current.version if self.current is not None else None
+        self.unchanged = False
         try:
             fetched = await fetch_signed_list(session, self.source.list_url, self.source.max_list_bytes,
                                               self.etag if self.current is not None else None)
@@ -141,15 +143,16 @@ class ListFollower:
             self.unreachable = None
             return self._refused(exc, last)
         self.unreachable = None
-        if fetched.message is None:
-            return None  # unchanged
+        if fetched.message is None:  # the catalogue serves the list in force
+            self.refused, self.unchanged = None, True
+            return None
         message = fetched.message
         try:
             image_list = await verify_signed_list(message, [self.source.ca], self._subscription(),
                                                   History(last_version=last, known_images=self.known))
         except ImageListError as exc:
             return self._refused(exc, last)
-        self.refused = None
+        self.refused, self.unchanged = None, False
         self.current, self.signed, self.etag = image_list, message, fetched.etag
         self.known.update({image.identifier: image.sha512 for image in image_list.images})
         return image_list
@@ -165,13 +168,15 @@ class ListFollower:
 
     async def follow(self, session: aiohttp.ClientSession, on_list: Callable[[ImageList], Awaitable[None]],
                      poll_seconds: float) -> None:
-        """Call ``on_list`` with each verified list: now, whenever the catalogue's ``/events``
-        stream announces one, and every ``poll_seconds`` as a fallback; one look at a time.
-        Runs until cancelled."""
+        """Call ``on_list`` with the verified list: now, whenever the catalogue's ``/events``
+        stream announces one, and every ``poll_seconds`` as a fallback (an unchanged list
+        again, from the bytes in hand); one look at a time. Runs until cancelled."""
 
         async def look() -> None:
             async with self._looking:
                 image_list = await self.fetch(session)
+                if image_list is None and self.unchanged:
+                    image_list = self.current  # unchanged: handed over again (what failed then is retried)
                 if image_list is not None:
                     await on_list(image_list)
 
