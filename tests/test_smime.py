@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from support import CA_DN, ENDORSER_DN
+from support import CA_DN, ENDORSER_DN, VMIC
 
-from vmic.errors import ConfigError, SignatureInvalid, UntrustedSigner
+from vmic.errors import ConfigError, CrlExpired, CrlMissing, EndorserRevoked, SignatureInvalid, UntrustedSigner
 from vmic.imagelist.model import Endorser, ImageList
 from vmic.imagelist.policy import Subscription
 from vmic.imagelist.smime import Signer, verify_smime
 from vmic.imagelist.verify import verify_signed_list
-from vmic.pki import KeyPaths, make_endorser
+from vmic.pki import KeyPaths, init_keys, load_ca, make_crl, make_endorser, subject_hash, write_trust_dir
 
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 
@@ -105,3 +106,65 @@ def test_unreadable_or_mismatched_key_is_a_one_line_config_error(keys: KeyPaths,
     (tmp_path / "garbage.key").write_text("not a key")
     with pytest.raises(ConfigError, match="not an unencrypted PEM"):
         Signer.load(keys.cert, tmp_path / "garbage.key")
+
+
+# --- revocation, and the grid layout of trust anchors ----------------------------------------
+
+
+async def signed_by(directory: Path) -> bytes:
+    paths = KeyPaths.under(directory)
+    return Signer.load(paths.cert, paths.key).sign(b'{"hello": "world"}')
+
+
+async def test_a_revoked_endorser_is_refused_and_says_so(tmp_path: Path) -> None:
+    init_keys(tmp_path / "site")
+    trust = [tmp_path / "site" / "ca"]
+    message = await signed_by(tmp_path / "site")
+    assert (await verify_smime(message, trust)).content == b'{"hello": "world"}'  # a current, empty CRL
+    revoked = subprocess.run([*VMIC, "keys", "revoke", str(tmp_path / "site"), str(tmp_path / "site" / "endorser.pem")],
+                             capture_output=True, text=True)
+    assert revoked.returncode == 0 and "revoked serial" in revoked.stdout, revoked.stderr
+    with pytest.raises(EndorserRevoked):
+        await verify_smime(message, trust)
+    (tmp_path / "list.smime").write_bytes(message)
+    result = subprocess.run([*VMIC, "verify", str(tmp_path / "list.smime"), "--ca", str(trust[0]), "--endorser-dn",
+                             ENDORSER_DN], capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr.strip().endswith("(endorser_revoked)")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_an_expired_crl_refuses_every_list_of_its_ca(tmp_path: Path) -> None:
+    paths = init_keys(tmp_path / "site")
+    ca_cert, ca_key = load_ca(paths)
+    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=40)
+    write_trust_dir(paths, make_crl(ca_cert, ca_key, [], days=30, now=past))
+    with pytest.raises(CrlExpired, match="out of date"):
+        await verify_smime(await signed_by(tmp_path / "site"), [paths.ca_dir])
+
+
+async def test_grid_layout_hash_files_alone_are_a_trust_directory(tmp_path: Path) -> None:
+    """``<hash>.0``/``<hash>.r0`` and the policy files of /etc/grid-security/certificates."""
+    paths = init_keys(tmp_path / "site")
+    grid = tmp_path / "certificates"
+    grid.mkdir()
+    for file in paths.ca_dir.iterdir():
+        if file.name != "ca.pem":
+            shutil.copy(file, grid / file.name)
+    digest = subject_hash(paths.ca_cert)
+    (grid / f"{digest}.signing_policy").write_text("access_id_CA X509 '/C=CH/O=vmic demo/CN=vmic demo CA'\n")
+    (grid / f"{digest}.namespaces").write_text("TO Issuer \"/C=CH/O=vmic demo/CN=vmic demo CA\"\n")
+    assert sorted(p.name for p in grid.iterdir()) == sorted(
+        [f"{digest}.0", f"{digest}.r0", f"{digest}.signing_policy", f"{digest}.namespaces"])
+    assert (await verify_smime(await signed_by(tmp_path / "site"), [grid])).content == b'{"hello": "world"}'
+
+
+async def test_with_crls_a_ca_without_one_is_refused(tmp_path: Path) -> None:
+    first = init_keys(tmp_path / "first")
+    second = init_keys(tmp_path / "second", ca_dn="/C=CH/O=Other site/CN=Other CA")
+    trust = tmp_path / "trust"
+    trust.mkdir()
+    shutil.copy(first.ca_dir / f"{subject_hash(first.ca_cert)}.0", trust)
+    shutil.copy(first.ca_dir / f"{subject_hash(first.ca_cert)}.r0", trust)
+    shutil.copy(second.ca_cert, trust / "second.pem")  # a CA without its CRL
+    with pytest.raises(CrlMissing):
+        await verify_smime(await signed_by(tmp_path / "second"), [trust])

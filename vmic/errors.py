@@ -125,6 +125,22 @@ class UntrustedSigner(ImageListError):
     code = "untrusted_signer"
 
 
+class EndorserRevoked(UntrustedSigner):
+    """The signer's certificate is on its CA's CRL."""
+
+    code = "endorser_revoked"
+
+
+class CrlExpired(UntrustedSigner):
+    """The CRL of the signer's CA is past its next update: refused, as grid middleware does."""
+
+    code = "crl_expired"
+
+
+class CrlMissing(UntrustedSigner):
+    code = "crl_missing"
+
+
 class EndorserMismatch(ImageListError):
     code = "endorser_mismatch"
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,11 +37,13 @@ class KeyPaths:
 
     @classmethod
     def under(cls, directory: Path) -> KeyPaths:
+        """``ca/`` is the trust directory subscribers get (grid layout: ``<hash>.0`` the CA
+        certificate, ``<hash>.r0`` its CRL, and ``ca.pem``); the CA's key is kept apart."""
         directory = Path(directory)
         return cls(
             ca_dir=directory / "ca",
             ca_cert=directory / "ca" / "ca.pem",
-            ca_key=directory / "ca" / "ca.key",
+            ca_key=directory / "ca-private" / "ca.key",
             cert=directory / "endorser.pem",
             key=directory / "endorser.key",
         )
@@ -164,6 +168,63 @@ def load_ca(paths: KeyPaths) -> tuple[x509.Certificate, ec.EllipticCurvePrivateK
     return cert, key
 
 
+def subject_hash(cert_path: Path) -> str:
+    """OpenSSL's subject hash of a certificate: the ``<hash>`` of the grid layout."""
+    result = subprocess.run(["openssl", "x509", "-noout", "-subject_hash", "-in", str(cert_path)],
+                            capture_output=True, text=True)
+    if result.returncode != 0 or not re.fullmatch(r"[0-9a-f]{8}", result.stdout.strip()):
+        raise ConfigError(f"openssl cannot read {cert_path}: {result.stderr.strip()[:200]}")
+    return result.stdout.strip()
+
+
+def make_crl(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, revoked: list[int],
+             days: float = 30, now: dt.datetime | None = None) -> x509.CertificateRevocationList:
+    """The CA's CRL naming the serial numbers ``revoked``, valid ``days`` from ``now``."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject).last_update(now)
+               .next_update(now + dt.timedelta(days=days)))
+    for serial in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def write_trust_dir(paths: KeyPaths, crl: x509.CertificateRevocationList) -> None:
+    """``<hash>.0`` (the CA certificate) and ``<hash>.r0`` (its CRL) beside ``ca.pem``, as
+    in ``/etc/grid-security/certificates``; each file replaced atomically."""
+    digest = subject_hash(paths.ca_cert)
+    for name, data in ((f"{digest}.0", paths.ca_cert.read_bytes()),
+                       (f"{digest}.r0", crl.public_bytes(serialization.Encoding.PEM))):
+        temporary = paths.ca_dir / f".{name}.new"
+        temporary.write_bytes(data)
+        os.replace(temporary, paths.ca_dir / name)
+
+
+def crl_path(paths: KeyPaths) -> Path:
+    return paths.ca_dir / f"{subject_hash(paths.ca_cert)}.r0"
+
+
+def revoke(directory: Path, cert_path: Path, days: float = 30) -> int:
+    """Add the certificate at ``cert_path`` (issued by the CA under ``directory``) to the
+    CA's CRL and sign it again; its serial number."""
+    paths = KeyPaths.under(directory)
+    ca_cert, ca_key = load_ca(paths)
+    try:
+        cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read certificate {cert_path}: {exc}") from None
+    if cert.issuer != ca_cert.subject:
+        raise ConfigError(f"{cert_path} was not issued by the CA in {paths.ca_dir}")
+    revoked = []
+    current = crl_path(paths)
+    if current.is_file():
+        revoked = [r.serial_number for r in x509.load_pem_x509_crl(current.read_bytes())]
+    if cert.serial_number not in revoked:
+        revoked.append(cert.serial_number)
+    write_trust_dir(paths, make_crl(ca_cert, ca_key, revoked, days))
+    return cert.serial_number
+
+
 def init_keys(
     directory: Path,
     endorser_dn: str = "/C=CH/O=vmic demo/CN=vmic catalogue endorser",
@@ -175,8 +236,10 @@ def init_keys(
         ca_cert, ca_key = load_ca(paths)
     else:
         ca_cert, ca_key = make_ca(ca_dn)
+        paths.ca_key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_key(paths.ca_key, ca_key)
         _write_cert(paths.ca_cert, ca_cert)
+        write_trust_dir(paths, make_crl(ca_cert, ca_key, []))
     if not (paths.cert.exists() and paths.key.exists()):
         cert, key = make_endorser(endorser_dn, ca_cert, ca_key)
         write_pair(cert, key, paths.cert, paths.key)

@@ -41,9 +41,20 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
     from ..pki import init_keys
 
     paths = init_keys(args.directory, endorser_dn=args.endorser_dn, ca_dn=args.ca_dn)
-    print(f"CA certificate:       {paths.ca_cert}  (give {paths.ca_dir} to subscribers)")
+    print(f"trust directory:      {paths.ca_dir}  (give it to subscribers: <hash>.0 CA, <hash>.r0 CRL)")
+    print(f"CA certificate:       {paths.ca_cert}")
+    print(f"CA key:               {paths.ca_key}  (keep it: vmic keys revoke signs CRLs with it)")
     print(f"endorser certificate: {paths.cert}")
     print(f"endorser key:         {paths.key}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from ..pki import KeyPaths, crl_path, revoke
+
+    serial = revoke(args.directory, args.certificate, days=args.crl_days)
+    print(f"revoked serial {serial:x}; CRL {crl_path(KeyPaths.under(args.directory))} "
+          f"(valid {args.crl_days:g} days: give the trust directory to subscribers again)")
     return 0
 
 
@@ -193,6 +204,11 @@ def parser() -> argparse.ArgumentParser:
     ki.add_argument("--endorser-dn", default="/C=CH/O=vmic demo/CN=vmic catalogue endorser")
     ki.add_argument("--ca-dn", default="/C=CH/O=vmic demo/CN=vmic demo CA")
     ki.set_defaults(func=cmd_keys_init)
+    kr = ksub.add_parser("revoke", help="revoke a certificate the CA in DIRECTORY issued (its CRL, signed again)")
+    kr.add_argument("directory", type=Path)
+    kr.add_argument("certificate", type=Path)
+    kr.add_argument("--crl-days", type=float, default=30, help="the CRL's validity (default 30 days)")
+    kr.set_defaults(func=cmd_keys_revoke)
 
     t = sub.add_parser("token", help="make a publisher token and its config entry")
     t.add_argument("name")

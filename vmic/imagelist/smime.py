@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from ..errors import ConfigError, SignatureInvalid, UntrustedSigner
+from ..errors import ConfigError, CrlExpired, CrlMissing, EndorserRevoked, SignatureInvalid, UntrustedSigner
 from .dn import oneline
 
 
@@ -97,6 +98,12 @@ def _classify(stderr: str) -> Exception:
     line = next((row for row in stderr.splitlines() if "error" in row.lower()), stderr.strip()[:200])
     if any(m in text for m in ("content verify error", "digest failure", "signature failure", "verify_content")):
         return SignatureInvalid("signature does not match the content (the list was altered)")
+    if "certificate revoked" in text:
+        return EndorserRevoked("the signer's certificate is revoked by its CA (CRL)")
+    if "crl has expired" in text or "crl is not yet valid" in text:
+        return CrlExpired("the CRL of the signer's CA is out of date: refused until a current CRL is installed")
+    if "unable to get certificate crl" in text:
+        return CrlMissing("the trust directory holds CRLs, but none of the signer's CA: install it")
     if "verify error:" in text:
         detail = stderr[text.index("verify error:") + len("verify error:"):].splitlines()[0].strip()
         return UntrustedSigner(f"signer certificate does not chain to a trusted CA: {detail}")
@@ -114,20 +121,40 @@ def _strip_text_headers(content: bytes) -> bytes:
     return content
 
 
+#: trust files in a CA directory: ``*.pem``/``*.crt`` certificates, the grid layout of
+#: ``/etc/grid-security/certificates`` (``<hash>.N`` certificates, ``<hash>.rN`` CRLs;
+#: ``.signing_policy``, ``.namespaces``, ``.info`` are ignored), and ``*.crl``
+TRUST_FILE = re.compile(r".+\.(pem|crt|crl)|[0-9a-f]{8}\.r?[0-9]+")
+PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.+?-----END \1-----", re.S)
+
+
 def ca_bundle(ca_paths: list[Path]) -> bytes:
-    """All PEM certificates from files and directories (``*.pem``, ``*.crt``), joined."""
+    """Every PEM certificate and CRL from CA files and directories, joined (what
+    :func:`verify_smime` takes as trust; partner subscriptions store it)."""
     pems: list[bytes] = []
     for path in ca_paths:
         path = Path(path)
-        files = sorted(p for p in path.iterdir() if p.suffix in (".pem", ".crt")) if path.is_dir() else [path]
+        files = sorted(p for p in path.iterdir() if TRUST_FILE.fullmatch(p.name)) if path.is_dir() else [path]
         for file in files:
             try:
                 pems.append(file.read_bytes())
             except OSError as exc:
-                raise ConfigError(f"cannot read CA certificate {file}: {exc.strerror}") from None
-    if not pems:
-        raise ConfigError(f"no CA certificates (*.pem, *.crt) in {', '.join(map(str, ca_paths))}")
-    return b"\n".join(pems)
+                raise ConfigError(f"cannot read CA file {file}: {exc.strerror}") from None
+    bundle = b"\n".join(pems)
+    if b"BEGIN CERTIFICATE" not in bundle:
+        raise ConfigError(f"no CA certificates (*.pem, *.crt, <hash>.0) in {', '.join(map(str, ca_paths))}")
+    return bundle
+
+
+def split_trust(bundle: bytes) -> tuple[bytes, bytes]:
+    """(certificates, CRLs) of a PEM bundle, each as PEM."""
+    certificates, crls = [], []
+    for block in PEM_BLOCK.finditer(bundle):
+        if block.group(1) in (b"CERTIFICATE", b"TRUSTED CERTIFICATE"):
+            certificates.append(block.group(0))
+        elif block.group(1) == b"X509 CRL":
+            crls.append(block.group(0))
+    return b"\n".join(certificates) + b"\n", b"\n".join(crls) + (b"\n" if crls else b"")
 
 
 async def verify_smime(message: bytes, trusted: bytes | list[Path], *, openssl: str = "openssl") -> VerifiedMessage:
@@ -138,14 +165,16 @@ async def verify_smime(message: bytes, trusted: bytes | list[Path], *, openssl: 
     """
     if b"multipart/signed" not in message[:4096] and b"pkcs7-mime" not in message[:4096]:
         raise SignatureInvalid("not a signed S/MIME message (no multipart/signed header): an unsigned list")
-    bundle = trusted if isinstance(trusted, bytes) else ca_bundle(trusted)
+    certificates, crls = split_trust(trusted if isinstance(trusted, bytes) else ca_bundle(trusted))
     with tempfile.TemporaryDirectory(prefix="vmic-verify-") as tmp:
         ca_file, msg_file = os.path.join(tmp, "ca.pem"), os.path.join(tmp, "msg.smime")
         out_file, signer_file = os.path.join(tmp, "content"), os.path.join(tmp, "signer.pem")
-        Path(ca_file).write_bytes(bundle)
+        Path(ca_file).write_bytes(certificates + crls)  # openssl reads CRLs from the CA file too
         Path(msg_file).write_bytes(message)
+        # with CRLs, the signer's CA must have a current one (grid practice)
+        revocation = ["-crl_check"] if crls else []
         proc = await asyncio.create_subprocess_exec(
-            openssl, "cms", "-verify", "-inform", "SMIME", "-in", msg_file, "-CAfile", ca_file,
+            openssl, "cms", "-verify", "-inform", "SMIME", "-in", msg_file, "-CAfile", ca_file, *revocation,
             "-purpose", "any", "-out", out_file, "-signer", signer_file,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
