@@ -19,7 +19,7 @@ from support import ENDORSER_DN, logged, node_api, node_config, running_node, un
 
 from vmic.follow import CatalogueSource
 from vmic.imagelist.smime import Signer
-from vmic.pki import KeyPaths
+from vmic.pki import KeyPaths, init_keys, revoke
 
 IMAGE = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes, raw
 
@@ -237,3 +237,22 @@ async def test_a_server_sending_endless_data_is_cut_at_the_signed_size(sim: Part
         record = await wait_settled(node, sha)
         assert record.state == "failed" and "more than hv:size" in record.reason
         assert list((config.cache_dir / "data").iterdir()) == []
+
+
+async def test_a_list_from_a_revoked_endorser_is_refused_and_the_last_good_one_kept(tmp_path: Path) -> None:
+    own_keys = init_keys(tmp_path / "keys", endorser_dn=ENDORSER_DN, ca_dn="/C=CH/O=vmic test/CN=revoking CA")  # its own CA: the session keys stay unrevoked
+    sim = await PartnerSimulator.start(own_keys)
+    try:
+        sim.add_image(IMAGE)
+        sim.publish()
+        async with running_node(config_for(sim, own_keys, tmp_path)) as node:
+            await node.refresh()
+            follower = node.lists.followers[sim.url]
+            assert follower.current is not None and follower.refused is None, (follower.refused, follower.unreachable)
+            revoke(tmp_path / "keys", own_keys.cert)
+            sim.publish()
+            await node.refresh()
+            assert follower.refused is not None and follower.refused.code == "endorser_revoked"
+            assert follower.current.version == sim.version - 1, "the last good list stays in force"
+    finally:
+        await sim.stop()
