@@ -240,7 +240,8 @@ async def test_a_server_sending_endless_data_is_cut_at_the_signed_size(sim: Part
 
 
 async def test_a_list_from_a_revoked_endorser_is_refused_and_the_last_good_one_kept(tmp_path: Path) -> None:
-    own_keys = init_keys(tmp_path / "keys", endorser_dn=ENDORSER_DN, ca_dn="/C=CH/O=vmic test/CN=revoking CA")  # its own CA: the session keys stay unrevoked
+    # a CA of its own: the session's keys stay unrevoked
+    own_keys = init_keys(tmp_path / "keys", endorser_dn=ENDORSER_DN, ca_dn="/C=CH/O=vmic test/CN=revoking CA")
     sim = await PartnerSimulator.start(own_keys)
     try:
         sim.add_image(IMAGE)
