@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -23,7 +23,7 @@ from . import evict
 from .errors import InUse, UnknownImage
 from .evict import Plan as EvictionPlan
 from .metrics import Metrics
-from .planner import Listed
+from .planner import Listed, Listings, by_sha512
 from .selection import resolve
 from .state import HeldImage, Reference, State
 from .storage.base import Base, DiskCheck, Storage, held_bytes
@@ -39,6 +39,15 @@ class SeedCopies(Protocol):
     def drop_sha512(self, sha512: str) -> None: ...
 
     def drop_orphans(self, known: set[str]) -> None: ...
+
+
+def as_listed(record: HeldImage, entry: Listed) -> HeldImage:
+    """The record of shared bytes under the name of one listing of them."""
+    image = entry.image
+    if (record.catalogue, record.identifier) == entry.key:
+        return record
+    return record.changed(identifier=image.identifier, title=image.title, version=image.version,
+                          catalogue=entry.catalogue)
 
 
 def base_of(record: HeldImage) -> Base:
@@ -61,14 +70,21 @@ class CacheStore:
     async def capacity(self) -> int:
         return self.capacity_setting or await self.storage.capacity()
 
-    async def held(self, wanted: str, listed: Mapping[str, Listed]) -> HeldImage | None:
-        """The record of ``wanted``: sha512, identifier, or a listed name's newest version."""
+    async def held(self, wanted: str, listed: Listings) -> HeldImage | None:
+        """The record of ``wanted`` (sha512, identifier, or a listed name's newest version),
+        as the listing that names it sees it: bytes named by two listings are held once,
+        and each listing's name resolves to its own identifier."""
         records = await self.state.images()
-        for record in records:
-            if wanted in (record.sha512, record.identifier):
-                return record
-        image = resolve((e.image for e in listed.values() if not e.expired), wanted)
-        return next((r for r in records if image is not None and r.sha512 == image.sha512), None)
+        by_sha = {r.sha512: r for r in records}
+        if wanted in by_sha:
+            return by_sha[wanted]
+        current = [e for e in listed.values() if not e.expired]
+        image = resolve((e.image for e in current), wanted)
+        if image is not None:
+            record = by_sha.get(image.sha512)
+            entry = next(e for e in current if e.image is image)
+            return as_listed(record, entry) if record is not None else None
+        return next((r for r in records if r.identifier == wanted), None)
 
     # --- start-up: the storage is the truth -----------------------------------------------------
 
@@ -100,7 +116,7 @@ class CacheStore:
 
     # --- eviction ---------------------------------------------------------------------------------
 
-    async def evict(self, wanted: str, listed: Mapping[str, Listed], reason: str = "operator") -> HeldImage:
+    async def evict(self, wanted: str, listed: Listings, reason: str = "operator") -> HeldImage:
         async with self.lock:
             record = await self.held(wanted, listed)
             if record is None:
@@ -122,7 +138,7 @@ class CacheStore:
         self.metrics.evictions.labels(reason).inc()
         event(log, "node.evicted", image=record.identifier, reason=reason)
 
-    async def gc(self, listed: Mapping[str, Listed]) -> EvictionPlan:
+    async def gc(self, listed: Listings) -> EvictionPlan:
         """Evict revoked and expired images, then least recently used ones above the watermark."""
         async with self.lock:
             refs = await self.check_references()
@@ -130,8 +146,10 @@ class CacheStore:
             for ref in refs:
                 counts[ref.sha512] = counts.get(ref.sha512, 0) + 1
             records = [r for r in await self.state.images() if r.state == "staged"]
-            entries = [evict.CacheEntry(r.sha512, r.identifier, r.size, r.last_used, r.sha512 in listed,
-                                        r.sha512 in listed and listed[r.sha512].expired, counts.get(r.sha512, 0))
+            listings = by_sha512(listed)
+            entries = [evict.CacheEntry(r.sha512, r.identifier, r.size, r.last_used, r.sha512 in listings,
+                                        r.sha512 in listings and all(e.expired for e in listings[r.sha512]),
+                                        counts.get(r.sha512, 0))
                        for r in records]
             capacity = await self.capacity()
             result = evict.plan(entries, capacity, self.high_watermark, self.low_watermark)
@@ -147,7 +165,7 @@ class CacheStore:
 
     # --- references ---------------------------------------------------------------------------------
 
-    async def add_reference(self, wanted: str, holder: str, disk: str, listed: Mapping[str, Listed]) -> HeldImage:
+    async def add_reference(self, wanted: str, holder: str, disk: str, listed: Listings) -> HeldImage:
         async with self.lock:
             record = await self.held(wanted, listed)
             if record is None or record.state != "staged":
@@ -178,6 +196,17 @@ class CacheStore:
             kept.append(ref)
         return kept
 
-    def images_of(self, listed: Mapping[str, Listed], records: list[HeldImage]) -> list[Image]:
+    def images_of(self, listed: Listings, records: list[HeldImage]) -> list[Image]:
         """The listed images of staged records (what the node seeds)."""
-        return [listed[r.sha512].image for r in records if r.state == "staged" and r.sha512 in listed]
+        listings = by_sha512(listed)
+        return [listings[r.sha512][0].image for r in records if r.state == "staged" and r.sha512 in listings]
+
+    async def relabel(self, listed: Listings) -> None:
+        """A record whose own listing is gone while another listing names its bytes takes
+        that listing's name (one publisher revoking its copy leaves the other's intact)."""
+        listings = by_sha512(listed)
+        for record in await self.state.images():
+            names = listings.get(record.sha512, [])
+            if names and all(e.key != (record.catalogue, record.identifier) for e in names):
+                await self.state.put(as_listed(record, names[0]))
+                event(log, "node.relabelled", image=names[0].image.identifier, was=record.identifier)

@@ -38,11 +38,11 @@ class ImageKeeper:
 
     def job_for(self, wanted: str) -> Job:
         """The job that stages ``wanted`` (started now if there is none)."""
-        listed = self.lists.listed()
-        image = resolve((e.image for e in listed.values() if not e.expired), wanted)
+        current = [e for e in self.lists.listed().values() if not e.expired]
+        image = resolve((e.image for e in current), wanted)
         if image is None:
             raise UnknownImage(f"no followed list names an image {wanted!r}")
-        return self.runner.start(image, listed[image.sha512].catalogue)
+        return self.runner.start(image, next(e.catalogue for e in current if e.image is image))
 
     async def ensure(self, wanted: str, progress: Callable[[dict[str, Any]], None] | None = None) -> HeldImage:
         """The staged base of an image (identifier, or name/title for its newest version),
@@ -51,7 +51,11 @@ class ImageKeeper:
         if record is not None and record.state == "staged":
             await self.state.touch(record.sha512)
             return record
-        return await self.runner.wait(self.job_for(wanted), progress)
+        await self.runner.wait(self.job_for(wanted), progress)
+        staged = await self.held(wanted)  # as the listing asked for names it
+        if staged is None or staged.state != "staged":
+            raise UnknownImage(f"image {wanted!r} was staged, then evicted or revoked at once; ensure it again")
+        return staged
 
     async def evict(self, wanted: str) -> HeldImage:
         return await self.cache.evict(wanted, self.lists.listed())

@@ -45,8 +45,8 @@ class CatalogueLists:
                 assert follower.current is not None
                 self.metrics.list_version.labels(url).set(follower.current.version)
 
-    def listed(self, now: dt.datetime | None = None) -> dict[str, Listed]:
-        """Every image of every list in force, by sha512."""
+    def listed(self, now: dt.datetime | None = None) -> dict[tuple[str, str], Listed]:
+        """Every image of every list in force, by (catalogue, identifier)."""
         return listed_images({url: f.current for url, f in self.followers.items()},
                              now or dt.datetime.now(dt.timezone.utc))
 

@@ -125,6 +125,7 @@ class Node:
             self._first_seen = decided.first_seen
             for decision in decided.to_fetch():
                 self.runner.start(decision.image, decision.catalogue)
+            await self.cache.relabel(listed)
             await self.cache.gc(listed)
             self._count_images(await self.state.images())
 

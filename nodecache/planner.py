@@ -32,10 +32,20 @@ class Listed:
     expired: bool
     torrents: bool  #: its catalogue makes torrents (its list says so)
 
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.catalogue, self.image.identifier
 
-def listed_images(lists: Mapping[str, ImageList | None], now: dt.datetime) -> dict[str, Listed]:
-    """Every image of every list in force, by sha512 (a later catalogue wins a tie)."""
-    result: dict[str, Listed] = {}
+
+#: a listing: (catalogue URL, image identifier). Two listings may name the same bytes
+#: (two publishers, or two catalogues): each keeps its own name and revocation; the
+#: bytes are fetched and staged once.
+Listings = Mapping[tuple[str, str], Listed]
+
+
+def listed_images(lists: Mapping[str, ImageList | None], now: dt.datetime) -> dict[tuple[str, str], Listed]:
+    """Every image of every list in force, by (catalogue, identifier)."""
+    result: dict[tuple[str, str], Listed] = {}
     for url, image_list in lists.items():
         if image_list is None:
             continue
@@ -43,7 +53,16 @@ def listed_images(lists: Mapping[str, ImageList | None], now: dt.datetime) -> di
         for image in image_list.images:
             expires = image.extra.get(EXT_EXPIRES)
             own = parse_date(expires, "dc:date:expires") <= now if expires else False
-            result[image.sha512] = Listed(image, url, image_list.expires <= now or own, makes_torrents)
+            entry = Listed(image, url, image_list.expires <= now or own, makes_torrents)
+            result[entry.key] = entry
+    return result
+
+
+def by_sha512(listed: Listings) -> dict[str, list[Listed]]:
+    """The listings of each image's bytes (current ones first)."""
+    result: dict[str, list[Listed]] = {}
+    for entry in sorted(listed.values(), key=lambda e: e.expired):
+        result.setdefault(entry.image.sha512, []).append(entry)
     return result
 
 
@@ -73,21 +92,28 @@ class FetchPlan:
         return [d for d in self.decisions if d.action == "fetch"]
 
 
-def wanted(listed: Mapping[str, Listed], policy: Policy) -> list[Listed]:
-    """The current images this node keeps staged: its selection, plus every image whose
-    preheat targets this node (a preheat overrides the selection policy)."""
-    current = [entry.image for entry in listed.values() if not entry.expired]
-    chosen = {i.sha512: i for i in select(current, policy.selection)}
-    chosen.update({i.sha512: i for i in current if targets(i.extra.get(PREHEAT), policy.node_name, i.identifier)})
-    return [listed[sha512] for sha512 in chosen]
+def wanted(listed: Listings, policy: Policy) -> list[Listed]:
+    """The current images this node keeps staged, one listing per sha512: its selection,
+    plus every image whose preheat targets this node (a preheat overrides the selection
+    policy)."""
+    current = {id(entry.image): entry for entry in listed.values() if not entry.expired}
+    images = [entry.image for entry in current.values()]
+    chosen: dict[str, Listed] = {}
+    for image in select(images, policy.selection):
+        chosen.setdefault(image.sha512, current[id(image)])
+    for image in images:
+        if targets(image.extra.get(PREHEAT), policy.node_name, image.identifier):
+            chosen.setdefault(image.sha512, current[id(image)])
+    return list(chosen.values())
 
 
-def plan(listed: Mapping[str, Listed], held: Mapping[str, str], running: set[str], failed_at: Mapping[str, float],
+def plan(listed: Listings, held: Mapping[str, str], running: set[str], failed_at: Mapping[str, float],
          first_seen: Mapping[str, float], now: float, policy: Policy) -> FetchPlan:
     """``held``: sha512 -> the record's state; ``running``: sha512s with a job;
     ``failed_at``/``first_seen``/``now``: one monotonic clock."""
     decisions = []
-    seen = {sha: t for sha, t in first_seen.items() if sha in listed}
+    shas = {entry.image.sha512 for entry in listed.values()}
+    seen = {sha: t for sha, t in first_seen.items() if sha in shas}
     for entry in wanted(listed, policy):
         image, sha512 = entry.image, entry.image.sha512
         if sha512 in running:

@@ -22,6 +22,7 @@ from support import (
     running_seeder,
     sha512,
     small_tmpfs,
+    upload_request,
     wait_settled,
     wait_staged,
     write_image,
@@ -229,3 +230,33 @@ async def test_disk_full_while_staging_leaves_the_cache_consistent(catalogue: An
             status = await node.status()
             assert {i["identifier"]: i["state"] for i in status["images"]} == {first["identifier"]: "staged",
                                                                                 second["identifier"]: "failed"}
+
+
+async def test_a_publisher_cannot_hide_anothers_image_by_publishing_its_bytes(catalogue: Any, keys: KeyPaths,
+                                                                             tmp_path: Path) -> None:
+    """Listings are (catalogue, identifier): bob publishing the exact bytes of alice's image
+    (they are public) and revoking his copy leaves alice's name, identifier and base intact;
+    the bytes are fetched and held once."""
+    config = node_config(tmp_path / "node", catalogue.url, keys)
+    async with running_node(config) as node:
+        image = write_image(tmp_path / "golden.raw", 2**20)
+        alice, _ = await publish_and_wait(catalogue, image)
+        async with catalogue.client("bob") as client:
+            bob = await client.upload(image, upload_request(image, namespace="bob", name="copy"))
+        await node.refresh()
+        await wait_staged(node, alice["sha512"])
+        for wanted, identifier in (("alice/golden", alice["identifier"]), ("bob/copy", bob["identifier"])):
+            status, lines = await api(config.socket_path, "POST", "/ensure", {"image": wanted})
+            assert status == 200 and lines[-1]["result"]["identifier"] == identifier, lines
+        assert len(await node.state.images()) == 1 and len(list((config.cache_dir / "base").iterdir())) == 1
+
+        async with catalogue.client("bob") as client:
+            await client.revoke(bob["identifier"])
+        await node.refresh()
+        status, lines = await api(config.socket_path, "POST", "/ensure", {"image": "alice/golden"})
+        assert status == 200 and lines[-1]["result"]["identifier"] == alice["identifier"]
+        assert lines[-1]["result"]["state"] == "staged", "bob's revocation did not evict alice's image"
+        status, body = await api(config.socket_path, "GET", "/status")
+        assert [(i["identifier"], i["state"]) for i in body["images"]] == [(alice["identifier"], "staged")]
+        status, lines = await api(config.socket_path, "POST", "/ensure", {"image": "bob/copy"})
+        assert status == 404 and lines["error"] == "unknown_image", lines

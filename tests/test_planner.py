@@ -32,10 +32,10 @@ NEWEST = Policy(Selection(latest=1), "node-1", retry_seconds=300, torrent_wait=3
 NOTHING = Policy(Selection(none=True), "node-1", retry_seconds=300, torrent_wait=30)
 
 
-def listed(*images: Image, torrents: bool = False, expired: tuple[Image, ...] = ()) -> dict[str, Listed]:
-    entries = {i.sha512: Listed(i, "http://c", False, torrents) for i in images}
-    entries.update({i.sha512: Listed(i, "http://c", True, torrents) for i in expired})
-    return entries
+def listed(*images: Image, torrents: bool = False, expired: tuple[Image, ...] = ()) -> dict[tuple[str, str], Listed]:
+    entries = [Listed(i, "http://c", False, torrents) for i in images]
+    entries += [Listed(i, "http://c", True, torrents) for i in expired]
+    return {e.key: e for e in entries}
 
 
 @pytest.mark.parametrize("entries, held, running, failed_at, first_seen, now, policy, expected", [
@@ -63,10 +63,18 @@ def listed(*images: Image, torrents: bool = False, expired: tuple[Image, ...] = 
     (listed(TORRENTED, torrents=True), {}, set(), {}, {}, 0, POLICY, {"t": "fetch"}),
     (listed(A, torrents=False), {}, set(), {}, {}, 0, POLICY, {"a": "fetch"}),
 ])
-def test_plan(entries: dict[str, Listed], held: dict[str, str], running: set[str], failed_at: dict[str, float],
+def test_plan(entries: dict[tuple[str, str], Listed], held: dict[str, str], running: set[str], failed_at: dict[str, float],
               first_seen: dict[str, float], now: float, policy: Policy, expected: dict[str, str]) -> None:
     result = plan(entries, held, running, failed_at, first_seen, now, policy)
     assert {d.image.identifier[3:]: d.action for d in result.decisions} == expected
+
+
+def test_bytes_named_by_two_listings_are_fetched_once() -> None:
+    bobs = Image(identifier="id-bob", uri="http://c/bob", size=1, sha512=A.sha512, version="1", title="bob/copy",
+                 os="Debian", extra={NAMESPACE: "bob", NAME: "copy"})
+    result = plan(listed(A, bobs), {}, set(), {}, {}, 0, POLICY)
+    assert [(d.image.sha512, d.action) for d in result.decisions] == [(A.sha512, "fetch")]
+    assert len(listed(A, bobs)) == 2, "each listing is kept: (catalogue, identifier)"
 
 
 def test_waits_say_until_when_and_first_sight_is_kept() -> None:
