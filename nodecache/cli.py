@@ -1,6 +1,6 @@
 """``nodecache``: run the node daemon, and talk to it.
 
-    nodecache run -c /etc/vmic/nodecache.toml     # the daemon (systemd: nodecache/vmic-nodecache.service)
+    nodecache run -c /etc/vmic/nodecache.toml     # the daemon (systemd: systemd/vmic-nodecache.service)
     nodecache status                              # lists in force, images, jobs, cache fill
     nodecache ensure IMAGE                        # stage now (identifier or name), with a progress bar
     nodecache evict IMAGE
