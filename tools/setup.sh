@@ -58,4 +58,4 @@ VMIC_RUNTIME_PACKAGES="openssl lvm2 qemu-utils qemu-system-x86 ca-certificates"
 VMIC_BUILD_PACKAGES="gcc pkg-config python3-dev libvirt-dev"
 # the guest with device-mapper that runs the LVM data path (tools/guest.py)
 VMIC_GUEST_PACKAGES="linux-image-cloud-amd64 busybox-static cpio thin-provisioning-tools qemu-system-x86 lvm2"
-VMIC_TEST_PACKAGES="$VMIC_RUNTIME_PACKAGES $VMIC_GUEST_PACKAGES chromium postgresql iproute2 aria2 transmission-cli libvirt-clients libxml2-utils"
+VMIC_TEST_PACKAGES="$VMIC_RUNTIME_PACKAGES $VMIC_GUEST_PACKAGES chromium postgresql iproute2 aria2 transmission-cli libvirt-clients libxml2-utils systemd"
