@@ -273,7 +273,9 @@ async def test_disk_full_is_a_clear_error_and_the_store_stays_consistent(catalog
     if not _mount_tmpfs(small_disk, "12m"):
         pytest.skip("cannot mount a small tmpfs here (needs root and mount rights) to fill a disk")
     try:
-        catalogue = await catalogue_factory(data_dir=small_disk / "data")
+        catalogue = await catalogue_factory(data_dir=small_disk / "data", free_space_reserve=0)
+        # as if the disk had room when the upload was checked, and filled up meanwhile
+        catalogue.catalogue.uploads.free_bytes = lambda: 2**40
         big = write_image(tmp_path / "big.raw", 16 * 2**20)
         location = await start(http, catalogue.url, upload_request(big))
         async with http.patch(f"{catalogue.url}{location}", data=big.read_bytes(),

@@ -135,6 +135,13 @@ class CatalogueClient:
         _, _, body = await self._request("GET", f"/api/v1/images/{identifier}/preheat")
         return cast("dict[str, Any]", json.loads(body))
 
+    async def uploads(self) -> list[dict[str, Any]]:
+        _, _, body = await self._request("GET", "/api/v1/uploads")
+        return cast("list[dict[str, Any]]", json.loads(body))
+
+    async def cancel_upload(self, upload_id: str) -> None:
+        await self._request("DELETE", f"/api/v1/uploads/{upload_id}")
+
     # --- partner subscriptions (admin token) -----------------------------------------
 
     async def subscriptions(self) -> list[dict[str, Any]]:

@@ -76,6 +76,11 @@ class ChecksumMismatch(VmicError):
     code = "checksum_mismatch"
 
 
+class TooManyRequests(VmicError):
+    status = 429
+    code = "too_many_requests"
+
+
 class StorageError(VmicError):
     """The disk refused (full, read-only, ...). Nothing partial is kept."""
 

@@ -66,6 +66,14 @@ class CatalogueConfig:
     #: how long a signed list stays valid; it is re-signed at half of that
     list_lifetime_hours: float = 168.0
     max_upload_bytes: int = 64 * 2**30
+    #: an upload that received nothing for this long is dropped, with its bytes
+    upload_expiry_hours: float = 24.0
+    #: uploads one publisher may have open at once (429 beyond), and their bytes (507 beyond)
+    max_uploads_per_publisher: int = 10
+    max_upload_bytes_per_publisher: int = 256 * 2**30
+    #: free bytes kept on the data directory's disk for the database, revocation and
+    #: re-signing: uploads that would need them are refused (507)
+    free_space_reserve: int = 2**30
     #: a partner's signed list of more bytes is refused (list_too_large) before it is parsed
     max_partner_list_bytes: int = MAX_LIST_BYTES
     #: where partner mirroring's BitTorrent session listens (empty: this catalogue's host, any free port)
@@ -87,6 +95,12 @@ class CatalogueConfig:
     log_level: str = "info"
 
     def __post_init__(self) -> None:
+        if not 0 < self.upload_expiry_hours <= 24 * 365:
+            raise ConfigError("[catalogue] upload_expiry_hours must be more than 0 and at most a year")
+        if self.max_uploads_per_publisher < 1 or self.max_upload_bytes_per_publisher < 1 \
+                or self.free_space_reserve < 0:
+            raise ConfigError("[catalogue] max_uploads_per_publisher and max_upload_bytes_per_publisher must be "
+                              "at least 1, free_space_reserve at least 0")
         if not 4096 <= self.max_partner_list_bytes <= 2**30:
             raise ConfigError("[catalogue] max_partner_list_bytes must be between 4096 and 1073741824")
         if self.host in ("0.0.0.0", "::", "[::]", "") and not self.public_url:

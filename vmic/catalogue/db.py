@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import ConfigError
+from ..errors import ConfigError, StorageError
 
 Row = dict[str, Any]
 
@@ -55,6 +55,22 @@ class Database(Queries, Protocol):
 _PARAM = re.compile(r"\$(\d+)")
 
 
+DISK_FULL = "the database's disk is full: {}; free space, then try again (revocation and signing need a little)"
+
+
+@contextmanager
+def _sqlite_disk_full() -> Iterator[None]:
+    """SQLite's SQLITE_FULL ("database or disk is full") as the 507 every disk-full path answers."""
+    import sqlite3
+
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if "full" in str(exc):
+            raise StorageError(DISK_FULL.format(exc)) from None
+        raise
+
+
 class _SqliteQueries:
     def __init__(self, conn: Any) -> None:
         self._conn = conn
@@ -63,7 +79,8 @@ class _SqliteQueries:
         import sqlite3
 
         try:
-            await self._conn.execute(_PARAM.sub(r"?\1", sql), args)
+            with _sqlite_disk_full():
+                await self._conn.execute(_PARAM.sub(r"?\1", sql), args)
         except sqlite3.IntegrityError as exc:
             raise UniqueViolation(str(exc)) from None
 
@@ -100,13 +117,24 @@ class SqliteDatabase:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Queries]:
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
+            with _sqlite_disk_full():
+                await self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._queries
             except BaseException:
-                await self._conn.execute("ROLLBACK")
+                await self._rollback()
                 raise
-            await self._conn.execute("COMMIT")
+            try:
+                with _sqlite_disk_full():
+                    await self._conn.execute("COMMIT")
+            except StorageError:
+                await self._rollback()
+                raise
+
+    async def _rollback(self) -> None:
+        """Undo the transaction, unless SQLite already did (it does on a full disk)."""
+        if self._conn.in_transaction:
+            await self._conn.execute("ROLLBACK")
 
     async def close(self) -> None:
         await self._conn.close()
@@ -123,6 +151,8 @@ class _PgQueries:
             await self._conn.execute(sql, *args)
         except asyncpg.UniqueViolationError as exc:
             raise UniqueViolation(str(exc)) from None
+        except asyncpg.DiskFullError as exc:
+            raise StorageError(DISK_FULL.format(exc)) from None
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         return [dict(r) for r in await self._conn.fetch(sql, *args)]

@@ -29,7 +29,7 @@ from .listing import ListSettings, ListSigner
 from .metrics import Metrics
 from .store import ImageRecord, ImageRequest, MetadataStore
 from .tls import server_context
-from .uploads import Uploads
+from .uploads import UploadLimits, Uploads
 
 log = logging.getLogger("vmic.catalogue")
 
@@ -173,7 +173,9 @@ async def open_catalogue(config: CatalogueConfig) -> Catalogue:
         config=config,
         store=store,
         blobs=blobs,
-        uploads=Uploads(store, blobs, config.max_upload_bytes),
+        uploads=Uploads(store, blobs, config.max_upload_bytes, UploadLimits(
+            config.max_uploads_per_publisher, config.max_upload_bytes_per_publisher, config.free_space_reserve,
+            dt.timedelta(hours=config.upload_expiry_hours))),
         listing=ListSigner(store, signer, settings),
     )
     await catalogue.uploads.recover()

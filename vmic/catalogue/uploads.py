@@ -9,6 +9,13 @@
    and the answer is ``201`` with the image record.
 3. After a dropped connection: ``HEAD <location>`` gives ``Upload-Offset``; go on from there.
 4. ``DELETE <location>`` abandons an upload (tus *termination*).
+5. ``GET /api/v1/uploads``: the publisher's open uploads (an admin's: everyone's).
+
+Limits: a publisher has at most ``max_uploads_per_publisher`` open uploads (429 beyond)
+of ``max_upload_bytes_per_publisher`` bytes in all (507 beyond); an upload is refused
+(507) if it would eat into ``free_space_reserve``, the space kept for the database,
+revocation and signing; an upload that receives nothing for ``upload_expiry_hours`` is
+dropped with its bytes.
 
 Nothing becomes visible before its last byte is hashed, compared with the declared
 sha512 and synced: a blob is moved under its hash, then its image record and a new
@@ -17,13 +24,15 @@ list version are written in one transaction.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BadRequest, ChecksumMismatch, Conflict, Forbidden, TooLarge
+from ..errors import BadRequest, ChecksumMismatch, Conflict, Forbidden, StorageError, TooLarge, TooManyRequests
 from ..imagelist.model import COMPRESSIONS, FORMATS
 from ..log import event
 from .blobs import BlobStore, HashState
@@ -93,6 +102,32 @@ def parse_request(body: Any) -> ImageRequest:
 
 
 @dataclass(frozen=True)
+class UploadLimits:
+    per_publisher: int = 10
+    bytes_per_publisher: int = 256 * 2**30
+    free_space_reserve: int = 2**30
+    expiry: dt.timedelta = dt.timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class UploadView:
+    """What ``GET /api/v1/uploads`` shows of one upload."""
+
+    record: UploadRecord
+    offset: int
+    last_activity: dt.datetime
+    expires: dt.datetime
+
+    def to_json(self) -> dict[str, Any]:
+        request = self.record.request
+        return {"id": self.record.id, "location": f"/api/v1/uploads/{self.record.id}",
+                "publisher": self.record.publisher, "namespace": request.namespace, "name": request.name,
+                "version": request.version, "length": self.record.length, "offset": self.offset,
+                "created": self.record.created.isoformat(), "last_activity": self.last_activity.isoformat(),
+                "expires": self.expires.isoformat()}
+
+
+@dataclass(frozen=True)
 class PatchResult:
     offset: int
     image: ImageRecord | None  # set when this PATCH finished and published the upload
@@ -101,14 +136,69 @@ class PatchResult:
 class Uploads:
     """The upload state machine. Holds running hashes in memory; the part file is the truth."""
 
-    def __init__(self, store: MetadataStore, blobs: BlobStore, max_bytes: int) -> None:
+    def __init__(self, store: MetadataStore, blobs: BlobStore, max_bytes: int, limits: UploadLimits | None = None,
+                 free_bytes: Callable[[], int] | None = None) -> None:
         self.store = store
         self.blobs = blobs
         self.max_bytes = max_bytes
+        self.limits = limits or UploadLimits()
+        #: free bytes on the disk of the blob store (injected in tests)
+        self.free_bytes = free_bytes or (lambda: _free_bytes(blobs.part_dir))
         self._hashes: dict[str, HashState] = {}
         self._busy: set[str] = set()
 
+    # --- what is open ------------------------------------------------------------------------
+
+    async def views(self, publisher: Publisher | None = None) -> list[UploadView]:
+        """Open uploads (of ``publisher`` only, unless None), oldest first."""
+        result = []
+        for record in await self.store.uploads():
+            if publisher is not None and record.publisher != publisher.name:
+                continue
+            offset = self.blobs.part_size(record.id) or 0
+            active = max(record.created, self._touched(record.id) or record.created)
+            result.append(UploadView(record, offset, active, active + self.limits.expiry))
+        return sorted(result, key=lambda v: v.record.created)
+
+    def _touched(self, upload_id: str) -> dt.datetime | None:
+        try:
+            return dt.datetime.fromtimestamp(self.blobs.part(upload_id).stat().st_mtime, dt.timezone.utc)
+        except OSError:
+            return None
+
+    async def expire(self, now: dt.datetime | None = None) -> list[str]:
+        """Drop every upload that received nothing for the expiry time, with its bytes."""
+        now = now or dt.datetime.now(dt.timezone.utc)
+        dropped = []
+        for view in await self.views():
+            if view.expires <= now and view.record.id not in self._busy:
+                await self.abort_record(view.record)
+                event(log, "upload.expired", upload=view.record.id, publisher=view.record.publisher,
+                      offset=view.offset, bytes=view.record.length)
+                dropped.append(view.record.id)
+        return dropped
+
+    async def run_expiry(self, every: float = 300.0) -> None:
+        """Expire uploads every ``every`` seconds, until cancelled."""
+        while True:
+            try:
+                await self.expire()
+            except StorageError:
+                log.warning("upload.expiry_failed")
+            await asyncio.sleep(every)
+
+    def _check_room(self, needed: int, committed: int, what: str) -> None:
+        free, reserve = self.free_bytes(), self.limits.free_space_reserve
+        if free - reserve < needed + committed:
+            raise StorageError(
+                f"not enough space for {what}: {free} bytes free, {committed} promised to uploads in progress, "
+                f"{reserve} kept free for the database, revocation and signing; try later or ask the operator")
+
     async def recover(self) -> None:
+        await self._sweep()
+        await self.expire()
+
+    async def _sweep(self) -> None:
         """After a crash: drop part files without a record and records without a part file."""
         records = {u.id for u in await self.store.uploads()}
         parts = {p for p in self.blobs.part_ids() if not p.startswith(MIRROR_PREFIX)}  # those are the syncer's
@@ -129,6 +219,17 @@ class Uploads:
             raise Forbidden(f"publisher {publisher.name} may not choose an image identifier (an admin may)")
         if request.size > self.max_bytes:
             raise TooLarge(f"image of {request.size} bytes is larger than this catalogue's limit of {self.max_bytes}")
+        views = await self.views()
+        own = [v for v in views if v.record.publisher == publisher.name]
+        if len(own) >= self.limits.per_publisher:
+            raise TooManyRequests(f"publisher {publisher.name} has {len(own)} open uploads, the limit: finish or "
+                                  "cancel one first (vmic uploads list / vmic uploads cancel ID)")
+        in_flight = sum(v.record.length for v in own)
+        if in_flight + request.size > self.limits.bytes_per_publisher:
+            raise StorageError(f"publisher {publisher.name} has uploads of {in_flight} bytes open; with this one "
+                               f"that is more than its limit of {self.limits.bytes_per_publisher}: finish or cancel "
+                               "some first")
+        self._check_room(request.size, sum(v.record.length - v.offset for v in views), "this upload")
         record = await self.store.add_upload(publisher.name, request)
         self.blobs.create_part(record.id)
         event(log, "upload.started", upload=record.id, publisher=publisher.name, namespace=request.namespace,
@@ -148,6 +249,9 @@ class Uploads:
             raise Conflict(f"upload {upload_id} is receiving data on another connection")
         if offset != current:
             raise Conflict(f"Upload-Offset {offset} does not match the stored offset {current}")
+        remaining = record.length - current
+        others = sum(v.record.length - v.offset for v in await self.views() if v.record.id != upload_id)
+        self._check_room(remaining, others, f"the rest of upload {upload_id}")
         self._busy.add(upload_id)
         try:
             state = self._hashes.get(upload_id)
@@ -201,3 +305,8 @@ class Uploads:
         await self.store.delete_upload(record.id)
         event(log, "upload.aborted", upload=record.id)
 
+
+
+def _free_bytes(path: os.PathLike[str]) -> int:
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize

@@ -199,6 +199,13 @@ async def start_upload(request: web.Request) -> web.Response:
     )
 
 
+async def list_uploads(request: web.Request) -> web.Response:
+    """The publisher's open uploads (an admin's: everyone's), with offsets and expiry."""
+    publisher = publisher_of(request)
+    views = await catalogue_of(request).uploads.views(None if publisher.admin else publisher)
+    return web.json_response([v.to_json() for v in views])
+
+
 async def upload_status(request: web.Request) -> web.Response:
     record, offset = await catalogue_of(request).uploads.owned(publisher_of(request), request.match_info["upload_id"])
     headers = {**TUS_HEADERS, "Upload-Offset": str(offset), "Upload-Length": str(record.length),
@@ -314,6 +321,7 @@ def make_app(catalogue: Catalogue, syncer: Syncer) -> web.Application:
         web.get("/api/v1/images/{identifier}/preheat", preheat_status),
         web.options("/api/v1/uploads", upload_options),
         web.post("/api/v1/uploads", start_upload),
+        web.get("/api/v1/uploads", list_uploads),
         web.get("/api/v1/uploads/{upload_id}", upload_status),
         web.patch("/api/v1/uploads/{upload_id}", patch_upload),
         web.delete("/api/v1/uploads/{upload_id}", delete_upload),
@@ -333,5 +341,5 @@ def make_app(catalogue: Catalogue, syncer: Syncer) -> web.Application:
     app.on_shutdown.append(end_event_streams)
 
     app.cleanup_ctx.append(background_tasks(catalogue.listing.run, syncer.run,
-                                            catalogue.run_torrent_maker))
+                                            catalogue.run_torrent_maker, catalogue.uploads.run_expiry))
     return app

@@ -139,6 +139,27 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_uploads_list(args: argparse.Namespace) -> int:
+    uploads = call(args, lambda client: client.uploads())
+    if args.json:
+        print(json.dumps(uploads, indent=2, sort_keys=True))
+        return 0
+    from rich.table import Table
+
+    table = Table("id", "image", "version", "received", "of", "expires")
+    for u in uploads:
+        table.add_row(u["id"], f"{u['namespace']}/{u['name']}", u["version"], str(u["offset"]), str(u["length"]),
+                      u["expires"])
+    console(sys.stdout).print(table)
+    return 0
+
+
+def cmd_uploads_cancel(args: argparse.Namespace) -> int:
+    call(args, lambda client: client.cancel_upload(args.upload_id))
+    print(f"cancelled upload {args.upload_id} (its bytes are gone)")
+    return 0
+
+
 def cmd_revoke(args: argparse.Namespace) -> int:
     image = call(args, lambda client: client.revoke(args.identifier))
     print(f"revoked {image['namespace']}/{image['name']} version {image['version']} ({image['identifier']})")
@@ -235,6 +256,17 @@ def parser() -> argparse.ArgumentParser:
     ph.add_argument("--json", action="store_true")
     remote(ph, token=True)
     ph.set_defaults(func=cmd_preheat)
+
+    up = sub.add_parser("uploads", help="your open uploads: list them, cancel one")
+    upsub = up.add_subparsers(dest="uploads_command", required=True)
+    ul = upsub.add_parser("list", help="open uploads, how far each is, when each expires")
+    ul.add_argument("--json", action="store_true")
+    remote(ul, token=True)
+    ul.set_defaults(func=cmd_uploads_list)
+    uc = upsub.add_parser("cancel", help="abandon an upload (its bytes are removed)")
+    uc.add_argument("upload_id")
+    remote(uc, token=True)
+    uc.set_defaults(func=cmd_uploads_cancel)
 
     rv = sub.add_parser("revoke", help="remove an image version from the list")
     rv.add_argument("identifier")
