@@ -20,6 +20,7 @@ from aiohttp import web
 from vmic.cli.output import run_command
 from vmic.config import load_section, read_toml
 from vmic.errors import ConfigError
+from vmic.json_body import runner_options
 from vmic.log import event, setup
 
 from .seeder.daemon import Seeder, SeederConfig
@@ -56,7 +57,7 @@ async def run_seeder(config: SeederConfig) -> None:
 
 async def run_tracker(config: TrackerConfig) -> None:
     tracker = Tracker.from_config(config)
-    runner = web.AppRunner(make_app(tracker), access_log=None)
+    runner = web.AppRunner(make_app(tracker), access_log=None, **runner_options(config.header_timeout))
     await runner.setup()
     try:
         await web.TCPSite(runner, config.host, config.port).start()

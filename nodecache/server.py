@@ -11,6 +11,7 @@ import signal
 
 from aiohttp import web
 
+from vmic.json_body import runner_options
 from vmic.log import event
 
 from .api import make_app, metrics_app
@@ -29,14 +30,14 @@ async def serve(config: NodeConfig) -> None:
         socket = config.socket_path
         socket.parent.mkdir(parents=True, exist_ok=True)
         socket.unlink(missing_ok=True)  # a dead daemon's socket
-        runner = web.AppRunner(make_app(node), access_log=None)
+        runner = web.AppRunner(make_app(node), access_log=None, **runner_options())
         await runner.setup()
         runners.append(runner)
         await web.UnixSite(runner, str(socket)).start()
         os.chmod(socket, 0o660)
         if config.metrics_listen:
             host, _, port = config.metrics_listen.rpartition(":")
-            metrics = web.AppRunner(metrics_app(node), access_log=None)
+            metrics = web.AppRunner(metrics_app(node), access_log=None, **runner_options())
             await metrics.setup()
             runners.append(metrics)
             await web.TCPSite(metrics, host.strip("[]") or None, int(port)).start()

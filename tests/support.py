@@ -32,6 +32,7 @@ from vmic.catalogue.web import make_runner
 from vmic.catalogue.wiring import CatalogueSite
 from vmic.catalogue.wiring import build as build_catalogue
 from vmic.client import CatalogueClient
+from vmic.json_body import runner_options
 from vmic.pki import KeyPaths, init_keys
 from vmic.torrents import Torrent
 
@@ -224,7 +225,7 @@ async def start_tracker(catalogue_url: str, keys: KeyPaths, host: str, port: int
     tracker = Tracker.from_config(TrackerConfig(catalogue_url=catalogue_url, catalogue_ca=keys.ca_dir,
                                                 endorser_dn=endorser_dn, host=host, port=port, interval=5,
                                                 min_interval=1))
-    runner = web.AppRunner(make_app(tracker))
+    runner = web.AppRunner(make_app(tracker), **runner_options(tracker.config.header_timeout))
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return tracker, runner

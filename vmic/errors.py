@@ -76,6 +76,13 @@ class ChecksumMismatch(VmicError):
     code = "checksum_mismatch"
 
 
+class RequestTimeout(VmicError):
+    """A client sent its request body too slowly."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class TooManyRequests(VmicError):
     status = 429
     code = "too_many_requests"

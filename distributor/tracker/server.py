@@ -55,6 +55,8 @@ log = logging.getLogger("distributor.tracker")
 class TrackerConfig(FollowsCatalogue):
     host: str = "127.0.0.1"
     port: int = 6969
+    #: a connection that has not sent a whole announce (or sits idle) this long is closed
+    header_timeout: float = 30.0
     interval: int = 300
     min_interval: int = 30
     #: forget peers silent for this long (default: three announce intervals)

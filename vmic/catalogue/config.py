@@ -66,6 +66,11 @@ class CatalogueConfig:
     #: how long a signed list stays valid; it is re-signed at half of that
     list_lifetime_hours: float = 168.0
     max_upload_bytes: int = 64 * 2**30
+    #: slow clients: a connection that has not sent a whole request's headers (or sits idle)
+    #: this long is closed; a request body that stalls this long ends (an upload keeps what
+    #: arrived; a JSON body is a 408)
+    header_timeout: float = 30.0
+    body_timeout: float = 60.0
     #: an upload that received nothing for this long is dropped, with its bytes
     upload_expiry_hours: float = 24.0
     #: uploads one publisher may have open at once (429 beyond), and their bytes (507 beyond)
@@ -95,6 +100,8 @@ class CatalogueConfig:
     log_level: str = "info"
 
     def __post_init__(self) -> None:
+        if not (0 < self.header_timeout <= 3600 and 0 < self.body_timeout <= 3600):
+            raise ConfigError("[catalogue] header_timeout and body_timeout must be more than 0 and at most 3600 s")
         if not 0 < self.upload_expiry_hours <= 24 * 365:
             raise ConfigError("[catalogue] upload_expiry_hours must be more than 0 and at most a year")
         if self.max_uploads_per_publisher < 1 or self.max_upload_bytes_per_publisher < 1 \

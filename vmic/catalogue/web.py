@@ -43,7 +43,7 @@ from ..background import background_tasks
 from ..bittorrent.tracker_api import fetch_swarm, swarm_url
 from ..errors import BadRequest, NotFound, VmicError
 from ..http_errors import errors_as_json
-from ..json_body import json_body
+from ..json_body import BODY_TIMEOUT, body_seconds, json_body, runner_options
 from ..preheat import parse_target
 from ..sync.syncer import Syncer
 from ..sync.web import sync_apps
@@ -216,10 +216,16 @@ async def upload_status(request: web.Request) -> web.Response:
 
 
 async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
-    """The request body as it arrives; a dropped connection just ends it early."""
+    """The request body as it arrives; a dropped connection, or one that sends nothing for
+    the body timeout, just ends it early (tus: what arrived is kept, the client resumes)."""
+    seconds = body_seconds(request)
     with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, aiohttp.ClientPayloadError,
-                             aiohttp.http_exceptions.HttpProcessingError):
-        async for chunk in request.content.iter_any():
+                             aiohttp.http_exceptions.HttpProcessingError, TimeoutError):
+        while True:
+            async with asyncio.timeout(seconds):
+                chunk = await request.content.readany()
+            if not chunk:
+                return
             yield chunk
 
 
@@ -302,12 +308,14 @@ READ_BUFSIZE = 4 * 2**20
 def make_runner(catalogue: Catalogue, syncer: Syncer, **kwargs: Any) -> web.AppRunner:
     """An AppRunner for the catalogue app, with buffers sized for image uploads."""
     kwargs.setdefault("shutdown_timeout", 5.0)  # open event streams must not hold a shutdown for long
+    kwargs = {**runner_options(catalogue.config.header_timeout), **kwargs}
     return web.AppRunner(make_app(catalogue, syncer), read_bufsize=READ_BUFSIZE, **kwargs)
 
 
 def make_app(catalogue: Catalogue, syncer: Syncer) -> web.Application:
     app = web.Application(middlewares=[errors_as_json(log, "catalogue", count_answer)])
     app[CATALOGUE] = catalogue
+    app[BODY_TIMEOUT] = catalogue.config.body_timeout
     app.add_routes([
         web.get("/", index),
         web.get("/imagelist", signed_list),
