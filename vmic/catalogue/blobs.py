@@ -16,12 +16,15 @@ import contextlib
 import errno
 import hashlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from ..errors import StorageError
+
+T = TypeVar("T")
 
 #: small received pieces are gathered to this size before hashing and writing
 CHUNK = 4 * 2**20
@@ -187,47 +190,41 @@ class BlobStore:
             with open(source, "rb") as handle:
                 while block := handle.read(4 * 2**20):
                     digest.update(block)
-                if digest.hexdigest() != sha512:
-                    return False
-                os.fsync(handle.fileno())
-            target = self.path(sha512)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(source, 0o444)
-            os.replace(source, target)
-            dir_fd = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            if digest.hexdigest() != sha512:
+                return False
+            self._install(source, sha512)
             return True
 
-        try:
-            return await asyncio.get_running_loop().run_in_executor(None, run)
-        except OSError as exc:
-            raise StorageError(f"cannot store blob: {exc.strerror}") from None
+        return await self._on_disk(run)
 
     async def commit(self, upload_id: str, sha512: str) -> Path:
         """Sync the part file and move it under its hash (kept if that blob exists)."""
+        return await self._on_disk(lambda: self._install(self.part(upload_id), sha512))
 
-        def run() -> Path:
-            part, target = self.part(upload_id), self.path(sha512)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.is_file():
-                part.unlink()
-                return target
-            with open(part, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.chmod(part, 0o444)
-            os.replace(part, target)
-            dir_fd = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+    def _install(self, source: Path, sha512: str) -> Path:
+        """Sync ``source`` and move it, read-only, under its hash; durably (the directory
+        synced too). A blob already there is kept and ``source`` dropped."""
+        target = self.path(sha512)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_file():
+            source.unlink()
             return target
-
+        with open(source, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(source, 0o444)
+        os.replace(source, target)
+        dir_fd = os.open(target.parent, os.O_RDONLY)
         try:
-            return await asyncio.get_running_loop().run_in_executor(None, run)
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return target
+
+    @staticmethod
+    async def _on_disk(work: Callable[[], T]) -> T:
+        """``work`` in a thread; the disk's refusal as the 507 every disk path answers."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, work)
         except OSError as exc:
             raise StorageError(f"cannot store blob: {exc.strerror}") from None
 

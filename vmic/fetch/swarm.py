@@ -57,6 +57,15 @@ TICK_SECONDS = 1.0
 QUICK_RETRIES = 10
 
 
+CHECKING = (lt.torrent_status.states.checking_resume_data, lt.torrent_status.states.checking_files)
+
+
+def _complete(status: lt.torrent_status) -> bool:
+    """Seeding, and not merely because resume data says so before it was checked
+    (right after adding, libtorrent reports the resume data's word)."""
+    return bool(status.is_seeding) and status.state not in CHECKING
+
+
 @dataclass
 class Transfer:
     image: Image
@@ -138,6 +147,10 @@ class Swarm:
                 transfer.handle.prioritize_pieces(piece_priorities)
             return transfer
         resume = self.torrent_dir / f"{torrent.btih}.resume"
+        if resume.is_file() and not (self.data_dir / image.sha512).is_file():
+            # resume data vouching for bytes that are gone (removed while the daemon was
+            # down): libtorrent could report the torrent complete before it notices
+            resume.unlink()
         if resume.is_file():
             params = lt.read_resume_data(resume.read_bytes())
             params.ti = torrent.info
@@ -160,7 +173,7 @@ class Swarm:
                 handle.add_url_seed(url)
         transfer = Transfer(image, handle, asyncio.get_running_loop().create_future())
         self.transfers[torrent.btih] = transfer
-        if handle.status().is_seeding:
+        if _complete(handle.status()):
             transfer.done.set_result(None)
         return transfer
 
@@ -181,6 +194,8 @@ class Swarm:
             ticks += 1
             status = transfer.handle.status()
             progress(status.total_wanted_done)
+            if _complete(status) and not transfer.done.done():  # complete once its resume data was checked
+                transfer.done.set_result(None)
             if ticks % round(RESUME_SECONDS / TICK_SECONDS) == 0:
                 self._save_resume(torrent.btih)
             if http is not None:
