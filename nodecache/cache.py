@@ -23,8 +23,7 @@ from . import evict
 from .errors import InUse, UnknownImage
 from .evict import Plan as EvictionPlan
 from .metrics import Metrics
-from .planner import Listed, Listings, by_sha512
-from .selection import resolve
+from .planner import Listed, Listings, by_sha512, find_listing
 from .state import HeldImage, Reference, State
 from .storage.base import Base, DiskCheck, Storage, held_bytes
 
@@ -78,11 +77,9 @@ class CacheStore:
         by_sha = {r.sha512: r for r in records}
         if wanted in by_sha:
             return by_sha[wanted]
-        current = [e for e in listed.values() if not e.expired]
-        image = resolve((e.image for e in current), wanted)
-        if image is not None:
-            record = by_sha.get(image.sha512)
-            entry = next(e for e in current if e.image is image)
+        entry = find_listing(listed, wanted)
+        if entry is not None:
+            record = by_sha.get(entry.image.sha512)
             return as_listed(record, entry) if record is not None else None
         return next((r for r in records if r.identifier == wanted), None)
 

@@ -15,7 +15,7 @@ from .errors import UnknownImage
 from .evict import Plan as EvictionPlan
 from .jobs import Job, JobRunner
 from .lists import CatalogueLists
-from .selection import resolve
+from .planner import find_listing
 from .state import HeldImage, State
 
 
@@ -38,11 +38,10 @@ class ImageKeeper:
 
     def job_for(self, wanted: str) -> Job:
         """The job that stages ``wanted`` (started now if there is none)."""
-        current = [e for e in self.lists.listed().values() if not e.expired]
-        image = resolve((e.image for e in current), wanted)
-        if image is None:
+        entry = find_listing(self.lists.listed(), wanted)
+        if entry is None:
             raise UnknownImage(f"no followed list names an image {wanted!r}")
-        return self.runner.start(image, next(e.catalogue for e in current if e.image is image))
+        return self.runner.start(entry.image, entry.catalogue)
 
     async def ensure(self, wanted: str, progress: Callable[[dict[str, Any]], None] | None = None) -> HeldImage:
         """The staged base of an image (identifier, or name/title for its newest version),

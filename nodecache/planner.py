@@ -18,7 +18,7 @@ from vmic.preheat import EXTENSION as PREHEAT
 from vmic.preheat import targets
 
 from .config import Selection
-from .selection import select
+from .selection import resolve, select
 
 #: what the cache's record of an image says that keeps the planner from fetching it
 #: ("evicted": for space or by an operator; only an explicit ensure brings it back)
@@ -56,6 +56,14 @@ def listed_images(lists: Mapping[str, ImageList | None], now: dt.datetime) -> di
             entry = Listed(image, url, image_list.expires <= now or own, makes_torrents)
             result[entry.key] = entry
     return result
+
+
+def find_listing(listed: Listings, wanted: str) -> Listed | None:
+    """The current listing ``wanted`` names: an identifier, or the newest version of a name
+    or title (:func:`nodecache.selection.resolve`)."""
+    current = {id(entry.image): entry for entry in listed.values() if not entry.expired}
+    image = resolve((entry.image for entry in current.values()), wanted)
+    return current[id(image)] if image is not None else None
 
 
 def by_sha512(listed: Listings) -> dict[str, list[Listed]]:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from nodecache.config import Selection
-from nodecache.planner import Listed, Policy, listed_images, plan
+from nodecache.planner import Listed, Policy, find_listing, listed_images, plan
 from vmic.imagelist.extensions import BTIH, NAME, NAMESPACE, PREHEAT, TORRENTS
 from vmic.imagelist.model import Endorser, Image, ImageList
 
@@ -106,3 +106,14 @@ def make_list(*images: Image, expires: dt.datetime, **extra: Any) -> ImageList:
 def test_listed_images(lists: dict[str, ImageList | None], expected: dict[str, tuple[bool, bool]]) -> None:
     result = listed_images(lists, NOW)
     assert {e.image.identifier[3:]: (e.expired, e.torrents) for e in result.values()} == expected
+
+
+@pytest.mark.parametrize("wanted, expected", [
+    ("id-a", "id-a"),
+    ("alice/a", "id-a3"),  # a name: its newest current version (A3 and A2 share the name "a")
+    ("id-b", None),  # expired listings are not found
+    ("alice/nothing", None),
+])
+def test_find_listing(wanted: str, expected: str | None) -> None:
+    entry = find_listing(listed(A, A2, A3, expired=(B,)), wanted)
+    assert (entry.image.identifier if entry else None) == expected
