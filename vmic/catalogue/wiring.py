@@ -25,9 +25,14 @@ USER_AGENT = "vmic-catalogue/0.1"
 class CatalogueSite:
     catalogue: Catalogue
     syncer: Syncer
+    swarm: Swarm
+    http: aiohttp.ClientSession
 
     async def close(self) -> None:
+        """What :func:`build` opened, closed in the reverse order (twice is once)."""
         await self.syncer.close()
+        await self.swarm.close()
+        await self.http.close()
         await self.catalogue.close()
 
 
@@ -46,4 +51,5 @@ async def build(config: CatalogueConfig) -> CatalogueSite:
         raise
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60))
     mirror = Mirror(Fetcher(swarm, http, mirror_dir / "data", mirror_dir / "torrents"), catalogue.blobs)
-    return CatalogueSite(catalogue, Syncer(catalogue, records, mirror, http, config.max_partner_list_bytes))
+    syncer = Syncer(catalogue, records, mirror, http, config.max_partner_list_bytes)
+    return CatalogueSite(catalogue, syncer, swarm, http)

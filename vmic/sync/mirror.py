@@ -55,7 +55,3 @@ class Mirror:
     async def _store(self, image: Image, source: Path) -> bool:
         self.fetcher.release(image)  # out of the swarm (the file is moved next), kept on disk
         return await self.blobs.adopt(source, image.sha512)
-
-    async def close(self) -> None:
-        await self.fetcher.swarm.close()
-        await self.fetcher.http.close()

@@ -83,7 +83,6 @@ class Syncer:
         for task in self._followers.values():
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.mirror.close()  # its swarm, and the HTTP session (shared with the lists)
 
     # --- managing subscriptions ----------------------------------------------------------
 
