@@ -84,9 +84,9 @@ async def ensure(request: web.Request) -> web.StreamResponse:
     if record is not None and record.state == "staged":
         await node.state.touch(record.sha512)
         return web.Response(text=json.dumps({"result": record.to_json()}) + "\n", content_type="application/x-ndjson")
-    job = node.job_for(wanted)  # UnknownImage -> 404 before anything is streamed
+    node.job_for(wanted)  # started now; UnknownImage -> 404 before anything is streamed
     lines: list[dict[str, Any]] = []
-    task = asyncio.create_task(node.runner.wait(job, lines.append))
+    task = asyncio.create_task(node.ensure(wanted, lines.append))  # the job's result, as the listing names it
     return await _stream(request, task, lines, lambda record: {"result": record.to_json()})
 
 
