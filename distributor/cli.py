@@ -22,6 +22,7 @@ from vmic.config import load_section, read_toml
 from vmic.errors import ConfigError
 from vmic.json_body import runner_options
 from vmic.log import event, setup
+from vmic.version import add_version
 
 from .seeder.daemon import Seeder, SeederConfig
 from .tracker.server import Tracker, TrackerConfig, log, make_app
@@ -69,6 +70,7 @@ async def run_tracker(config: TrackerConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="distributor", description="vmic's torrent tracker and seeder")
+    add_version(parser, "distributor")
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("tracker", help="run the HTTP tracker")
     t.add_argument("-c", "--config", type=Path, help="TOML file with a [tracker] table")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from vmic.catalogue.page import human_size
 from vmic.cli.output import console, run_command
+from vmic.version import add_version
 
 from .paths import DEFAULT_CONFIG
 
@@ -53,6 +54,7 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nodecache", description="vmic node cache daemon and its client")
+    add_version(parser, "nodecache")
     parser.add_argument("-c", "--config", type=Path, help=f"TOML config (default {DEFAULT_CONFIG} if it exists)")
     parser.add_argument("--socket", type=Path, help="the daemon's socket (default: from the config)")
     sub = parser.add_subparsers(dest="command", required=True)

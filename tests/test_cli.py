@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -41,9 +42,10 @@ async def test_keys_init_and_token_make_a_working_config(tmp_path: Path) -> None
     rc, out, _ = await vmic("keys", "init", str(tmp_path / "keys"), "--endorser-dn", "/C=CH/O=x/CN=e")
     assert rc == 0 and "endorser.pem" in out
     assert oct((tmp_path / "keys" / "endorser.key").stat().st_mode & 0o777) == "0o600"
-    rc, out, _ = await vmic("token", "carol", "--namespace", "carol", "--namespace", "team")
-    token = out.splitlines()[1].removeprefix("# ")
-    (tmp_path / "vmic.toml").write_text(f'[catalogue]\ndata_dir = "{tmp_path}/d"\n' + "\n".join(out.splitlines()[2:]))
+    rc, out, err = await vmic("token", "carol", "--namespace", "carol", "--namespace", "team")
+    token = err.strip().rsplit(" ", 1)[1]
+    assert token not in out, "the cleartext token is never where `>> catalogue.toml` would append it"
+    (tmp_path / "vmic.toml").write_text(f'[catalogue]\ndata_dir = "{tmp_path}/d"\n' + out)
     config = load_catalogue_config(tmp_path / "vmic.toml")
     (publisher,) = config.publishers
     assert publisher.token_sha256 == hash_token(token) and publisher.namespaces == ("carol", "team")
@@ -173,3 +175,18 @@ def test_help_imports_nothing_heavy(module: str) -> None:
              "'libvirt'}), file=sys.stderr)")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert "usage:" in result.stdout and result.stderr.strip().splitlines()[-1] == "[]", result.stderr
+
+
+@pytest.mark.parametrize("command", ["vmic", "nodecache", "vmprov", "distributor"])
+def test_every_command_says_its_version(command: str) -> None:
+    result = subprocess.run([str(Path(sys.executable).parent / command), "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and re.fullmatch(rf"{command} \d+\.\d+\.\d+\n", result.stdout), result
+
+
+def test_a_wrong_log_level_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text(f'[nodecache]\ncache_dir = "{tmp_path}/cache"\nlog_level = "loud"\n')
+    result = subprocess.run([str(Path(sys.executable).parent / "nodecache"), "-c", str(config), "run"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
+    assert "log_level must be one of" in result.stderr

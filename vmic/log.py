@@ -29,7 +29,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
 def setup(level: str = "info") -> None:
+    """JSON logs on stderr at ``level`` (a wrong name is a one-line configuration error)."""
+    if not isinstance(level, str) or level.lower() not in LEVELS:
+        from .errors import ConfigError
+
+        raise ConfigError(f"log_level must be one of {', '.join(LEVELS)}, not {level!r}")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

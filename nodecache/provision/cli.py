@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from vmic.catalogue.page import human_size
 from vmic.cli.output import console, run_command
 from vmic.errors import BadRequest
+from vmic.version import add_version
 
 from ..paths import DEFAULT_CONFIG
 
@@ -53,6 +54,7 @@ def context_pairs(pairs: list[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vmprov", description="start VMs from the node cache (vmic)")
+    add_version(parser, "vmprov")
     parser.add_argument("-c", "--config", type=Path, help=f"the node daemon's TOML config (default {DEFAULT_CONFIG})")
     parser.add_argument("--socket", type=Path, help="the node daemon's socket (default: from the config)")
     sub = parser.add_subparsers(dest="command", required=True)

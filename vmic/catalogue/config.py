@@ -66,6 +66,8 @@ class CatalogueConfig:
     #: how long a signed list stays valid; it is re-signed at half of that
     list_lifetime_hours: float = 168.0
     max_upload_bytes: int = 64 * 2**30
+    #: /readyz fails when the endorser certificate has fewer days left
+    ready_cert_days: float = 14.0
     #: slow clients: a connection that has not sent a whole request's headers (or sits idle)
     #: this long is closed; a request body that stalls this long ends (an upload keeps what
     #: arrived; a JSON body is a 408)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -41,7 +42,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..background import background_tasks
 from ..bittorrent.tracker_api import fetch_swarm, swarm_url
-from ..errors import BadRequest, NotFound, VmicError
+from ..errors import BadRequest, NotFound, VmicError, truncated
 from ..http_errors import errors_as_json
 from ..json_body import BODY_TIMEOUT, body_seconds, json_body, runner_options
 from ..preheat import parse_target
@@ -49,6 +50,7 @@ from ..sync.syncer import Syncer
 from ..sync.web import sync_apps
 from .names import check_identifier
 from .page import render
+from .readiness import readiness
 from .request_context import CATALOGUE, catalogue_of, publisher_of
 from .service import Catalogue
 from .store import ImageRecord
@@ -174,7 +176,26 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers (readiness is /readyz)."""
     return web.json_response({"status": "ok", "list_version": catalogue_of(request).listing.current.image_list.version})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: database, endorser certificate, list freshness; 503 with the failing checks."""
+    catalogue = catalogue_of(request)
+    try:
+        async with asyncio.timeout(5):
+            await catalogue.store.db.fetchone("SELECT 1 AS one")
+        database_error = None
+    except Exception as exc:  # whatever the database says: not ready, and why
+        database_error = f"{type(exc).__name__}: {truncated(str(exc), 200)}"
+    now = dt.datetime.now(dt.timezone.utc)
+    current = catalogue.listing.current.image_list
+    checks = readiness(now, database_error, catalogue.listing.signer.certificate.not_valid_after_utc,
+                       current.expires, catalogue.listing.settings.lifetime, catalogue.config.ready_cert_days)
+    ready = all(c.ok for c in checks)
+    return web.json_response({"status": "ready" if ready else "not_ready", "checks": [c.to_json() for c in checks]},
+                             status=200 if ready else 503)
 
 
 # --- publishers ---------------------------------------------------------------------------
@@ -336,6 +357,7 @@ def make_app(catalogue: Catalogue, syncer: Syncer) -> web.Application:
         web.get("/events", events),
         web.get("/metrics", metrics),
         web.get("/healthz", healthz),
+        web.get("/readyz", readyz),
     ])
     for prefix, subapp in sync_apps(syncer):
         app.add_subapp(prefix, subapp)

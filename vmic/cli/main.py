@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..imagelist.extensions import NAME, NAMESPACE
+from ..version import add_version
 from . import publish as publish_cmd
 from . import subscribe as subscribe_cmd
 from .output import console, images_table, run_command
@@ -65,8 +67,15 @@ def cmd_token(args: argparse.Namespace) -> int:
     name = check_name(args.name, "publisher name")
     token = secrets.token_urlsafe(32)
     namespaces = ", ".join(f'"{check_name(n, "namespace")}"' for n in (args.namespace or [name]))
-    print(f"# token for {name} (give it to the publisher; the catalogue keeps only its hash):")
-    print(f"# {token}")
+    # the cleartext token never goes where `>> catalogue.toml` would append it
+    if args.token_file is not None:
+        fd = os.open(args.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+        print(f"vmic: token for {name} written to {args.token_file} (give it to the publisher)", file=sys.stderr)
+    else:
+        print(f"vmic: token for {name} (give it to the publisher; the catalogue keeps only its hash): {token}",
+              file=sys.stderr)
     print(f"[catalogue.publishers.{name}]")
     print(f'token_sha256 = "{hash_token(token)}"')
     print(f"namespaces = [{namespaces}]")
@@ -208,6 +217,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vmic", description="Virtual-machine image catalogue")
+    add_version(p, "vmic")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the catalogue service")
@@ -235,6 +245,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("name")
     t.add_argument("--namespace", action="append", help="namespace it may publish in (default: its name)")
     t.add_argument("--admin", action="store_true", help="may also manage partner subscriptions")
+    t.add_argument("--token-file", type=Path, help="write the token to this file (0600) instead of stderr")
     t.set_defaults(func=cmd_token)
 
     pub = sub.add_parser("publish", help="upload an image version (resumable, with progress)")
