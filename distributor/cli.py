@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -21,6 +21,7 @@ from vmic.cli.output import run_command
 from vmic.config import load_section, read_toml
 from vmic.errors import ConfigError
 from vmic.json_body import runner_options
+from vmic.lifecycle import Reload, until_stopped
 from vmic.log import event, setup
 from vmic.version import add_version
 
@@ -36,19 +37,14 @@ def tracker_config(path: Path | None) -> TrackerConfig:
     return load_section(TrackerConfig, "tracker", table, topology=topology)
 
 
-async def until_signalled() -> None:
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    await stop.wait()
-
-
-async def run_seeder(config: SeederConfig) -> None:
+async def run_seeder(config: SeederConfig, reload: Reload | None = None) -> None:
     seeder = Seeder(config)
     await seeder.start()
+    event(log, "seeder.started", listen=config.listen, catalogue=config.catalogue_url, blobs=str(config.blob_dir))
     task = asyncio.create_task(seeder.run())
     try:
-        await until_signalled()
+        await until_stopped(log, reload)
+        event(log, "seeder.stopping")
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -56,14 +52,15 @@ async def run_seeder(config: SeederConfig) -> None:
         await seeder.close()  # saves resume data: the next start seeds at once
 
 
-async def run_tracker(config: TrackerConfig) -> None:
+async def run_tracker(config: TrackerConfig, reload: Reload | None = None) -> None:
     tracker = Tracker.from_config(config)
     runner = web.AppRunner(make_app(tracker), access_log=None, **runner_options(config.header_timeout))
     await runner.setup()
     try:
         await web.TCPSite(runner, config.host, config.port).start()
         event(log, "tracker.listening", host=config.host, port=config.port, catalogue=config.catalogue_url)
-        await until_signalled()
+        await until_stopped(log, reload)
+        event(log, "tracker.stopping")
     finally:
         await runner.cleanup()
 
@@ -79,14 +76,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def run() -> int:
+        def load_seeder() -> SeederConfig:
+            return load_section(SeederConfig, "seeder", read_toml(args.config).get("seeder", {}))
+
+        def log_level_of(load: Callable[[], TrackerConfig | SeederConfig]) -> Reload:
+            def reload() -> list[str]:
+                setup(load().log_level)
+                return ["log_level"]
+            return reload
+
         if args.command == "tracker":
             tracker = tracker_config(args.config)
             setup(tracker.log_level)
-            asyncio.run(run_tracker(tracker))
+            asyncio.run(run_tracker(tracker, log_level_of(lambda: tracker_config(args.config))))
         else:
-            seeder = load_section(SeederConfig, "seeder", read_toml(args.config).get("seeder", {}))
+            seeder = load_seeder()
             setup(seeder.log_level)
-            asyncio.run(run_seeder(seeder))
+            asyncio.run(run_seeder(seeder, log_level_of(load_seeder)))
         return 0
 
     return run_command("distributor", run)

@@ -88,7 +88,12 @@ def main(argv: list[str] | None = None) -> int:
 
             config = load(config_path())
             setup(config.log_level)
-            asyncio.run(serve(config))
+
+            def reload() -> list[str]:  # SIGHUP: the log level; the rest at the next start
+                setup(load(config_path()).log_level)
+                return ["log_level"]
+
+            asyncio.run(serve(config, reload))
         elif args.command == "status":
             status = asyncio.run(client().call("GET", "/status"))
             if args.json:

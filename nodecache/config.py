@@ -31,6 +31,7 @@
 
 from __future__ import annotations
 
+import grp
 import re
 import socket
 from collections.abc import Mapping
@@ -129,6 +130,8 @@ class NodeConfig:
     #: concurrent fetch-and-stage jobs
     parallel: int = 2
     socket: Path | None = None
+    #: the group that may use the socket besides root (a cloud controller's service user's)
+    socket_group: str = ""
     metrics_listen: str = ""
     log_level: str = "info"
     select: Selection = field(default_factory=Selection)
@@ -139,6 +142,11 @@ class NodeConfig:
             raise ConfigError(f"[nodecache] backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
         if self.format not in BASE_FORMATS:
             raise ConfigError(f"[nodecache] format must be one of {', '.join(BASE_FORMATS)}, not {self.format!r}")
+        if self.socket_group:
+            try:
+                grp.getgrnam(self.socket_group)
+            except KeyError:
+                raise ConfigError(f"[nodecache] socket_group {self.socket_group!r} is not a group here") from None
         if self.backend == "lvm" and not self.volume_group:
             raise ConfigError("[nodecache] backend = \"lvm\" needs volume_group")
         if not NODE_NAME.fullmatch(self.node_name):

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import logging
 import os
-import signal
 
 from aiohttp import web
 
 from vmic.json_body import runner_options
+from vmic.lifecycle import Reload, until_stopped
 from vmic.log import event
 
 from .api import make_app, metrics_app
@@ -21,7 +22,7 @@ from .wiring import build
 log = logging.getLogger("nodecache")
 
 
-async def serve(config: NodeConfig) -> None:
+async def serve(config: NodeConfig, reload: Reload | None = None) -> None:
     node = await build(config)
     await node.start()
     runners: list[web.AppRunner] = []
@@ -35,6 +36,8 @@ async def serve(config: NodeConfig) -> None:
         runners.append(runner)
         await web.UnixSite(runner, str(socket)).start()
         os.chmod(socket, 0o660)
+        if config.socket_group:
+            os.chown(socket, -1, grp.getgrnam(config.socket_group).gr_gid)
         if config.metrics_listen:
             host, _, port = config.metrics_listen.rpartition(":")
             metrics = web.AppRunner(metrics_app(node), access_log=None, **runner_options())
@@ -45,11 +48,9 @@ async def serve(config: NodeConfig) -> None:
               bittorrent_port=node.swarm.port, backend=config.backend,
               catalogues=[c.url for c in config.catalogues])
         task = asyncio.create_task(node.run())
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        stopped = asyncio.create_task(until_stopped(log, reload))
+        await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
         if task.done():
             task.result()  # a crash of the follow loop is the daemon's crash
         event(log, "node.stopping")

@@ -6,16 +6,27 @@ trace. Every refusal leaves no overlay, ISO, snapshot, reference or domain behin
 from __future__ import annotations
 
 import asyncio
+import grp
 import json
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import node_api, node_config, publish_and_wait, running_node, small_tmpfs, wait_staged, write_image
+from support import (
+    NodeProcess,
+    node_api,
+    node_config,
+    publish_and_wait,
+    running_node,
+    small_tmpfs,
+    wait_staged,
+    write_image,
+)
 
 from nodecache.config import ProvisionConfig, Selection
 from nodecache.provision.context import read_iso
@@ -318,3 +329,14 @@ async def test_create_stages_a_missing_image_first(catalogue: Any, keys: KeyPath
         assert await node.provisioner.hypervisor.running("vm-1")
         await node.provisioner.destroy("vm-1")
         await no_leftovers(node)
+
+
+async def test_the_socket_belongs_to_the_configured_group(catalogue: Any, keys: KeyPaths, tmp_path: Path) -> None:
+    """A cloud controller's service user reaches the node's API through ``socket_group``."""
+    config = node_config(tmp_path / "node", catalogue.url, keys, socket_group="daemon")
+    node = await NodeProcess(config, tmp_path).start()
+    try:
+        info = config.socket_path.stat()
+        assert stat.S_IMODE(info.st_mode) == 0o660 and info.st_gid == grp.getgrnam("daemon").gr_gid
+    finally:
+        node.stop()

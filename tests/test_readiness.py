@@ -9,7 +9,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from vmic.catalogue.db import connect, redacted
 from vmic.catalogue.readiness import readiness
+from vmic.errors import ConfigError
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)
 DAY = dt.timedelta(days=1)
@@ -53,3 +55,20 @@ async def test_readyz_says_what_is_wrong_and_healthz_stays_up(catalogue: Any, ht
             assert response.status == 200, "liveness: the process answers"
     finally:
         store.db = real
+
+
+@pytest.mark.parametrize("text, url, expected", [
+    ("postgresql://vmic:s3cret@db/vmic", None, "postgresql://vmic:***@db/vmic"),
+    ('password authentication failed for user "vmic" (s3cret)', "postgresql://vmic:s3cret@db/vmic",
+     'password authentication failed for user "vmic" (***)'),
+    ("postgresql://vmic@db/vmic", None, "postgresql://vmic@db/vmic"),
+    ("/var/lib/vmic/catalogue.sqlite", None, "/var/lib/vmic/catalogue.sqlite"),
+])
+def test_database_passwords_are_never_shown(text: str, url: str | None, expected: str) -> None:
+    assert redacted(text, url) == expected
+
+
+async def test_a_failed_database_connection_does_not_print_its_password() -> None:
+    with pytest.raises(ConfigError) as refused:
+        await connect("postgresql://vmic:s3cret@127.0.0.1:1/vmic")
+    assert "s3cret" not in str(refused.value) and "vmic:***@127.0.0.1:1" in str(refused.value)

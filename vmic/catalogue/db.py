@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -197,6 +198,14 @@ async def apply_schema(db: Database, statements: list[str]) -> None:
             await tx.execute(statement)
 
 
+def redacted(text: str, url: str | None = None) -> str:
+    """``text`` with the password of a database URL (``url``, or ``text`` itself) hidden."""
+    parsed = urllib.parse.urlsplit(url or text)
+    if not parsed.password:
+        return text
+    return text.replace(f":{parsed.password}@", ":***@").replace(parsed.password, "***")
+
+
 async def connect(url: str) -> Database:
     """``sqlite:///path``, a plain file path, or ``postgresql://user@host/db``."""
     if url.startswith(("postgresql://", "postgres://")):
@@ -205,7 +214,7 @@ async def connect(url: str) -> Database:
         try:
             pool = await asyncpg.create_pool(url, min_size=1, max_size=8)
         except (OSError, asyncpg.PostgresError) as exc:
-            raise ConfigError(f"cannot connect to database {url}: {exc}") from None
+            raise ConfigError(f"cannot connect to database {redacted(url)}: {redacted(str(exc), url)}") from None
         return PostgresDatabase(pool)
     import aiosqlite
 

@@ -31,11 +31,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..catalogue.server import serve
     from ..log import setup
 
-    config = load_catalogue_config(
-        args.config, data_dir=args.data_dir, host=args.host, port=args.port, public_url=args.public_url
-    )
+    def load() -> Any:
+        return load_catalogue_config(
+            args.config, data_dir=args.data_dir, host=args.host, port=args.port, public_url=args.public_url
+        )
+
+    config = load()
     setup(config.log_level)
-    asyncio.run(serve(config))
+    asyncio.run(serve(config, load))
     return 0
 
 
