@@ -33,6 +33,7 @@ class CatalogueLists:
         self.followers = followers  #: by catalogue URL
         self.state = state
         self.metrics = metrics
+        self._saved: dict[str, bytes] = {}  #: the signed bytes last saved, by catalogue
         for follower in followers.values():
             follower.on_refused = lambda exc: metrics.verification_failures.labels("list", exc.code).inc()
 
@@ -43,6 +44,7 @@ class CatalogueLists:
             saved = await self.state.last_list(url)
             if saved is not None and await follower.restore(*saved) is not None:
                 assert follower.current is not None
+                self._saved[url] = saved[0]
                 self.metrics.list_version.labels(url).set(follower.current.version)
 
     def listed(self, now: dt.datetime | None = None) -> dict[tuple[str, str], Listed]:
@@ -55,9 +57,18 @@ class CatalogueLists:
         return current.version if current is not None else 0
 
     async def accepted(self, url: str, image_list: ImageList) -> None:
+        """Save and announce a newly accepted list (the same list handed over again at a
+        poll is neither saved nor logged again)."""
         signed = self.followers[url].signed
         assert signed is not None
-        await self.state.save_list(url, image_list, signed)
+        if self._saved.get(url) == signed:
+            return
+        self._saved[url] = signed  # before the save: a look racing this one finds it taken
+        try:
+            await self.state.save_list(url, image_list, signed)
+        except BaseException:
+            self._saved.pop(url, None)
+            raise
         self.metrics.list_version.labels(url).set(image_list.version)
         event(log, "node.list_accepted", catalogue=url, version=image_list.version, images=len(image_list.images))
 

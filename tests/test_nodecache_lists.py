@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -166,8 +167,11 @@ async def test_a_state_file_changed_on_disk_is_refused_at_start(sim: PartnerSimu
         assert follower.refused is None and follower.current is not None and follower.current.version == sim.version
 
 
-async def test_an_unchanged_list_is_not_sent_again(sim: PartnerSimulator, keys: KeyPaths, tmp_path: Path) -> None:
-    """Conditional GET: a look at an unchanged list costs a 304, and changes nothing."""
+async def test_an_unchanged_list_is_not_sent_again(sim: PartnerSimulator, keys: KeyPaths, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """Conditional GET: a look at an unchanged list costs a 304, and changes nothing (not
+    even the log: one list_accepted per version)."""
+    caplog.set_level(logging.INFO)
     sim.add_image(IMAGE)
     sim.publish()
     async with running_node(config_for(sim, keys, tmp_path)) as node:
@@ -180,6 +184,8 @@ async def test_an_unchanged_list_is_not_sent_again(sim: PartnerSimulator, keys: 
         sim.publish()
         await node.refresh()
         assert follower.current.version == sim.version
+    versions = [fields["version"] for fields in logged(caplog, "node.list_accepted")]
+    assert versions == sorted(set(versions)) and len(versions) == 2, versions
 
 
 async def test_bytes_that_pass_piece_hashes_but_not_the_signed_sha512_are_never_staged(

@@ -44,6 +44,7 @@ def setup(level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("sh").setLevel(logging.WARNING)  # each qemu-img/lvm call: our own events say what matters
 
 
 def event(logger: logging.Logger, message: str, /, *, level: int = logging.INFO, **fields: Any) -> None:
