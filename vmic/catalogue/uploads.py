@@ -183,8 +183,8 @@ class Uploads:
         while True:
             try:
                 await self.expire()
-            except StorageError:
-                log.warning("upload.expiry_failed")
+            except Exception:  # the database or disk is unwell: try again at the next round
+                log.exception("upload.expiry_failed")
             await asyncio.sleep(every)
 
     def _check_room(self, needed: int, committed: int, what: str) -> None:
