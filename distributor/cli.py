@@ -21,7 +21,7 @@ from vmic.cli.output import run_command
 from vmic.config import load_section, read_toml
 from vmic.errors import ConfigError
 from vmic.json_body import runner_options
-from vmic.lifecycle import Reload, until_stopped
+from vmic.lifecycle import Reload, Signals
 from vmic.log import event, setup
 from vmic.version import add_version
 
@@ -38,12 +38,13 @@ def tracker_config(path: Path | None) -> TrackerConfig:
 
 
 async def run_seeder(config: SeederConfig, reload: Reload | None = None) -> None:
+    signals = Signals(log, reload)  # before it listens
     seeder = Seeder(config)
     await seeder.start()
     event(log, "seeder.started", listen=config.listen, catalogue=config.catalogue_url, blobs=str(config.blob_dir))
     task = asyncio.create_task(seeder.run())
     try:
-        await until_stopped(log, reload)
+        await signals.wait()
         event(log, "seeder.stopping")
     finally:
         task.cancel()
@@ -53,13 +54,14 @@ async def run_seeder(config: SeederConfig, reload: Reload | None = None) -> None
 
 
 async def run_tracker(config: TrackerConfig, reload: Reload | None = None) -> None:
+    signals = Signals(log, reload)  # before it listens
     tracker = Tracker.from_config(config)
     runner = web.AppRunner(make_app(tracker), access_log=None, **runner_options(config.header_timeout))
     await runner.setup()
     try:
         await web.TCPSite(runner, config.host, config.port).start()
         event(log, "tracker.listening", host=config.host, port=config.port, catalogue=config.catalogue_url)
-        await until_stopped(log, reload)
+        await signals.wait()
         event(log, "tracker.stopping")
     finally:
         await runner.cleanup()

@@ -12,7 +12,7 @@ import os
 from aiohttp import web
 
 from vmic.json_body import runner_options
-from vmic.lifecycle import Reload, until_stopped
+from vmic.lifecycle import Reload, Signals
 from vmic.log import event
 
 from .api import make_app, metrics_app
@@ -23,6 +23,7 @@ log = logging.getLogger("nodecache")
 
 
 async def serve(config: NodeConfig, reload: Reload | None = None) -> None:
+    signals = Signals(log, reload)  # before anything listens
     node = await build(config)
     await node.start()
     runners: list[web.AppRunner] = []
@@ -48,7 +49,7 @@ async def serve(config: NodeConfig, reload: Reload | None = None) -> None:
               bittorrent_port=node.swarm.port, backend=config.backend,
               catalogues=[c.url for c in config.catalogues])
         task = asyncio.create_task(node.run())
-        stopped = asyncio.create_task(until_stopped(log, reload))
+        stopped = asyncio.create_task(signals.wait())
         await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         if task.done():

@@ -8,9 +8,10 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from ..lifecycle import until_stopped
+from ..lifecycle import Signals
 from ..log import event, setup
 from .config import CatalogueConfig
+from .service import Catalogue
 from .tls import server_context
 from .web import make_runner
 from .wiring import build
@@ -21,8 +22,21 @@ log = logging.getLogger("vmic.catalogue")
 async def serve(config: CatalogueConfig, reload_config: Callable[[], CatalogueConfig] | None = None) -> None:
     """Until SIGINT/SIGTERM; SIGHUP applies the publishers (tokens, namespaces, client
     DNs) and the log level of ``reload_config()``, everything else at the next start."""
+    built: list[Catalogue] = []
+
+    def reload() -> list[str]:
+        assert reload_config is not None
+        new = reload_config()
+        setup(new.log_level)
+        if not built:  # still starting: it started with the file as it was read
+            return ["log_level"]
+        built[0].config = dataclasses.replace(built[0].config, publishers=new.publishers, log_level=new.log_level)
+        return ["publishers", "log_level"]
+
+    signals = Signals(log, reload if reload_config is not None else None)  # before anything listens
     site_parts = await build(config)
     catalogue = site_parts.catalogue
+    built.append(catalogue)
     runner = make_runner(catalogue, site_parts.syncer, access_log=None)
     await runner.setup()
     try:
@@ -30,16 +44,7 @@ async def serve(config: CatalogueConfig, reload_config: Callable[[], CatalogueCo
         await site.start()
         event(log, "catalogue.listening", url=config.url, host=config.host, port=config.port,
               list_version=catalogue.listing.current.image_list.version)
-
-        def reload() -> list[str]:
-            assert reload_config is not None
-            new = reload_config()
-            catalogue.config = dataclasses.replace(catalogue.config, publishers=new.publishers,
-                                                   log_level=new.log_level)
-            setup(new.log_level)
-            return ["publishers", "log_level"]
-
-        await until_stopped(log, reload if reload_config is not None else None)
+        await signals.wait()
         event(log, "catalogue.stopping")
     finally:
         await runner.cleanup()
