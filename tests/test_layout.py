@@ -6,12 +6,14 @@ written only as the constants of :mod:`vmic.imagelist.extensions`."""
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("vmic", "distributor", "nodecache")
 MAX_LINES = 400
+EXTENSION_KEY = re.compile(r"vmic:[a-z][a-z0-9_]*")  #: "vmic:btih"; not a message such as "vmic: error"
 
 
 def modules() -> dict[str, Path]:
@@ -108,7 +110,6 @@ def test_extension_keys_are_constants() -> None:
         if name == "vmic.imagelist.extensions":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("vmic:") \
-                    and node.value != "vmic:" and ":" not in node.value[5:]:
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and EXTENSION_KEY.fullmatch(node.value):
                 strays.append(f"{name}:{node.lineno}: {node.value!r}")
     assert strays == []
