@@ -23,7 +23,7 @@ from vmic.errors import ConfigError
 from vmic.json_body import runner_options
 from vmic.lifecycle import Reload, Signals
 from vmic.log import event, setup
-from vmic.version import add_version
+from vmic.version import add_version, option_anywhere
 
 from .seeder.daemon import Seeder, SeederConfig
 from .tracker.server import Tracker, TrackerConfig, log, make_app
@@ -71,10 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="distributor", description="vmic's torrent tracker and seeder")
     add_version(parser, "distributor")
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("tracker", help="run the HTTP tracker")
-    t.add_argument("-c", "--config", type=Path, help="TOML file with a [tracker] table")
-    sd = sub.add_parser("seeder", help="run the seeder (seeds the catalogue's blob store in place)")
-    sd.add_argument("-c", "--config", type=Path, help="TOML file with a [seeder] table")
+    sub.add_parser("tracker", help="run the HTTP tracker")
+    sub.add_parser("seeder", help="run the seeder (seeds the catalogue's blob store in place)")
+    option_anywhere(parser, sub, "-c", "--config", type=Path, help="TOML file with a [tracker] or [seeder] table")
     args = parser.parse_args(argv)
 
     def run() -> int:

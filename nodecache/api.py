@@ -2,6 +2,7 @@
 socket's group only), what the ``nodecache`` CLI and the provisioning shim call.
 
     GET    /status            lists in force (or why refused), images, jobs, cache fill
+    GET    /readyz            200 when every catalogue has a verified, unexpired list in force, else 503
     POST   /ensure            {"image": id-or-name}: staged base; streams NDJSON progress
     POST   /evict             {"image": ...}: 409 if a VM uses it
     POST   /gc                evict revoked/expired, then LRU above the high watermark
@@ -47,6 +48,14 @@ async def _body(request: web.Request, *keys: str) -> dict[str, Any]:
     if not isinstance(body, dict) or any(not isinstance(body.get(k), str) or not body.get(k) for k in keys):
         raise BadRequest(f"expected a JSON object with {', '.join(keys)}")
     return body
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when every followed catalogue has a verified, unexpired list in force."""
+    checks = request.app[NODE].lists.readiness()
+    ready = bool(checks) and all(c.ok for c in checks)
+    return web.json_response({"status": "ready" if ready else "not_ready", "checks": [c.to_json() for c in checks]},
+                             status=200 if ready else 503)
 
 
 async def status(request: web.Request) -> web.Response:
@@ -174,6 +183,7 @@ def make_app(node: Node) -> web.Application:
     app[NODE] = node
     app.add_routes([
         web.get("/status", status),
+        web.get("/readyz", readyz),
         web.post("/ensure", ensure),
         web.post("/evict", evict),
         web.post("/gc", gc),
@@ -196,5 +206,5 @@ def make_app(node: Node) -> web.Application:
 def metrics_app(node: Node) -> web.Application:
     app = web.Application()
     app[NODE] = node
-    app.add_routes([web.get("/metrics", metrics)])
+    app.add_routes([web.get("/metrics", metrics), web.get("/readyz", readyz)])
     return app

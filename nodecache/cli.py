@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from vmic.catalogue.page import human_size
 from vmic.cli.output import console, run_command
-from vmic.version import add_version
+from vmic.version import add_version, option_anywhere
 
 from .paths import DEFAULT_CONFIG
 
@@ -55,8 +55,6 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nodecache", description="vmic node cache daemon and its client")
     add_version(parser, "nodecache")
-    parser.add_argument("-c", "--config", type=Path, help=f"TOML config (default {DEFAULT_CONFIG} if it exists)")
-    parser.add_argument("--socket", type=Path, help="the daemon's socket (default: from the config)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the daemon")
     st = sub.add_parser("status", help="lists, images, jobs and cache fill")
@@ -68,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("image")
     sub.add_parser("gc", help="evict revoked/expired images, then LRU above the high watermark")
     sub.add_parser("refresh", help="look at every catalogue's list now")
+    option_anywhere(parser, sub, "-c", "--config", type=Path,
+                    help=f"TOML config (default {DEFAULT_CONFIG} if it exists)")
+    option_anywhere(parser, sub, "--socket", type=Path, help="the daemon's socket (default: from the config)")
     args = parser.parse_args(argv)
     out = console(sys.stdout)
 

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from vmic.follow import ListFollower
+from vmic.health import Check
 from vmic.imagelist.model import ImageList
 from vmic.log import event
 
@@ -92,6 +93,20 @@ class CatalogueLists:
                 await on_list()
             loops.append(follower.follow(http, accepted, poll_seconds))
         return loops
+
+    def readiness(self, now: dt.datetime | None = None) -> list[Check]:
+        """Per catalogue: is a verified list in force, and not expired?"""
+        now = now or dt.datetime.now(dt.timezone.utc)
+        checks = []
+        for url, follower in self.followers.items():
+            current = follower.current
+            if current is None:
+                reason = follower.refused or follower.unreachable or "not looked at yet"
+                checks.append(Check(f"list {url}", False, f"no list in force ({reason})"))
+            else:
+                checks.append(Check(f"list {url}", current.expires > now,
+                                    f"version {current.version}, expires {current.expires:%Y-%m-%dT%H:%M:%SZ}"))
+        return checks
 
     def to_json(self) -> list[dict[str, Any]]:
         result = []

@@ -190,3 +190,17 @@ def test_a_wrong_log_level_is_one_line(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
     assert "log_level must be one of" in result.stderr
+
+
+@pytest.mark.parametrize("command, subcommand", [("vmic", "serve"), ("distributor", "tracker"),
+                                                 ("distributor", "seeder"), ("nodecache", "status"),
+                                                 ("vmprov", "list")])
+def test_the_config_option_goes_before_or_after_the_subcommand(command: str, subcommand: str,
+                                                               tmp_path: Path) -> None:
+    config = tmp_path / "broken.toml"
+    config.write_text("[unclosed\n")
+    program = str(Path(sys.executable).parent / command)
+    before = subprocess.run([program, "-c", str(config), subcommand], capture_output=True, text=True, timeout=60)
+    after = subprocess.run([program, subcommand, "-c", str(config)], capture_output=True, text=True, timeout=60)
+    assert before.returncode == after.returncode == 2, (before.stderr, after.stderr)
+    assert before.stderr == after.stderr and str(config) in before.stderr

@@ -263,3 +263,18 @@ async def test_a_list_from_a_revoked_endorser_is_refused_and_the_last_good_one_k
             assert follower.current.version == sim.version - 1, "the last good list stays in force"
     finally:
         await sim.stop()
+
+
+async def test_readyz_says_whether_every_list_is_in_force(sim: PartnerSimulator, keys: KeyPaths,
+                                                         tmp_path: Path) -> None:
+    sim.add_image(IMAGE)
+    sim.publish()
+    sim.down = True
+    config = config_for(sim, keys, tmp_path)
+    async with running_node(config) as node:
+        status, body = await node_api(config.socket_path, "GET", "/readyz")
+        assert status == 503 and body["status"] == "not_ready" and "no list in force" in body["checks"][0]["detail"]
+        sim.down = False
+        await node.refresh()
+        status, body = await node_api(config.socket_path, "GET", "/readyz")
+        assert status == 200 and body["checks"][0]["ok"], body

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from vmic.catalogue.page import human_size
 from vmic.cli.output import console, run_command
 from vmic.errors import BadRequest
-from vmic.version import add_version
+from vmic.version import add_version, option_anywhere
 
 from ..paths import DEFAULT_CONFIG
 
@@ -55,8 +55,6 @@ def context_pairs(pairs: list[str]) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vmprov", description="start VMs from the node cache (vmic)")
     add_version(parser, "vmprov")
-    parser.add_argument("-c", "--config", type=Path, help=f"the node daemon's TOML config (default {DEFAULT_CONFIG})")
-    parser.add_argument("--socket", type=Path, help="the node daemon's socket (default: from the config)")
     sub = parser.add_subparsers(dest="command", required=True)
     cr = sub.add_parser("create", help="create and start a VM on a copy-on-write disk")
     cr.add_argument("image", help="image identifier or namespace/name (newest version)")
@@ -77,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_parser(command, help=text).add_argument("name")
     sub.add_parser("rebase", help="repoint overlays at their bases after the cache directory moved")
     sub.add_parser("reap", help="destroy the VMs whose time to live is over")
+    option_anywhere(parser, sub, "-c", "--config", type=Path,
+                    help=f"the node daemon's TOML config (default {DEFAULT_CONFIG})")
+    option_anywhere(parser, sub, "--socket", type=Path, help="the node daemon's socket (default: from the config)")
     args = parser.parse_args(argv)
     out = console(sys.stdout)
 

@@ -9,18 +9,8 @@ so a list in its last quarter means signing is stuck).
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
-from typing import Any
 
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+from ..health import Check
 
 
 def readiness(now: dt.datetime, database_error: str | None, cert_not_after: dt.datetime,

@@ -221,10 +221,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vmic", description="Virtual-machine image catalogue")
     add_version(p, "vmic")
+    p.add_argument("-c", "--config", type=Path, help="TOML config file (vmic serve; also after the subcommand)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the catalogue service")
-    s.add_argument("-c", "--config", type=Path, help="TOML config file ([catalogue] table)")
+    s.add_argument("-c", "--config", type=Path, default=argparse.SUPPRESS, help="TOML config file ([catalogue] table)")
     s.add_argument("--data-dir", type=Path)
     s.add_argument("--host")
     s.add_argument("--port", type=int)
