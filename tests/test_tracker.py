@@ -24,6 +24,8 @@ from support import (
     write_image,
 )
 
+from distributor.tracker.server import Tracker, TrackerConfig
+from vmic.errors import ConfigError
 from vmic.pki import KeyPaths
 
 
@@ -125,3 +127,29 @@ async def test_distributor_tracker_command(catalogue: RunningCatalogue, keys: Ke
                                                str(tmp_path / "bad.toml"), stderr=asyncio.subprocess.PIPE)
     _, err = await bad.communicate()
     assert bad.returncode == 2 and err.decode().count("\n") == 1 and err.startswith(b"distributor: error: ")
+
+
+async def test_the_tracker_reads_at_most_its_configured_list_cap(keys: KeyPaths) -> None:
+    """The tracker follows the catalogue with the same list source as nodes: an endless list
+    is refused as list_too_large at ``max_list_bytes`` (here 64 KiB), before parsing."""
+    from partner_sim import PartnerSimulator
+
+    sim = await PartnerSimulator.start(keys)
+    try:
+        sim.endless = True
+        tracker = Tracker.from_config(TrackerConfig(catalogue_url=sim.url, catalogue_ca=keys.ca_dir,
+                                                    endorser_dn=ENDORSER_DN, max_list_bytes=2**16))
+        follower = tracker.follower
+        assert follower.source.max_list_bytes == 2**16
+        async with aiohttp.ClientSession() as session:
+            assert await follower.fetch(session) is None
+        assert follower.refused is not None and follower.refused.code == "list_too_large"
+        assert "65536" in str(follower.refused)
+    finally:
+        await sim.stop()
+
+
+def test_a_list_cap_out_of_bounds_is_a_config_error(keys: KeyPaths) -> None:
+    with pytest.raises(ConfigError, match="max_list_bytes"):
+        Tracker.from_config(TrackerConfig(catalogue_url="http://x", catalogue_ca=keys.ca_dir, endorser_dn=ENDORSER_DN,
+                                          max_list_bytes=10))

@@ -22,13 +22,13 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 
 from .capped import MAX_LIST_BYTES, read_capped
-from .errors import ImageListError, ListTooLarge
+from .errors import ConfigError, ImageListError, ListTooLarge
 from .events import events_url, watch_events
 from .imagelist.model import ImageList
 from .imagelist.policy import History, Subscription
@@ -82,10 +82,15 @@ class FollowsCatalogue:
     catalogue_url: str
     catalogue_ca: Path
     endorser_dn: str
+    #: a list of more bytes is refused (list_too_large) before it is parsed or checked
+    max_list_bytes: int = field(default=MAX_LIST_BYTES, kw_only=True)
 
     @property
     def source(self) -> CatalogueSource:
-        return CatalogueSource(self.catalogue_url, self.catalogue_ca, self.endorser_dn)
+        if not 2**12 <= self.max_list_bytes <= 2**30:
+            raise ConfigError("max_list_bytes must be between 4096 and 1073741824")
+        return CatalogueSource(self.catalogue_url, self.catalogue_ca, self.endorser_dn,
+                               max_list_bytes=self.max_list_bytes)
 
 
 class ListFollower:
