@@ -49,10 +49,6 @@ def as_listed(record: HeldImage, entry: Listed) -> HeldImage:
                           catalogue=entry.catalogue)
 
 
-def base_of(record: HeldImage) -> Base:
-    return Base(record.sha512, record.location, record.format, record.size)
-
-
 class CacheStore:
     def __init__(self, state: State, storage: Storage, fetcher: SeedCopies, metrics: Metrics,
                  cancel_job: Callable[[str], None], capacity: int, high_watermark: float,
@@ -181,7 +177,7 @@ class CacheStore:
         for ref in await self.state.refs():
             record = records.get(ref.sha512)
             if ref.disk:
-                base = base_of(record) if record is not None else Base(ref.sha512, "", "", 0)
+                base = record.base() if record is not None else Base(ref.sha512, "", "", 0)
                 check = await self.storage.check_disk(ref.disk, base)
                 if check is DiskCheck.GONE:
                     await self.state.drop_ref(ref.holder)

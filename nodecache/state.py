@@ -30,6 +30,8 @@ import aiosqlite
 
 from vmic.imagelist.model import ImageList
 
+from .storage.base import Base
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS lists (
     catalogue TEXT PRIMARY KEY,
@@ -108,6 +110,10 @@ class HeldImage:
 
     def changed(self, **fields: Any) -> HeldImage:
         return dataclasses.replace(self, **fields)
+
+    def base(self) -> Base:
+        """The staged base, as a VM disk (or a reference check) needs it."""
+        return Base(self.sha512, self.location, self.format, self.size)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from ..config import ProvisionConfig
 from ..errors import UnknownImage
 from ..selection import matches, resolve
 from ..state import HeldImage, State, VmRecord
-from ..storage.base import Base, Disk, Storage
+from ..storage.base import Disk, Storage
 from .context import build_iso, context_files
 from .domain import DomainSpec
 from .errors import BaseVanished, DiskFailed, NameTaken, NotAllowed, UnknownVm
@@ -164,7 +164,7 @@ class Provisioner:
 
     async def _disk(self, name: str, held: HeldImage, undo: list[tuple[str, Callable[[], Any]]]) -> Disk:
         undo.append(("disk", lambda: self.storage.remove_disk(name)))
-        return await self.storage.create_disk(name, Base(held.sha512, held.location, held.format, held.size))
+        return await self.storage.create_disk(name, held.base())
 
     def spec(self, record: VmRecord, held: HeldImage | None = None) -> DomainSpec:
         return DomainSpec(
@@ -236,7 +236,7 @@ class Provisioner:
             held = await self.images.record(record.sha512)
             if held is None or held.state != "staged":
                 continue
-            base = Base(held.sha512, held.location, held.format, held.size)
+            base = held.base()
             repointed = await self.storage.repoint_disk(record.name, base)
             if repointed is None:
                 continue
