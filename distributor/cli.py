@@ -17,13 +17,14 @@ from pathlib import Path
 
 from aiohttp import web
 
+from vmic.cli.options import option_anywhere
 from vmic.cli.output import run_command
 from vmic.config import load_section, read_toml
 from vmic.errors import ConfigError
 from vmic.json_body import runner_options
 from vmic.lifecycle import Reload, Signals
 from vmic.log import event, setup
-from vmic.version import add_version, option_anywhere
+from vmic.version import add_version
 
 from .seeder.daemon import Seeder, SeederConfig
 from .tracker.server import Tracker, TrackerConfig, log, make_app

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vmic.catalogue.page import human_size
+from vmic.cli.options import option_anywhere
 from vmic.cli.output import console, run_command
 from vmic.errors import BadRequest
-from vmic.version import add_version, option_anywhere
+from vmic.version import add_version
 
 from ..paths import DEFAULT_CONFIG
 
