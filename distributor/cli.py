@@ -17,9 +17,10 @@ from pathlib import Path
 
 from aiohttp import web
 
+from vmic.catalogue_source import load_follower
 from vmic.cli.options import option_anywhere
 from vmic.cli.output import run_command
-from vmic.config import load_section, read_toml
+from vmic.config import read_toml
 from vmic.errors import ConfigError
 from vmic.json_body import runner_options
 from vmic.lifecycle import Reload, Signals
@@ -35,14 +36,14 @@ def tracker_config(path: Path | None) -> TrackerConfig:
     topology = table.pop("topology", {})
     if not isinstance(topology, dict) or not all(isinstance(v, list) for v in topology.values()):
         raise ConfigError('[tracker.topology] maps "site/rack" to lists of subnets')
-    return load_section(TrackerConfig, "tracker", table, topology=topology)
+    return load_follower(TrackerConfig, "tracker", table, topology=topology)
 
 
 async def run_seeder(config: SeederConfig, reload: Reload | None = None) -> None:
     signals = Signals(log, reload)  # before it listens
     seeder = Seeder(config)
     await seeder.start()
-    event(log, "seeder.started", listen=config.listen, catalogue=config.catalogue_url, blobs=str(config.blob_dir))
+    event(log, "seeder.started", listen=config.listen, catalogue=config.catalogue.url, blobs=str(config.blob_dir))
     task = asyncio.create_task(seeder.run())
     try:
         await signals.wait()
@@ -61,7 +62,7 @@ async def run_tracker(config: TrackerConfig, reload: Reload | None = None) -> No
     await runner.setup()
     try:
         await web.TCPSite(runner, config.host, config.port).start()
-        event(log, "tracker.listening", host=config.host, port=config.port, catalogue=config.catalogue_url)
+        event(log, "tracker.listening", listen=config.listen, catalogue=config.catalogue.url)
         await signals.wait()
         event(log, "tracker.stopping")
     finally:
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         def load_seeder() -> SeederConfig:
-            return load_section(SeederConfig, "seeder", read_toml(args.config).get("seeder", {}))
+            return load_follower(SeederConfig, "seeder", read_toml(args.config).get("seeder", {}))
 
         def log_level_of(load: Callable[[], TrackerConfig | SeederConfig]) -> Reload:
             def reload() -> list[str]:

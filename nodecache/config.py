@@ -12,10 +12,11 @@
     high_watermark = 0.9              # evict when the cache's own bytes exceed this share ...
     low_watermark = 0.7               # ... down to this share, least recently used first
 
-    [[nodecache.catalogue]]
+    [[nodecache.catalogue]]           # as every follower's (vmic/catalogue_source.py)
     url = "https://catalogue.example:8470"
-    ca = "/etc/vmic/ca"
+    ca = "/etc/vmic/ca"               # the list's signing CA
     endorser_dn = "/C=CH/O=Site/CN=endorser"
+    tls_ca = "/etc/vmic/tls-ca.pem"   # the HTTPS certificate's CA, if not a public one
 
     [nodecache.select]                # which images to pre-stage (all by default)
     os = ["linux"]
@@ -24,7 +25,7 @@
     [nodecache.provision]             # the VM shim (vmprov)
     hypervisor = "libvirt"            # or "qemu": qemu-system started directly
     libvirt_uri = "qemu:///system"
-    default_ttl = "48h"
+    default_ttl = "48h"                # durations: "90s", "5m", "48h", "7d" or seconds
     [nodecache.provision.allow]       # images allowed to run here (same keys as select)
     publishers = ["alice"]
 """
@@ -32,34 +33,19 @@
 from __future__ import annotations
 
 import grp
-import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vmic.capped import MAX_LIST_BYTES
-from vmic.config import load_section, read_toml
+from vmic.catalogue_source import CatalogueSource, catalogue_source
+from vmic.config import Duration, Listen, Size, load_section, read_toml
 from vmic.errors import ConfigError
-from vmic.follow import CatalogueSource
-from vmic.imagelist.dn import parse_dn
 from vmic.preheat import NODE_NAME
 
 BACKENDS = ("file", "lvm")
 BASE_FORMATS = ("raw", "qcow2", "published")
-_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-
-
-def parse_size(value: Any, where: str = "size") -> int:
-    """``123``, ``"64M"``, ``"1.5G"`` (powers of 1024) -> bytes."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    match = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)i?B?\s*", str(value), re.IGNORECASE)
-    if not match:
-        raise ConfigError(f"{where}: {value!r} is not a size (e.g. 500G)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
-
 
 @dataclass(frozen=True)
 class Selection:
@@ -85,7 +71,8 @@ class ProvisionConfig:
     hypervisor: str = "qemu"  #: "libvirt" (libvirt_uri) or "qemu" (qemu-system started directly)
     libvirt_uri: str = "qemu:///system"
     vm_dir: Path | None = None  #: overlays, ISOs, qemu run files (default <cache_dir>/vms)
-    default_ttl: str = "48h"
+    #: a VM's lifetime when its request names none
+    default_ttl: Duration = 48 * 3600.0
     default_memory: int = 2048  #: MiB
     default_vcpus: int = 1
     #: classic LVM snapshots (no thin pool): this share of the image's size for changes
@@ -109,29 +96,34 @@ class NodeConfig:
     format: str = "qcow2"
     volume_group: str = ""
     thin_pool: str = ""
-    listen: str = "0.0.0.0:6881"
-    upload_limit: int = 0
-    download_limit: int = 0
+    #: where BitTorrent peers reach this node
+    listen: Listen = "0.0.0.0:6881"
+    #: bytes per second, 0: no limit
+    upload_limit: Size = 0
+    download_limit: Size = 0
     #: keep the downloaded image to seed it to peers (it costs its size again where the
     #: base differs from the published bytes: conversion, compression, LVM)
     seed: bool = True
     #: use the catalogue's web seed (BEP 19); off: peers and seeders only, the catalogue
     #: serves no image bytes to this node
     web_seed: bool = True
-    capacity: int = 0
+    #: the cache's own budget (0: the file system's or the volume group's size)
+    capacity: Size = 0
     high_watermark: float = 0.9
     low_watermark: float = 0.7
-    poll_seconds: float = 60.0
+    #: re-read each catalogue's list at least this often (its event stream is faster)
+    poll_interval: Duration = 60.0
     #: after a failed fetch or stage, wait this long before the next attempt
-    retry_seconds: float = 60.0
+    retry_after: Duration = 60.0
     #: a new image without a torrent yet, from a catalogue that makes torrents: wait this
     #: long for the torrent before pre-staging it over plain HTTP
-    torrent_wait: float = 120.0
+    torrent_wait: Duration = 120.0
     #: concurrent fetch-and-stage jobs
     parallel: int = 2
     socket: Path | None = None
     #: the group that may use the socket besides root (a cloud controller's service user's)
     socket_group: str = ""
+    #: host:port of a plain-HTTP listener for /metrics and /readyz (empty: the socket only)
     metrics_listen: str = ""
     log_level: str = "info"
     select: Selection = field(default_factory=Selection)
@@ -163,27 +155,6 @@ class NodeConfig:
         return self.provision.vm_dir or self.cache_dir / "vms"
 
 
-def _catalogue(table: Any, index: int) -> CatalogueSource:
-    where = f"[[nodecache.catalogue]] #{index + 1}"
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"{where}: expected a table")
-    unknown = set(table) - {"url", "ca", "endorser_dn", "list_identifier", "max_list_bytes"}
-    if unknown:
-        raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
-    for key in ("url", "ca", "endorser_dn"):
-        if not table.get(key):
-            raise ConfigError(f"{where}: {key} is not set")
-    try:
-        parse_dn(str(table["endorser_dn"]))
-    except ValueError as exc:
-        raise ConfigError(f"{where}: endorser_dn: {exc}") from None
-    max_list_bytes = parse_size(table.get("max_list_bytes", MAX_LIST_BYTES), f"{where}: max_list_bytes")
-    if not 2**12 <= max_list_bytes <= 2**30:
-        raise ConfigError(f"{where}: max_list_bytes must be between 4K and 1G")
-    return CatalogueSource(str(table["url"]), Path(str(table["ca"])), str(table["endorser_dn"]),
-                           table.get("list_identifier"), max_list_bytes)
-
-
 def _selection(table: Any, where: str = "[nodecache.select]") -> Selection:
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where}: expected a table")
@@ -204,13 +175,11 @@ def _selection(table: Any, where: str = "[nodecache.select]") -> Selection:
 def load(path: Path | None, env: Mapping[str, str] | None = None) -> NodeConfig:
     document = read_toml(path)
     table = dict(document.get("nodecache", {}))
-    catalogues = tuple(_catalogue(t, i) for i, t in enumerate(table.pop("catalogue", [])))
+    catalogues = tuple(catalogue_source(t, f"[[nodecache.catalogue]] #{i + 1}")
+                       for i, t in enumerate(table.pop("catalogue", [])))
     selection = _selection(table.pop("select", {}))
     provision_table = dict(table.pop("provision", {}))
     allow = _selection(provision_table.pop("allow", {}), "[nodecache.provision.allow]")
     provision = load_section(ProvisionConfig, "nodecache_provision", provision_table, env, allow=allow)
-    for key in ("upload_limit", "download_limit", "capacity"):
-        if key in table:
-            table[key] = parse_size(table[key], f"[nodecache] {key}")
     return load_section(NodeConfig, "nodecache", table, env, catalogues=catalogues, select=selection,
                         provision=provision)

@@ -90,7 +90,7 @@ class Node:
 
     async def run(self) -> None:
         """Follow every catalogue, and keep house, until cancelled."""
-        loops = self.lists.follow(self.http, self.config.poll_seconds, self.plan)
+        loops = self.lists.follow(self.http, self.config.poll_interval, self.plan)
         tasks = [asyncio.create_task(self._housekeeping()), *(asyncio.ensure_future(loop) for loop in loops)]
         try:
             await self.plan()  # the last good lists, while the catalogues are asked

@@ -15,11 +15,9 @@ import logging
 import time
 from collections.abc import Callable
 
-import aiohttp
-
 from vmic.fetch.fetcher import Fetcher
 from vmic.fetch.swarm import Swarm
-from vmic.follow import ListFollower
+from vmic.follow import ListFollower, follower_session
 from vmic.preheat import USER_AGENT_PREFIX
 from vmic.private import TRAVERSE, private_dir
 
@@ -53,7 +51,7 @@ async def build(config: NodeConfig, storage: Storage | None = None, clock: Calla
     private_dir(root, TRAVERSE)
     state = await State.open(root / "state.db")
     metrics = Metrics()
-    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60))
+    http = follower_session(source.tls_ca for source in config.catalogues)
     storage = storage or build_storage(config)
     swarm = Swarm(root / "data", root / "torrents", config.listen, config.upload_limit, config.download_limit,
                   config.web_seed, USER_AGENT_PREFIX + config.node_name)
@@ -64,6 +62,6 @@ async def build(config: NodeConfig, storage: Storage | None = None, clock: Calla
                        config.low_watermark)
     keeper = ImageKeeper(lists, runner, cache, state)
     provisioner = Provisioner(keeper, state, storage, hypervisor_factory(config), config.provision, config.vm_dir)
-    policy = Policy(config.select, config.node_name, config.retry_seconds, config.torrent_wait)
+    policy = Policy(config.select, config.node_name, config.retry_after, config.torrent_wait)
     return Node(config, policy, state, metrics, storage, swarm, http, fetcher, lists, runner, cache, keeper,
                 provisioner, clock)

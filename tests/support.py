@@ -31,10 +31,12 @@ from vmic.catalogue.tls import server_context
 from vmic.catalogue.web import make_runner
 from vmic.catalogue.wiring import CatalogueSite
 from vmic.catalogue.wiring import build as build_catalogue
+from vmic.catalogue_source import CatalogueSource
 from vmic.client import CatalogueClient
 from vmic.json_body import runner_options
 from vmic.pki import KeyPaths, init_keys
 from vmic.torrents import Torrent
+from vmic.units import format_listen
 
 ENDORSER_DN = "/C=CH/O=vmic test/CN=test endorser"
 CA_DN = "/C=CH/O=vmic test/CN=test CA"
@@ -61,7 +63,7 @@ def free_port() -> int:
 def make_config(data_dir: Path, keys: KeyPaths, **overrides: Any) -> CatalogueConfig:
     config = CatalogueConfig(
         data_dir=data_dir,
-        port=free_port(),
+        listen=f"127.0.0.1:{free_port()}",
         endorser_cert=keys.cert,
         endorser_key=keys.key,
         publishers=(
@@ -74,7 +76,7 @@ def make_config(data_dir: Path, keys: KeyPaths, **overrides: Any) -> CatalogueCo
 
 def config_toml(config: CatalogueConfig) -> str:
     lines = ["[catalogue]"]
-    for key in ("data_dir", "port", "endorser_cert", "endorser_key", "database", "max_upload_bytes"):
+    for key in ("data_dir", "listen", "endorser_cert", "endorser_key", "database", "max_upload_bytes"):
         value = getattr(config, key)
         lines.append(f"{key} = {value!r}" if isinstance(value, int) else f'{key} = "{value}"')
     for p in config.publishers:
@@ -222,9 +224,8 @@ def identities(images: tuple) -> list[tuple[str, str]]:  # type: ignore[type-arg
 async def start_tracker(catalogue_url: str, keys: KeyPaths, host: str, port: int,
                         endorser_dn: str = ENDORSER_DN) -> tuple[Tracker, web.AppRunner]:
     """Our tracker, following the catalogue at ``catalogue_url``, on ``host:port``."""
-    tracker = Tracker.from_config(TrackerConfig(catalogue_url=catalogue_url, catalogue_ca=keys.ca_dir,
-                                                endorser_dn=endorser_dn, host=host, port=port, interval=5,
-                                                min_interval=1))
+    tracker = Tracker.from_config(TrackerConfig(CatalogueSource(catalogue_url, keys.ca_dir, endorser_dn),
+                                                listen=format_listen(host, port), interval=5, min_interval=1))
     runner = web.AppRunner(make_app(tracker), **runner_options(tracker.config.header_timeout))
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
@@ -340,9 +341,9 @@ async def running_seeder(catalogue: RunningCatalogue, keys: KeyPaths, state_dir:
     unless ``listen`` says otherwise)."""
     from distributor.seeder.daemon import Seeder, SeederConfig
 
-    seeder = Seeder(SeederConfig(catalogue_url=catalogue.url, catalogue_ca=keys.ca_dir, endorser_dn=endorser_dn,
+    seeder = Seeder(SeederConfig(CatalogueSource(catalogue.url, keys.ca_dir, endorser_dn),
                                  blob_dir=catalogue.catalogue.blobs.blob_dir, state_dir=state_dir,
-                                 listen=listen or f"127.0.0.1:{free_port()}", poll_seconds=3600))
+                                 listen=listen or f"127.0.0.1:{free_port()}", poll_interval=3600))
     await seeder.start()
     task = asyncio.create_task(seeder.run())
     try:
@@ -360,11 +361,10 @@ async def running_seeder(catalogue: RunningCatalogue, keys: KeyPaths, state_dir:
 def node_config(cache_dir: Path, catalogue_url: str, keys: KeyPaths, **overrides: Any) -> Any:
     """A node daemon's config following ``catalogue_url`` (BitTorrent on loopback)."""
     from nodecache.config import NodeConfig
-    from vmic.follow import CatalogueSource
 
     settings: dict[str, Any] = {
         "cache_dir": cache_dir, "catalogues": (CatalogueSource(catalogue_url, keys.ca_dir, ENDORSER_DN),),
-        "listen": f"127.0.0.1:{free_port()}", "poll_seconds": 3600.0, "format": "raw"}
+        "listen": f"127.0.0.1:{free_port()}", "poll_interval": 3600.0, "format": "raw"}
     settings.update(overrides)
     return NodeConfig(**settings)
 
@@ -379,6 +379,8 @@ def node_toml(config: Any) -> str:
     for source in config.catalogues:
         lines += ["[[nodecache.catalogue]]", f"url = {json.dumps(source.url)}", f"ca = {json.dumps(str(source.ca))}",
                   f"endorser_dn = {json.dumps(source.endorser_dn)}"]
+        if source.tls_ca is not None:
+            lines.append(f"tls_ca = {json.dumps(str(source.tls_ca))}")
     return "\n".join(lines) + "\n"
 
 

@@ -149,7 +149,7 @@ async def test_an_identifier_is_never_reused_even_after_revocation(catalogue: Ru
 
 
 async def test_image_expiry_and_list_renewal(catalogue_factory, keys: KeyPaths, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    catalogue = await catalogue_factory(list_lifetime_hours=2 / 3600)  # a 2-second list
+    catalogue = await catalogue_factory(list_lifetime=2.0)  # a 2-second list
     expires = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)).isoformat()
     await publish(catalogue, write_image(tmp_path / "a.raw", 4096), expires=expires)
     first = await signed_list(catalogue, keys)

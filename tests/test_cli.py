@@ -149,9 +149,9 @@ async def test_cli_errors_are_one_line_with_nonzero_exit(catalogue: RunningCatal
 async def test_serve_on_every_address_without_public_url_refuses_to_start(tmp_path: Path) -> None:
     """Bound to 0.0.0.0 or :: the catalogue would advertise http://0.0.0.0:8470/... in every
     hv:uri; it refuses to start and says what to set."""
-    for host in ("0.0.0.0", "::"):
+    for listen in ("0.0.0.0:8470", "[::]:8470", ":8470"):
         config = tmp_path / "vmic.toml"
-        config.write_text(f'[catalogue]\ndata_dir = "{tmp_path / "data"}"\nhost = "{host}"\n')
+        config.write_text(f'[catalogue]\ndata_dir = "{tmp_path / "data"}"\nlisten = "{listen}"\n')
         rc, _, err = await vmic("serve", "-c", str(config))
         assert rc != 0
         one_line_error(err, "set public_url")

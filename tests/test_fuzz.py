@@ -15,15 +15,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from distributor.tracker.announce import TrackerError, parse_announce, parse_scrape
-from nodecache.config import parse_size
 from nodecache.disk_header import HEAD_BYTES, QCOW2_MAGIC, check, parse_qcow2, probe
 from nodecache.errors import ImageRefused
 from nodecache.provision.request import VmRequest
 from vmic.catalogue.uploads import parse_request
-from vmic.errors import BadRequest, ConfigError, MalformedTorrent, VmicError
+from vmic.errors import BadRequest, MalformedTorrent, VmicError
 from vmic.imagelist.dn import parse_dn
 from vmic.imagelist.model import ImageList
 from vmic.torrents import Torrent
+from vmic.units import parse_duration, parse_listen, parse_size
 
 EXAMPLES = int(os.environ.get("VMIC_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 150,
@@ -150,5 +150,6 @@ def test_torrent_files(data: bytes) -> None:
 
 @FUZZ
 @given(JSON)
-def test_sizes_in_configuration(value: Any) -> None:
-    refused_or_parsed(lambda: parse_size(value), ConfigError)
+def test_sizes_durations_and_addresses_in_configuration(value: Any) -> None:
+    for parse in (parse_size, parse_duration, parse_listen):
+        refused_or_parsed(lambda: parse(value), ValueError)

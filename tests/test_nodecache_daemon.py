@@ -213,7 +213,7 @@ async def test_disk_full_while_staging_leaves_the_cache_consistent(catalogue: An
                                                                    tmp_path: Path) -> None:
     """The cache on a 24 MiB file system; the second image's conversion does not fit."""
     with small_tmpfs(tmp_path / "small", "24m") as mount:
-        config = node_config(mount / "node", catalogue.url, keys, format="qcow2", retry_seconds=3600.0)
+        config = node_config(mount / "node", catalogue.url, keys, format="qcow2", retry_after=3600.0)
         async with running_node(config) as node:
             first, _ = await publish_and_wait(catalogue, write_image(tmp_path / "a.raw", 6 * 2**20, seed=1), name="a")
             await node.refresh()

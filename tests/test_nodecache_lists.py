@@ -18,7 +18,7 @@ import pytest
 from partner_sim import PartnerSimulator
 from support import ENDORSER_DN, logged, node_api, node_config, running_node, until, wait_settled, wait_staged
 
-from vmic.follow import CatalogueSource
+from vmic.catalogue_source import CatalogueSource
 from vmic.imagelist.smime import Signer
 from vmic.pki import KeyPaths, init_keys, revoke
 
@@ -34,7 +34,7 @@ async def sim(keys: KeyPaths) -> AsyncIterator[PartnerSimulator]:
 
 def config_for(sim: PartnerSimulator, keys: KeyPaths, tmp_path: Path, **overrides: Any) -> Any:
     source = CatalogueSource(sim.url, keys.ca_dir, ENDORSER_DN, sim.list_identifier)
-    return node_config(tmp_path / "node", sim.url, keys, catalogues=(source,), retry_seconds=0.0, **overrides)
+    return node_config(tmp_path / "node", sim.url, keys, catalogues=(source,), retry_after=0.0, **overrides)
 
 
 def now() -> dt.datetime:
@@ -219,7 +219,7 @@ async def test_http_download_cut_halfway_resumes_with_range(sim: PartnerSimulato
     async with running_node(config_for(sim, keys, tmp_path)) as node:
         await node.refresh()
         sha = hashlib.sha512(IMAGE).hexdigest()
-        # retry_seconds = 0: the daemon's next plan (this refresh, or a list event) tries again
+        # retry_after = 0: the daemon's next plan (this refresh, or a list event) tries again
         await until(lambda: bool(logged(caplog, "node.stage_failed")), "the cut download fails")
         await node.refresh()
         held = await wait_staged(node, sha)

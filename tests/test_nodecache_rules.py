@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from nodecache import evict
-from nodecache.config import Selection, load, parse_size
+from nodecache.config import Selection, load
 from nodecache.disk_header import EXT_DATA_FILE, INCOMPAT_DATA_FILE, check, parse_qcow2, probe
 from nodecache.errors import ImageRefused
 from nodecache.selection import resolve, select
 from vmic.errors import ConfigError
 from vmic.imagelist.model import Image
+from vmic.units import parse_size
 
 
 def qcow2_header(version: int = 3, backing: int = 0, incompatible: int = 0, crypt: int = 0,

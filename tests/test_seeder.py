@@ -55,9 +55,10 @@ async def test_a_list_from_an_untrusted_signer_is_not_followed(catalogue: Runnin
     from support import ENDORSER_DN, free_port
 
     from distributor.seeder.daemon import Seeder, SeederConfig
+    from vmic.catalogue_source import CatalogueSource
 
-    seeder = Seeder(SeederConfig(catalogue_url=catalogue.url, catalogue_ca=other_keys.ca_dir,  # the wrong CA
-                                 endorser_dn=ENDORSER_DN, blob_dir=catalogue.catalogue.blobs.blob_dir,
+    seeder = Seeder(SeederConfig(CatalogueSource(catalogue.url, other_keys.ca_dir, ENDORSER_DN),  # the wrong CA
+                                 blob_dir=catalogue.catalogue.blobs.blob_dir,
                                  state_dir=tmp_path, listen=f"127.0.0.1:{free_port()}"))
     await seeder.start()
     try:

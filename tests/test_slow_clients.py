@@ -13,6 +13,7 @@ from aiohttp import web
 from support import ENDORSER_DN, auth, free_port, upload_request, write_image
 
 from distributor.tracker.server import Tracker, TrackerConfig, make_app
+from vmic.catalogue_source import CatalogueSource
 from vmic.json_body import runner_options
 
 DEADLINE = 20.0  #: far above the 1 s timeouts: the test waits on the close, never on a guess
@@ -82,9 +83,8 @@ async def test_a_stalled_body_is_a_408_or_ends_an_upload_keeping_what_arrived(ca
 
 async def test_the_tracker_closes_slow_connections(catalogue: Any, keys: Any) -> None:
     port = free_port()
-    tracker = Tracker.from_config(TrackerConfig(catalogue_url=catalogue.url, catalogue_ca=keys.ca_dir,
-                                                endorser_dn=ENDORSER_DN, host="127.0.0.1", port=port,
-                                                header_timeout=1.0))
+    tracker = Tracker.from_config(TrackerConfig(CatalogueSource(catalogue.url, keys.ca_dir, ENDORSER_DN),
+                                                listen=f"127.0.0.1:{port}", header_timeout=1.0))
     runner = web.AppRunner(make_app(tracker, follow=False), **runner_options(tracker.config.header_timeout))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

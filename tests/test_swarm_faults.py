@@ -172,7 +172,7 @@ async def test_a_seeder_killed_with_sigkill_seeds_again_without_hashing(site, ke
     port = free_port()
     config = tmp_path / "seeder.toml"
     config.write_text(
-        f'[seeder]\ncatalogue_url = "{catalogue.url}"\ncatalogue_ca = "{keys.ca_dir}"\nendorser_dn = "{ENDORSER_DN}"\n'
+        f'[seeder.catalogue]\nurl = "{catalogue.url}"\nca = "{keys.ca_dir}"\nendorser_dn = "{ENDORSER_DN}"\n[seeder]\n'
         f'blob_dir = "{catalogue.catalogue.blobs.blob_dir}"\nstate_dir = "{tmp_path / "state"}"\n'
         f'listen = "127.0.0.1:{port}"\n')
 

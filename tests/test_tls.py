@@ -100,7 +100,7 @@ async def test_cli_publishes_with_a_certificate(https_catalogue: RunningCatalogu
     image_file = write_image(tmp_path / "a.raw", 2**20)
     env = {k: v for k, v in os.environ.items() if k != "VMIC_TOKEN"} | {"XDG_CACHE_HOME": str(tmp_path)}
     proc = await asyncio.create_subprocess_exec(
-        *VMIC, "publish", str(image_file), "--url", https_catalogue.url, "--cacert", str(keys.ca_cert),
+        *VMIC, "publish", str(image_file), "--url", https_catalogue.url, "--tls-ca", str(keys.ca_cert),
         "--cert", str(tls.carol_cert), "--key", str(tls.carol_key), "--namespace", "carol", "--name", "img",
         "--version", "1", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
     out, err = await proc.communicate()

@@ -25,6 +25,7 @@ from support import (
 )
 
 from distributor.tracker.server import Tracker, TrackerConfig
+from vmic.catalogue_source import load_follower
 from vmic.errors import ConfigError
 from vmic.pki import KeyPaths
 
@@ -108,8 +109,8 @@ async def test_distributor_tracker_command(catalogue: RunningCatalogue, keys: Ke
 
     port = free_port()
     (tmp_path / "d.toml").write_text(
-        f'[tracker]\ncatalogue_url = "{catalogue.url}"\ncatalogue_ca = "{keys.ca_dir}"\n'
-        f'endorser_dn = "{ENDORSER_DN}"\nport = {port}\n[tracker.topology]\n"gva/r1" = ["127.0.0.0/8"]\n')
+        f'[tracker]\nlisten = "127.0.0.1:{port}"\n[tracker.catalogue]\nurl = "{catalogue.url}"\nca = "{keys.ca_dir}"\n'
+        f'endorser_dn = "{ENDORSER_DN}"\n[tracker.topology]\n"gva/r1" = ["127.0.0.0/8"]\n')
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "distributor.cli", "tracker", "-c",
                                                 str(tmp_path / "d.toml"), stderr=asyncio.subprocess.PIPE)
     try:
@@ -122,7 +123,7 @@ async def test_distributor_tracker_command(catalogue: RunningCatalogue, keys: Ke
         proc.terminate()
         await proc.wait()
 
-    (tmp_path / "bad.toml").write_text('[tracker]\nport = "x"\n')
+    (tmp_path / "bad.toml").write_text('[tracker]\nlisten = "x"\n')
     bad = await asyncio.create_subprocess_exec(sys.executable, "-m", "distributor.cli", "tracker", "-c",
                                                str(tmp_path / "bad.toml"), stderr=asyncio.subprocess.PIPE)
     _, err = await bad.communicate()
@@ -137,9 +138,9 @@ async def test_the_tracker_reads_at_most_its_configured_list_cap(keys: KeyPaths)
     sim = await PartnerSimulator.start(keys)
     try:
         sim.endless = True
-        tracker = Tracker.from_config(TrackerConfig(catalogue_url=sim.url, catalogue_ca=keys.ca_dir,
-                                                    endorser_dn=ENDORSER_DN, max_list_bytes=2**16))
-        follower = tracker.follower
+        config = load_follower(TrackerConfig, "tracker", {"catalogue": {
+            "url": sim.url, "ca": str(keys.ca_dir), "endorser_dn": ENDORSER_DN, "max_list_bytes": "64K"}})
+        follower = Tracker.from_config(config).follower
         assert follower.source.max_list_bytes == 2**16
         async with aiohttp.ClientSession() as session:
             assert await follower.fetch(session) is None
@@ -150,6 +151,6 @@ async def test_the_tracker_reads_at_most_its_configured_list_cap(keys: KeyPaths)
 
 
 def test_a_list_cap_out_of_bounds_is_a_config_error(keys: KeyPaths) -> None:
-    with pytest.raises(ConfigError, match="max_list_bytes"):
-        Tracker.from_config(TrackerConfig(catalogue_url="http://x", catalogue_ca=keys.ca_dir, endorser_dn=ENDORSER_DN,
-                                          max_list_bytes=10))
+    with pytest.raises(ConfigError, match=r"\[tracker.catalogue\]: max_list_bytes must be between 4K and 1G"):
+        load_follower(TrackerConfig, "tracker", {"catalogue": {
+            "url": "http://x", "ca": str(keys.ca_dir), "endorser_dn": ENDORSER_DN, "max_list_bytes": 10}})

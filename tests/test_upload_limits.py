@@ -81,7 +81,7 @@ async def test_a_publisher_is_limited_and_its_uploads_are_listed_and_cancelled(
 
 async def test_abandoned_uploads_expire_with_their_bytes(catalogue_factory: Any, http: aiohttp.ClientSession,
                                                          tmp_path: Path) -> None:
-    catalogue = await catalogue_factory(upload_expiry_hours=24)
+    catalogue = await catalogue_factory(upload_expiry=86400.0)
     image = write_image(tmp_path / "a.raw", 2**20)
     status, body = await post(http, catalogue.url, upload_request(image))
     assert status == 201

@@ -37,12 +37,15 @@ class Fetched:
     not_modified: bool = False
 
 
-def tls_context(cacert: Path | None = None, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext | None:
-    """For HTTPS catalogues: trust ``cacert`` (else the system's CAs) and present a client
-    certificate (``cert`` and ``key``) if given. None when nothing is given."""
-    if cacert is None and cert is None:
+def tls_context(tls_ca: Path | None = None, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext | None:
+    """For HTTPS catalogues: trust ``tls_ca`` besides the system's CAs (as every daemon's
+    ``tls_ca``) and present a client certificate (``cert`` and ``key``) if given. None
+    when nothing is given."""
+    if tls_ca is None and cert is None:
         return None
-    context = ssl.create_default_context(cafile=str(cacert) if cacert else None)
+    from .catalogue_source import tls_context as trusting
+
+    context = trusting([tls_ca])
     if cert is not None:
         try:
             context.load_cert_chain(cert, key)

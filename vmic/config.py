@@ -3,7 +3,12 @@
 Each daemon describes its settings as a frozen dataclass; :func:`load_section` fills
 one from the ``[section]`` table of a TOML file, then lets environment variables named
 ``VMIC_<SECTION>_<FIELD>`` override scalar fields (what a systemd unit or a container
-sets). Unknown keys are an error: a typo must not silently fall back to a default.
+sets). Unknown keys are an error: a typo must not silently fall back to a default, and a
+setting spelled as in an older release names its new spelling.
+
+One language for every daemon: a field typed :data:`Size` takes ``"50M"`` or bytes, one
+typed :data:`Duration` takes ``"90s"``, ``"5m"``, ``"48h"``, ``"7d"`` or seconds, one typed
+:data:`Listen` takes ``"host:port"`` (see :mod:`vmic.units`).
 """
 
 from __future__ import annotations
@@ -15,11 +20,29 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Annotated, Any, TypeVar, cast
 
 from .errors import ConfigError
+from .units import parse_duration, parse_listen, parse_size
 
 T = TypeVar("T")
+
+Size = Annotated[int, parse_size]  #: bytes: 4096, "64M", "1.5G"
+Duration = Annotated[float, parse_duration]  #: seconds: 30, "90s", "5m", "48h", "7d"
+Listen = Annotated[str, parse_listen]  #: "host:port", "[::1]:port"
+
+#: spellings of earlier releases -> what to write now (an error names it)
+RENAMED = {
+    "host": 'listen = "HOST:PORT"',
+    "port": 'listen = "HOST:PORT"',
+    "catalogue_url": "url in the catalogue table",
+    "catalogue_ca": "ca in the catalogue table",
+    "endorser_dn": "endorser_dn in the catalogue table",
+    "poll_seconds": 'poll_interval (e.g. "60s")',
+    "retry_seconds": 'retry_after (e.g. "60s")',
+    "list_lifetime_hours": 'list_lifetime (e.g. "7d")',
+    "upload_expiry_hours": 'upload_expiry (e.g. "24h")',
+}
 
 
 def read_toml(path: Path | None) -> dict[str, Any]:
@@ -36,6 +59,13 @@ def read_toml(path: Path | None) -> dict[str, Any]:
 
 def _convert(value: Any, kind: Any, where: str) -> Any:
     origin = typing.get_origin(kind)
+    if origin is Annotated:
+        parse = kind.__metadata__[0]
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        return str(value) if parse is parse_listen else parse(value)
     if origin in (typing.Union, types.UnionType):
         options = [k for k in typing.get_args(kind) if k is not type(None)]
         if value is None or value == "":
@@ -73,9 +103,12 @@ def load_section(
     ``fixed`` are values computed by the caller (e.g. parsed sub-tables).
     """
     env = os.environ if env is None else env
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cast(Any, cls))}  # cls: any dataclass type (T is unbounded)
     unknown = set(table) - set(fields) - set(fixed)
+    renamed = sorted(name for name in unknown if name in RENAMED)
+    if renamed:
+        raise ConfigError(f"[{section}] {renamed[0]} is now spelled {RENAMED[renamed[0]]}")
     if unknown:
         raise ConfigError(f"[{section}]: unknown setting(s) {', '.join(sorted(unknown))}")
     values: dict[str, Any] = {}

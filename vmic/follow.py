@@ -21,14 +21,15 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
-from .capped import MAX_LIST_BYTES, read_capped
-from .errors import ConfigError, ImageListError, ListTooLarge
+from .capped import read_capped
+from .catalogue_source import CatalogueSource, tls_context
+from .errors import ImageListError, ListTooLarge
 from .events import events_url, watch_events
 from .imagelist.model import ImageList
 from .imagelist.policy import History, Subscription
@@ -59,38 +60,19 @@ async def fetch_signed_list(session: aiohttp.ClientSession, url: str, max_bytes:
         return Fetched(message, response.headers.get("ETag"))
 
 
-@dataclass(frozen=True)
-class CatalogueSource:
-    """Which catalogue to follow and whom to trust for its list."""
-
-    url: str  #: the catalogue's base URL
-    ca: Path  #: CA file or directory of its endorser
-    endorser_dn: str
-    list_identifier: str | None = None  #: if set, a list with another identifier is refused
-    #: a list of more bytes is refused as list_too_large before it is parsed or checked
-    max_list_bytes: int = MAX_LIST_BYTES
-
-    @property
-    def list_url(self) -> str:
-        return f"{self.url.rstrip('/')}/imagelist"
+def follower_session(tls_cas: Iterable[Path | None]) -> aiohttp.ClientSession:
+    """The HTTP client of a follower: the system's CAs plus each catalogue's ``tls_ca``
+    for HTTPS, bounded connect and read timeouts (a long image download keeps reading)."""
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60),
+                                 connector=aiohttp.TCPConnector(ssl=tls_context(tls_cas)))
 
 
 @dataclass(frozen=True)
 class FollowsCatalogue:
-    """The settings every follower of a catalogue has (a base of their config dataclasses)."""
+    """The settings every follower of a catalogue has (a base of their config dataclasses):
+    its ``catalogue`` table (:mod:`vmic.catalogue_source`)."""
 
-    catalogue_url: str
-    catalogue_ca: Path
-    endorser_dn: str
-    #: a list of more bytes is refused (list_too_large) before it is parsed or checked
-    max_list_bytes: int = field(default=MAX_LIST_BYTES, kw_only=True)
-
-    @property
-    def source(self) -> CatalogueSource:
-        if not 2**12 <= self.max_list_bytes <= 2**30:
-            raise ConfigError("max_list_bytes must be between 4096 and 1073741824")
-        return CatalogueSource(self.catalogue_url, self.catalogue_ca, self.endorser_dn,
-                               max_list_bytes=self.max_list_bytes)
+    catalogue: CatalogueSource
 
 
 class ListFollower:

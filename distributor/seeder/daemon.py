@@ -14,12 +14,14 @@ fallback) and keeps one torrent per current image in its libtorrent session:
   blob's sha512 when it stored it, and blobs never change.
 
     [seeder]
-    catalogue_url = "http://catalogue:8470"
-    catalogue_ca = "/etc/vmic/ca"
-    endorser_dn = "/C=CH/O=Site/CN=endorser"
     blob_dir = "/var/lib/vmic/blobs/sha512"
     state_dir = "/var/lib/vmic-seeder"
     listen = "0.0.0.0:6881"
+
+    [seeder.catalogue]                  # as every follower's (vmic/catalogue_source.py)
+    url = "https://catalogue.example:8470"
+    ca = "/etc/vmic/ca"
+    endorser_dn = "/C=CH/O=Site/CN=endorser"
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ import libtorrent as lt
 from vmic.bittorrent.alerts import AlertPump
 from vmic.bittorrent.session import make_session
 from vmic.capped import MAX_TORRENT_BYTES, read_capped
+from vmic.config import Duration, Listen, Size
 from vmic.errors import MalformedTorrent
-from vmic.follow import FollowsCatalogue, ListFollower
+from vmic.follow import FollowsCatalogue, ListFollower, follower_session
 from vmic.imagelist.extensions import BTIH, TORRENT
 from vmic.imagelist.model import Image, ImageList
 from vmic.log import event
@@ -54,9 +57,10 @@ QUICK_RETRIES = 10
 class SeederConfig(FollowsCatalogue):
     blob_dir: Path
     state_dir: Path
-    listen: str = "127.0.0.1:6881"
+    #: where BitTorrent peers reach this seeder
+    listen: Listen = "127.0.0.1:6881"
     #: bytes per second for all uploads, 0 for no limit
-    upload_limit: int = 0
+    upload_limit: Size = 0
     #: BitTorrent super-seeding while at least ``super_seed_leechers`` peers download an
     #: image: each piece goes to one peer, and the next only once it has spread, so the
     #: nodes' uploads carry more of the load (tools/bench/swarm.py, 256 MiB, N = 8 / 16:
@@ -65,7 +69,8 @@ class SeederConfig(FollowsCatalogue):
     #: one piece at a time.
     super_seed: bool = True
     super_seed_leechers: int = 3
-    poll_seconds: float = 60.0
+    #: re-read the catalogue's list at least this often (its event stream is faster)
+    poll_interval: Duration = 60.0
     log_level: str = "info"
 
 
@@ -88,7 +93,7 @@ class Seeder:
     _quick_retries: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.follower = ListFollower(self.config.source, log)
+        self.follower = ListFollower(self.config.catalogue, log)
 
     @property
     def list_version(self) -> int | None:
@@ -100,7 +105,7 @@ class Seeder:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         self._session = make_session(self.config.listen, self.config.upload_limit)
         self._pump = AlertPump(self._session, self._on_alert)
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60))
+        self._http = follower_session([self.config.catalogue.tls_ca])
 
     async def close(self) -> None:
         """Save every torrent's resume data, then stop (the session before its alert pipe)."""
@@ -121,7 +126,7 @@ class Seeder:
         assert self._http is not None
         tuner = asyncio.create_task(self._tune_super_seeding())
         try:
-            await self.follower.follow(self._http, self.seed, self.config.poll_seconds)
+            await self.follower.follow(self._http, self.seed, self.config.poll_interval)
         finally:
             tuner.cancel()
             with contextlib.suppress(asyncio.CancelledError):

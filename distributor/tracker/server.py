@@ -27,7 +27,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import libtorrent as lt
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
@@ -35,13 +34,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from vmic.background import background_tasks
 from vmic.bittorrent.share import place
 from vmic.bittorrent.tracker_api import ShareView, SwarmPeer, SwarmView
+from vmic.config import Duration, Listen
 from vmic.errors import BadRequest, NotFound
-from vmic.follow import FollowsCatalogue, ListFollower
+from vmic.follow import FollowsCatalogue, ListFollower, follower_session
 from vmic.http_errors import errors_as_json
 from vmic.imagelist.extensions import BTIH, BTMH
 from vmic.imagelist.model import ImageList
 from vmic.log import event
 from vmic.preheat import node_from_user_agent
+from vmic.units import parse_listen
 
 from .announce import Announce, TrackerError, parse_announce, parse_scrape
 from .swarm import Peer, Swarms
@@ -53,21 +54,31 @@ log = logging.getLogger("distributor.tracker")
 
 @dataclass(frozen=True)
 class TrackerConfig(FollowsCatalogue):
-    host: str = "127.0.0.1"
-    port: int = 6969
+    listen: Listen = "127.0.0.1:6969"
     #: a connection that has not sent a whole announce (or sits idle) this long is closed
-    header_timeout: float = 30.0
-    interval: int = 300
-    min_interval: int = 30
+    header_timeout: Duration = 30.0
+    #: how often peers announce (sent to them in whole seconds), and at least how far apart
+    interval: Duration = 300.0
+    min_interval: Duration = 30.0
     #: forget peers silent for this long (default: three announce intervals)
-    peer_expiry: int = 900
+    peer_expiry: Duration = 900.0
+    #: share of each peer list drawn at random from the whole swarm (the rest: nearest first)
     random_share: float = 0.25
     #: peers (ports) one address may register in one swarm
     max_peers_per_address: int = 16
     #: re-read the catalogue's list at least this often (its event stream is faster)
-    poll_seconds: float = 60.0
+    poll_interval: Duration = 60.0
+    #: "site/rack" -> subnets: nodes get peers of their rack, then site, first
     topology: dict[str, list[str]] = field(default_factory=dict)
     log_level: str = "info"
+
+    @property
+    def host(self) -> str:
+        return parse_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return parse_listen(self.listen)[1]
 
 
 class Allowlist:
@@ -115,7 +126,7 @@ class Tracker:
     _named: dict[bytes, tuple[float, list[str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.follower = ListFollower(self.config.source, log)
+        self.follower = ListFollower(self.config.catalogue, log)
 
     @classmethod
     def from_config(cls, config: TrackerConfig) -> Tracker:
@@ -130,7 +141,7 @@ class Tracker:
             raise TrackerError("unknown torrent: this tracker serves only the images of its catalogue")
         swarm, peers = self.swarms.announce(request, node_from_user_agent(user_agent) or "")
         answer: dict[bytes, Any] = {
-            b"interval": self.config.interval, b"min interval": self.config.min_interval,
+            b"interval": int(self.config.interval), b"min interval": int(self.config.min_interval),
             b"complete": swarm.complete, b"incomplete": swarm.incomplete,
         }
         answer.update(_peers_field(peers, request))
@@ -190,8 +201,8 @@ class Tracker:
         event(log, "tracker.list_accepted", version=image_list.version, torrents=len(self.allowlist.hashes))
 
     async def follow_catalogue(self) -> None:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60)) as session:
-            await self.follower.follow(session, self.take_list, self.config.poll_seconds)
+        async with follower_session([self.config.catalogue.tls_ca]) as session:
+            await self.follower.follow(session, self.take_list, self.config.poll_interval)
 
     async def expire_peers(self) -> None:
         """Forget silent peers, whether or not the catalogue answers."""

@@ -2,37 +2,26 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from vmic import units
 from vmic.errors import BadRequest
 
 #: VM names become file, volume and domain names: a strict alphabet, no path tricks
 #: every pattern is used with fullmatch ("$" would let a final newline through)
 NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 CONTEXT_KEY = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
-_DURATION = re.compile(r"\s*(\d{1,12}(?:\.\d{1,9})?)\s*([smhd]?)\s*")
-MAX_TTL = 10 * 365 * 86400.0  #: ten years
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(value: Any, what: str = "ttl") -> float:
-    """``3600``, ``"90m"``, ``"48h"``, ``"2d"`` -> seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        match = _DURATION.fullmatch(str(value))
-        if not match:
-            raise BadRequest(f"{what}: {value!r} is not a duration (e.g. 48h, 90m, 3600)")
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise BadRequest(f"{what} must be a positive number of seconds")
-    if seconds > MAX_TTL:
-        raise BadRequest(f"{what} {value!r} is more than ten years")
-    return seconds
+    """``3600``, ``"90m"``, ``"48h"``, ``"2d"`` -> seconds (as in every config: :mod:`vmic.units`)."""
+    try:
+        return units.parse_duration(value)
+    except ValueError as exc:
+        raise BadRequest(f"{what}: {exc}") from None
 
 
 def parse_cpuset(value: Any, host_cpus: int = 1024) -> tuple[int, ...]:

@@ -29,7 +29,7 @@ async def test_sigkill_mid_stage_then_sweep_adopt_and_stage_again(catalogue: Any
                                                                    volume_group: str, tmp_path: Path) -> None:
     # capacity given: the daemon's status and plans need no vgs (about 1 s each under TCG)
     config = node_config(tmp_path / "node", catalogue.url, keys, backend="lvm", volume_group=volume_group,
-                         torrent_wait=0.0, retry_seconds=0.0, capacity=2**33)
+                         torrent_wait=0.0, retry_after=0.0, capacity=2**33)
     node = NodeProcess(config, tmp_path)
     await node.start()
     try:

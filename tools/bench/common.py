@@ -61,7 +61,7 @@ class CatalogueUnderTest:
         self.ca_dir = self.keys.ca_dir
         config = workdir / "vmic.toml"
         config.write_text(
-            f'[catalogue]\ndata_dir = "{self.data_dir}"\nhost = "{host}"\nport = {self.port}\n'
+            f'[catalogue]\ndata_dir = "{self.data_dir}"\nlisten = "{host}:{self.port}"\n'
             f'endorser_cert = "{self.keys.cert}"\nendorser_key = "{self.keys.key}"\nlog_level = "warning"\n{extra}'
             f'[catalogue.publishers.bench]\ntoken_sha256 = "{hash_token(self.TOKEN)}"\n'
         )

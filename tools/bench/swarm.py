@@ -197,11 +197,11 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
             keys = catalogue.keys
             dn = "/C=CH/O=vmic demo/CN=vmic catalogue endorser"
             (work / "distributor.toml").write_text(
-                f'[tracker]\ncatalogue_url = "{catalogue.url}"\ncatalogue_ca = "{keys.ca_dir}"\n'
-                f'endorser_dn = "{dn}"\nhost = "{lab.gateway}"\nport = {tracker_port}\ninterval = 10\nmin_interval = 1\n'
-                f'log_level = "warning"\n[tracker.topology]\n{topology}'
-                f'[seeder]\ncatalogue_url = "{catalogue.url}"\ncatalogue_ca = "{keys.ca_dir}"\n'
-                f'endorser_dn = "{dn}"\nblob_dir = "{work / "catalogue" / "blobs" / "sha512"}"\n'
+                f'[tracker]\nlisten = "{lab.gateway}:{tracker_port}"\ninterval = 10\nmin_interval = 1\n'
+                f'log_level = "warning"\n[tracker.catalogue]\nurl = "{catalogue.url}"\nca = "{keys.ca_dir}"\n'
+                f'endorser_dn = "{dn}"\n[tracker.topology]\n{topology}'
+                f'[seeder.catalogue]\nurl = "{catalogue.url}"\nca = "{keys.ca_dir}"\nendorser_dn = "{dn}"\n'
+                f'[seeder]\nblob_dir = "{work / "catalogue" / "blobs" / "sha512"}"\n'
                 f'state_dir = "{work / "seeder"}"\nlisten = "{origin.address}:6881"\nlog_level = "warning"\n'
                 f'super_seed = {"false" if args.no_super_seed else "true"}\n')
             services.append(subprocess.Popen([PY, "-m", "distributor.cli", "tracker", "-c",

@@ -26,8 +26,9 @@ OUR_TRACKER = """
 import asyncio, sys
 from aiohttp import web
 from distributor.tracker.server import Tracker, TrackerConfig, make_app
+from vmic.catalogue_source import CatalogueSource
 # wrk announces every peer from 127.0.0.1: no cap on peers per address (opentracker has none)
-tracker = Tracker.from_config(TrackerConfig(catalogue_url="", catalogue_ca="/", endorser_dn="", port={port},
+tracker = Tracker.from_config(TrackerConfig(CatalogueSource("", "/", ""), listen="127.0.0.1:{port}",
                                             max_peers_per_address=10**9))
 tracker.allowlist.hashes = frozenset(bytes((t * 37 + i * 11) % 256 for i in range(1, 21)) for t in range(1, 17))
 web.run_app(make_app(tracker, follow=False), host="127.0.0.1", port={port}, access_log=None, print=None)

@@ -4,7 +4,7 @@ Example::
 
     [catalogue]
     data_dir = "/var/lib/vmic"
-    port = 8470
+    listen = "0.0.0.0:8470"
     public_url = "https://images.example.org"
     endorser_cert = "/etc/vmic/endorser.pem"
     endorser_key = "/etc/vmic/endorser.key"
@@ -30,9 +30,10 @@ from typing import Any
 from cryptography import x509
 
 from ..capped import MAX_LIST_BYTES
-from ..config import load_section, read_toml
+from ..config import Duration, Listen, Size, load_section, read_toml
 from ..errors import ConfigError
 from ..imagelist.dn import same_name
+from ..units import format_listen, parse_listen
 from .names import check_name
 
 
@@ -49,40 +50,47 @@ class Publisher:
 
 @dataclass(frozen=True)
 class CatalogueConfig:
+    #: blobs, torrents, keys (by default) and the SQLite database
     data_dir: Path
-    host: str = "127.0.0.1"
-    port: int = 8470
-    #: the URL subscribers reach this catalogue at (default: http://host:port)
+    #: where publishers and subscribers reach this catalogue
+    listen: Listen = "127.0.0.1:8470"
+    #: the URL subscribers reach this catalogue at (default: http(s)://listen)
     public_url: str = ""
     endorser_cert: Path | None = None
     endorser_key: Path | None = None
     endorser_email: str = ""
-    #: empty: SQLite file ``<data_dir>/catalogue.sqlite``; or ``postgresql://...``
+    #: empty: SQLite file ``<data_dir>/catalogue.sqlite``; or ``postgresql://user@host/db``
+    #: (the password from ``database_password_file``, PGPASSWORD or ~/.pgpass, never here)
     database: str = ""
+    #: a file holding the database password alone (e.g. systemd's LoadCredential=)
+    database_password_file: Path | None = None
     list_title: str = "vmic image list"
     list_description: str = "Images published through vmic"
     #: the list's dc:identifier; empty: generated once and kept in the database
     list_identifier: str = ""
     #: how long a signed list stays valid; it is re-signed at half of that
-    list_lifetime_hours: float = 168.0
-    max_upload_bytes: int = 64 * 2**30
+    list_lifetime: Duration = 7 * 86400.0
+    #: the largest image an upload may declare
+    max_upload_bytes: Size = 64 * 2**30
     #: /readyz fails when the endorser certificate has fewer days left
     ready_cert_days: float = 14.0
     #: slow clients: a connection that has not sent a whole request's headers (or sits idle)
     #: this long is closed; a request body that stalls this long ends (an upload keeps what
     #: arrived; a JSON body is a 408)
-    header_timeout: float = 30.0
-    body_timeout: float = 60.0
+    header_timeout: Duration = 30.0
+    body_timeout: Duration = 60.0
     #: an upload that received nothing for this long is dropped, with its bytes
-    upload_expiry_hours: float = 24.0
+    upload_expiry: Duration = 86400.0
     #: uploads one publisher may have open at once (429 beyond), and their bytes (507 beyond)
     max_uploads_per_publisher: int = 10
-    max_upload_bytes_per_publisher: int = 256 * 2**30
+    max_upload_bytes_per_publisher: Size = 256 * 2**30
     #: free bytes kept on the data directory's disk for the database, revocation and
     #: re-signing: uploads that would need them are refused (507)
-    free_space_reserve: int = 2**30
+    free_space_reserve: Size = 2**30
     #: a partner's signed list of more bytes is refused (list_too_large) before it is parsed
-    max_partner_list_bytes: int = MAX_LIST_BYTES
+    max_partner_list_bytes: Size = MAX_LIST_BYTES
+    #: CA file or directory of partner catalogues' HTTPS certificates, trusted besides the system's
+    tls_ca: Path | None = None
     #: where partner mirroring's BitTorrent session listens (empty: this catalogue's host, any free port)
     mirror_listen: str = ""
     #: partner mirroring may also fetch from the partner catalogue's web seed (false: only from
@@ -93,7 +101,7 @@ class CatalogueConfig:
     #: "v1" (what Debian's aria2c and transmission interoperate with) or "hybrid" (v1+v2;
     #: for sites whose peers are all libtorrent; see vmic/torrents.py)
     torrent_format: str = "v1"
-    #: serve HTTPS with this certificate and key
+    #: serve HTTPS with this certificate and key (its name: the host of public_url)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     #: accept publishers' TLS client certificates issued by these CAs (file or directory)
@@ -104,22 +112,30 @@ class CatalogueConfig:
     def __post_init__(self) -> None:
         if not (0 < self.header_timeout <= 3600 and 0 < self.body_timeout <= 3600):
             raise ConfigError("[catalogue] header_timeout and body_timeout must be more than 0 and at most 3600 s")
-        if not 0 < self.upload_expiry_hours <= 24 * 365:
-            raise ConfigError("[catalogue] upload_expiry_hours must be more than 0 and at most a year")
+        if not 0 < self.upload_expiry <= 365 * 86400:
+            raise ConfigError("[catalogue] upload_expiry must be more than 0 and at most a year")
         if self.max_uploads_per_publisher < 1 or self.max_upload_bytes_per_publisher < 1 \
                 or self.free_space_reserve < 0:
             raise ConfigError("[catalogue] max_uploads_per_publisher and max_upload_bytes_per_publisher must be "
                               "at least 1, free_space_reserve at least 0")
         if not 4096 <= self.max_partner_list_bytes <= 2**30:
             raise ConfigError("[catalogue] max_partner_list_bytes must be between 4096 and 1073741824")
-        if self.host in ("0.0.0.0", "::", "[::]", "") and not self.public_url:
-            raise ConfigError(f"[catalogue] host = {self.host!r} listens on every address, so the list cannot name "
+        if self.host in ("0.0.0.0", "::") and not self.public_url:
+            raise ConfigError(f"[catalogue] listen = {self.listen!r} is every address, so the list cannot name "
                               "one for subscribers to reach (hv:uri): set public_url (e.g. https://images.example.org)")
+
+    @property
+    def host(self) -> str:
+        return parse_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return parse_listen(self.listen)[1]
 
     @property
     def url(self) -> str:
         scheme = "https" if self.tls_cert else "http"
-        return (self.public_url or f"{scheme}://{self.host}:{self.port}").rstrip("/")
+        return (self.public_url or f"{scheme}://{format_listen(self.host, self.port)}").rstrip("/")
 
     @property
     def tracker_urls(self) -> tuple[str, ...]:

@@ -206,15 +206,33 @@ def redacted(text: str, url: str | None = None) -> str:
     return text.replace(f":{parsed.password}@", ":***@").replace(parsed.password, "***")
 
 
-async def connect(url: str) -> Database:
-    """``sqlite:///path``, a plain file path, or ``postgresql://user@host/db``."""
+def read_password(path: Path | None) -> str | None:
+    """The database password from its own file (first line; a systemd credential, say)."""
+    if path is None:
+        return None
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"database_password_file {path}: cannot be read ({getattr(exc, 'strerror', exc)})") from None
+    if not lines or not lines[0]:
+        raise ConfigError(f"database_password_file {path} is empty")
+    return lines[0]
+
+
+async def connect(url: str, password_file: Path | None = None) -> Database:
+    """``sqlite:///path``, a plain file path, or ``postgresql://user@host/db`` (the
+    password from ``password_file``, else what libpq's PGPASSWORD / ~/.pgpass give)."""
     if url.startswith(("postgresql://", "postgres://")):
         import asyncpg
 
+        password = read_password(password_file)
         try:
-            pool = await asyncpg.create_pool(url, min_size=1, max_size=8)
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=8, password=password)
         except (OSError, asyncpg.PostgresError) as exc:
-            raise ConfigError(f"cannot connect to database {redacted(url)}: {redacted(str(exc), url)}") from None
+            message = redacted(str(exc), url)
+            if password:
+                message = message.replace(password, "***")
+            raise ConfigError(f"cannot connect to database {redacted(url)}: {message}") from None
         return PostgresDatabase(pool)
     import aiosqlite
 

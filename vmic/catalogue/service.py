@@ -158,7 +158,8 @@ async def open_catalogue(config: CatalogueConfig) -> Catalogue:
         blobs = BlobStore(config.data_dir)
     except OSError as exc:
         raise ConfigError(f"cannot use data directory {config.data_dir}: {exc.strerror}") from None
-    store = MetadataStore(await connect(config.database or str(config.data_dir / "catalogue.sqlite")))
+    store = MetadataStore(await connect(config.database or str(config.data_dir / "catalogue.sqlite"),
+                                         config.database_password_file))
     await store.init()
     identifier = config.list_identifier or await store.setting("list_identifier", str(uuid.uuid4()))
     settings = ListSettings(
@@ -167,7 +168,7 @@ async def open_catalogue(config: CatalogueConfig) -> Catalogue:
         description=config.list_description or config.list_title,  # never an empty dc:description
         url=config.url,
         email=config.endorser_email,
-        lifetime=dt.timedelta(hours=config.list_lifetime_hours),
+        lifetime=dt.timedelta(seconds=config.list_lifetime),
     )
     catalogue = Catalogue(
         config=config,
@@ -175,7 +176,7 @@ async def open_catalogue(config: CatalogueConfig) -> Catalogue:
         blobs=blobs,
         uploads=Uploads(store, blobs, config.max_upload_bytes, UploadLimits(
             config.max_uploads_per_publisher, config.max_upload_bytes_per_publisher, config.free_space_reserve,
-            dt.timedelta(hours=config.upload_expiry_hours))),
+            dt.timedelta(seconds=config.upload_expiry))),
         listing=ListSigner(store, signer, settings),
     )
     await catalogue.uploads.recover()

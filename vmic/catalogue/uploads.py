@@ -14,7 +14,7 @@
 Limits: a publisher has at most ``max_uploads_per_publisher`` open uploads (429 beyond)
 of ``max_upload_bytes_per_publisher`` bytes in all (507 beyond); an upload is refused
 (507) if it would eat into ``free_space_reserve``, the space kept for the database,
-revocation and signing; an upload that receives nothing for ``upload_expiry_hours`` is
+revocation and signing; an upload that receives nothing for ``upload_expiry`` is
 dropped with its bytes.
 
 Nothing becomes visible before its last byte is hashed, compared with the declared

@@ -12,9 +12,11 @@ import aiohttp
 
 from ..fetch.fetcher import Fetcher
 from ..fetch.swarm import Swarm
+from ..follow import follower_session
 from ..sync.mirror import Mirror
 from ..sync.records import SubscriptionStore
 from ..sync.syncer import Syncer
+from ..units import format_listen
 from .config import CatalogueConfig
 from .service import Catalogue, open_catalogue
 
@@ -42,14 +44,13 @@ async def build(config: CatalogueConfig) -> CatalogueSite:
         records = SubscriptionStore(catalogue.store.db)
         await records.init()
         mirror_dir = config.data_dir / "mirror"
-        host = f"[{config.host}]" if ":" in config.host else config.host
-        swarm = Swarm(mirror_dir / "data", mirror_dir / "torrents", config.mirror_listen or f"{host}:0",
+        swarm = Swarm(mirror_dir / "data", mirror_dir / "torrents", config.mirror_listen or format_listen(config.host, 0),
                       web_seed=config.mirror_web_seed, user_agent=USER_AGENT)
         await swarm.start()
     except BaseException:
         await catalogue.close()
         raise
-    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60))
+    http = follower_session([config.tls_ca])  # partner catalogues over HTTPS
     mirror = Mirror(Fetcher(swarm, http, mirror_dir / "data", mirror_dir / "torrents"), catalogue.blobs)
     syncer = Syncer(catalogue, records, mirror, http, config.max_partner_list_bytes)
     return CatalogueSite(catalogue, syncer, swarm, http)

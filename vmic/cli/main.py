@@ -33,7 +33,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def load() -> Any:
         return load_catalogue_config(
-            args.config, data_dir=args.data_dir, host=args.host, port=args.port, public_url=args.public_url
+            args.config, data_dir=args.data_dir, listen=args.listen, public_url=args.public_url
         )
 
     config = load()
@@ -186,7 +186,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     async def run() -> Any:
         source: str = args.source
         if source.startswith(("http://", "https://")):
-            async with CatalogueClient(source, ssl_context=tls_context(args.cacert)) as client:
+            async with CatalogueClient(source, ssl_context=tls_context(args.tls_ca)) as client:
                 message = (await client.fetch(source)).body
         else:
             try:
@@ -227,8 +227,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the catalogue service")
     s.add_argument("-c", "--config", type=Path, default=argparse.SUPPRESS, help="TOML config file ([catalogue] table)")
     s.add_argument("--data-dir", type=Path)
-    s.add_argument("--host")
-    s.add_argument("--port", type=int)
+    s.add_argument("--listen", metavar="HOST:PORT", help="overrides listen in the config")
     s.add_argument("--public-url")
     s.set_defaults(func=cmd_serve)
 
@@ -293,7 +292,8 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="verify a signed image list (file or URL) and say why it fails")
     v.add_argument("source", help="file path or http(s) URL of a signed list")
     v.add_argument("--ca", type=Path, action="append", required=True, help="trusted CA file or directory")
-    v.add_argument("--cacert", type=Path, help="CA of an HTTPS server the list is fetched from")
+    v.add_argument("--tls-ca", "--cacert", dest="tls_ca", type=Path,
+                   help="CA of the HTTPS server the list is fetched from, trusted besides the system's")
     v.add_argument("--endorser-dn", required=True, help="expected signer, e.g. /C=CH/O=Org/CN=name")
     v.add_argument("--endorser-ca", help="expected issuer of the signer")
     v.add_argument("--list-id", help="expected list identifier")

@@ -26,13 +26,13 @@ def client_for(args: argparse.Namespace, token: bool = True) -> CatalogueClient:
     --token ($VMIC_TOKEN) or by a TLS client certificate (--cert/--key)."""
     from ..client import CatalogueClient, tls_context
 
-    cacert = args.cacert or _env_path("VMIC_CACERT")
+    tls_ca = args.tls_ca or _env_path("VMIC_TLS_CA") or _env_path("VMIC_CACERT")
     cert = args.cert or _env_path("VMIC_CERT")
     key = args.key or _env_path("VMIC_KEY")
     secret = (args.token or os.environ.get("VMIC_TOKEN")) if token else None
     if token and not secret and cert is None:
         raise ConfigError("no publisher token: pass --token or set VMIC_TOKEN (or use a client certificate: --cert)")
-    return CatalogueClient(url_of(args), secret, ssl_context=tls_context(cacert, cert, key))
+    return CatalogueClient(url_of(args), secret, ssl_context=tls_context(tls_ca, cert, key))
 
 
 T = TypeVar("T")
@@ -53,10 +53,10 @@ def _env_path(name: str) -> Path | None:
 
 
 def remote(parser_: argparse.ArgumentParser, token: bool) -> None:
-    """--url, --cacert, --cert, --key (and --token where the command changes something)."""
+    """--url, --tls-ca, --cert, --key (and --token where the command changes something)."""
     parser_.add_argument("--url", help=f"catalogue URL (default: $VMIC_URL or {DEFAULT_URL})")
-    parser_.add_argument("--cacert", type=Path, help="CA that signed an HTTPS catalogue's certificate "
-                         "(default: $VMIC_CACERT, else the system's CAs)")
+    parser_.add_argument("--tls-ca", "--cacert", dest="tls_ca", type=Path,
+                         help="CA of an HTTPS catalogue's certificate, trusted besides the system's (default: $VMIC_TLS_CA)")
     parser_.add_argument("--cert", type=Path, help="TLS client certificate (default: $VMIC_CERT)")
     parser_.add_argument("--key", type=Path, help="its key (default: $VMIC_KEY)")
     parser_.add_argument("--token", help="publisher token (default: $VMIC_TOKEN)" if token else argparse.SUPPRESS)
