@@ -21,6 +21,7 @@ from vmic.catalogue_source import load_follower
 from vmic.cli.options import option_anywhere
 from vmic.cli.output import run_command
 from vmic.config import read_toml
+from vmic.config_check import check
 from vmic.errors import ConfigError
 from vmic.json_body import runner_options
 from vmic.lifecycle import Reload, Signals
@@ -75,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("tracker", help="run the HTTP tracker")
     sub.add_parser("seeder", help="run the seeder (seeds the catalogue's blob store in place)")
+    cf = sub.add_parser("config", help="the config file")
+    cfsub = cf.add_subparsers(dest="config_command", required=True)
+    cc = cfsub.add_parser("check", help="check its [tracker] and [seeder] tables and the files they name")
     option_anywhere(parser, sub, "-c", "--config", type=Path, help="TOML file with a [tracker] or [seeder] table")
+    cc.add_argument("-c", "--config", type=Path, default=argparse.SUPPRESS, help="TOML config")
     args = parser.parse_args(argv)
 
     def run() -> int:
@@ -88,7 +93,17 @@ def main(argv: list[str] | None = None) -> int:
                 return ["log_level"]
             return reload
 
-        if args.command == "tracker":
+        if args.command == "config":
+            document = read_toml(args.config)
+            configs: dict[str, TrackerConfig | SeederConfig] = {}
+            if "tracker" in document:
+                configs["tracker"] = tracker_config(args.config)
+            if "seeder" in document:
+                configs["seeder"] = load_seeder()
+            if not configs:
+                raise ConfigError(f"{args.config}: no [tracker] or [seeder] table")
+            print(check(configs, args.config))
+        elif args.command == "tracker":
             tracker = tracker_config(args.config)
             setup(tracker.log_level)
             asyncio.run(run_tracker(tracker, log_level_of(lambda: tracker_config(args.config))))

@@ -67,8 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("image")
     sub.add_parser("gc", help="evict revoked/expired images, then LRU above the high watermark")
     sub.add_parser("refresh", help="look at every catalogue's list now")
+    cf = sub.add_parser("config", help="the daemon's config file")
+    cfsub = cf.add_subparsers(dest="config_command", required=True)
+    cc = cfsub.add_parser("check", help="check the [nodecache] table and the files it names; start nothing")
     option_anywhere(parser, sub, "-c", "--config", type=Path,
                     help=f"TOML config (default {DEFAULT_CONFIG} if it exists)")
+    cc.add_argument("-c", "--config", type=Path, default=argparse.SUPPRESS, help="TOML config")
     option_anywhere(parser, sub, "--socket", type=Path, help="the daemon's socket (default: from the config)")
     args = parser.parse_args(argv)
     out = console(sys.stdout)
@@ -96,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
                 return ["log_level"]
 
             asyncio.run(serve(config, reload))
+        elif args.command == "config":
+            from vmic.config_check import check
+
+            from .config import load
+
+            print(check({"nodecache": load(config_path())}, config_path()))
         elif args.command == "status":
             status = asyncio.run(client().call("GET", "/status"))
             if args.json:

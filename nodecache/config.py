@@ -52,11 +52,15 @@ class Selection:
     """Which images this node pre-stages. Empty tuples match everything; ``latest`` keeps
     the newest N versions of each image name (0: every version in the list)."""
 
+    #: sl:os values
     os: tuple[str, ...] = ()
+    #: sl:arch values
     arch: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()  #: words of the title or description, or vmic:tags entries
+    #: publisher names
     publishers: tuple[str, ...] = ()
     names: tuple[str, ...] = ()  #: vmic:namespace/vmic:name or titles
+    #: the newest N versions of each image name (0: every version in the list)
     latest: int = 0
     none: bool = False  #: pre-stage nothing (only what ``ensure`` asks for)
 
@@ -69,14 +73,17 @@ class ProvisionConfig:
     """``[nodecache.provision]``: how the shim starts VMs on this node."""
 
     hypervisor: str = "qemu"  #: "libvirt" (libvirt_uri) or "qemu" (qemu-system started directly)
+    #: (hypervisor = "libvirt")
     libvirt_uri: str = "qemu:///system"
     vm_dir: Path | None = None  #: overlays, ISOs, qemu run files (default <cache_dir>/vms)
     #: a VM's lifetime when its request names none
     default_ttl: Duration = 48 * 3600.0
     default_memory: int = 2048  #: MiB
+    #: a VM's vCPUs when its request names none
     default_vcpus: int = 1
     #: classic LVM snapshots (no thin pool): this share of the image's size for changes
     snapshot_share: float = 0.2
+    #: the qemu binary (hypervisor = "qemu")
     qemu: str = "qemu-system-x86_64"
     #: images allowed to run here (same keys as [nodecache.select]; empty: all listed)
     allow: Selection = field(default_factory=Selection)
@@ -88,18 +95,24 @@ class ProvisionConfig:
 
 @dataclass(frozen=True)
 class NodeConfig:
+    #: downloads, base files, state.db, the socket and VM files (0700)
     cache_dir: Path
     catalogues: tuple[CatalogueSource, ...] = ()
     #: this node's name: preheat targets name nodes, and the tracker shows progress by name
     node_name: str = field(default_factory=socket.gethostname)
+    #: "file" (base files) or "lvm" (read-only logical volumes)
     backend: str = "file"
+    #: base files: "raw", "qcow2" or "published" (as the catalogue has it)
     format: str = "qcow2"
+    #: the LVM volume group (backend = "lvm")
     volume_group: str = ""
+    #: a thin pool in it for VM snapshots (empty: classic snapshots)
     thin_pool: str = ""
     #: where BitTorrent peers reach this node
     listen: Listen = "0.0.0.0:6881"
     #: bytes per second, 0: no limit
     upload_limit: Size = 0
+    #: (see upload_limit)
     download_limit: Size = 0
     #: keep the downloaded image to seed it to peers (it costs its size again where the
     #: base differs from the published bytes: conversion, compression, LVM)
@@ -109,7 +122,9 @@ class NodeConfig:
     web_seed: bool = True
     #: the cache's own budget (0: the file system's or the volume group's size)
     capacity: Size = 0
+    #: evict when the cache's own bytes exceed this share of capacity ...
     high_watermark: float = 0.9
+    #: ... down to this share, least recently used first
     low_watermark: float = 0.7
     #: re-read each catalogue's list at least this often (its event stream is faster)
     poll_interval: Duration = 60.0
@@ -120,11 +135,13 @@ class NodeConfig:
     torrent_wait: Duration = 120.0
     #: concurrent fetch-and-stage jobs
     parallel: int = 2
+    #: the API's Unix socket (default <cache_dir>/nodecache.sock)
     socket: Path | None = None
     #: the group that may use the socket besides root (a cloud controller's service user's)
     socket_group: str = ""
     #: host:port of a plain-HTTP listener for /metrics and /readyz (empty: the socket only)
     metrics_listen: str = ""
+    #: debug, info, warning or error (reloaded on SIGHUP)
     log_level: str = "info"
     select: Selection = field(default_factory=Selection)
     provision: ProvisionConfig = field(default_factory=ProvisionConfig)

@@ -54,7 +54,8 @@ async def build(config: NodeConfig, storage: Storage | None = None, clock: Calla
     http = follower_session(source.tls_ca for source in config.catalogues)
     storage = storage or build_storage(config)
     swarm = Swarm(root / "data", root / "torrents", config.listen, config.upload_limit, config.download_limit,
-                  config.web_seed, USER_AGENT_PREFIX + config.node_name)
+                  config.web_seed, USER_AGENT_PREFIX + config.node_name,
+                  verify_https=not any(source.tls_ca for source in config.catalogues))
     fetcher = Fetcher(swarm, http, root / "data", root / "torrents", metrics.http_bytes.inc)
     lists = CatalogueLists({source.url: ListFollower(source, log) for source in config.catalogues}, state, metrics)
     runner = JobRunner(state, storage, fetcher, metrics, lists.version, config.parallel, config.seed, clock)

@@ -32,7 +32,7 @@ from vmic.catalogue.web import make_runner
 from vmic.catalogue.wiring import CatalogueSite
 from vmic.catalogue.wiring import build as build_catalogue
 from vmic.catalogue_source import CatalogueSource
-from vmic.client import CatalogueClient
+from vmic.client import CatalogueClient, tls_context
 from vmic.json_body import runner_options
 from vmic.pki import KeyPaths, init_keys
 from vmic.torrents import Torrent
@@ -93,13 +93,15 @@ class RunningCatalogue:
     config: CatalogueConfig
     runner: web.AppRunner
     site: CatalogueSite
+    #: the CA of its HTTPS certificate, for clients (tests/test_https_followers.py)
+    tls_ca: Path | None = None
 
     @property
     def url(self) -> str:
         return self.config.url
 
     def client(self, publisher: str | None = "alice") -> CatalogueClient:
-        return CatalogueClient(self.url, TOKENS[publisher] if publisher else None)
+        return CatalogueClient(self.url, TOKENS[publisher] if publisher else None, ssl_context=tls_context(self.tls_ca))
 
     async def stop(self) -> None:
         await self.runner.cleanup()
@@ -221,10 +223,10 @@ def identities(images: tuple) -> list[tuple[str, str]]:  # type: ignore[type-arg
 # --- the distributor: a catalogue with its tracker, and seeders -----------------------------
 
 
-async def start_tracker(catalogue_url: str, keys: KeyPaths, host: str, port: int,
-                        endorser_dn: str = ENDORSER_DN) -> tuple[Tracker, web.AppRunner]:
+async def start_tracker(catalogue_url: str, keys: KeyPaths, host: str, port: int, endorser_dn: str = ENDORSER_DN,
+                        tls_ca: Path | None = None) -> tuple[Tracker, web.AppRunner]:
     """Our tracker, following the catalogue at ``catalogue_url``, on ``host:port``."""
-    tracker = Tracker.from_config(TrackerConfig(CatalogueSource(catalogue_url, keys.ca_dir, endorser_dn),
+    tracker = Tracker.from_config(TrackerConfig(CatalogueSource(catalogue_url, keys.ca_dir, endorser_dn, tls_ca=tls_ca),
                                                 listen=format_listen(host, port), interval=5, min_interval=1))
     runner = web.AppRunner(make_app(tracker), **runner_options(tracker.config.header_timeout))
     await runner.setup()
@@ -336,12 +338,13 @@ async def run_until_file(cmd: list[str], target: Path, sha512: str, timeout: flo
 
 @contextlib.asynccontextmanager
 async def running_seeder(catalogue: RunningCatalogue, keys: KeyPaths, state_dir: Path,
-                         listen: str | None = None, endorser_dn: str = ENDORSER_DN) -> AsyncIterator[Any]:
+                         listen: str | None = None, endorser_dn: str = ENDORSER_DN,
+                         tls_ca: Path | None = None) -> AsyncIterator[Any]:
     """A seeder daemon following ``catalogue``, seeding its blob store in place (on loopback
     unless ``listen`` says otherwise)."""
     from distributor.seeder.daemon import Seeder, SeederConfig
 
-    seeder = Seeder(SeederConfig(CatalogueSource(catalogue.url, keys.ca_dir, endorser_dn),
+    seeder = Seeder(SeederConfig(CatalogueSource(catalogue.url, keys.ca_dir, endorser_dn, tls_ca=tls_ca),
                                  blob_dir=catalogue.catalogue.blobs.blob_dir, state_dir=state_dir,
                                  listen=listen or f"127.0.0.1:{free_port()}", poll_interval=3600))
     await seeder.start()

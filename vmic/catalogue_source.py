@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .capped import MAX_LIST_BYTES
-from .config import load_section
+from .config import check_renamed, load_section
 from .errors import ConfigError
 from .imagelist.dn import parse_dn
 from .units import parse_size
@@ -35,6 +35,7 @@ class CatalogueSource:
 
     url: str  #: the catalogue's base URL
     ca: Path  #: CA file or directory of its endorser
+    #: who must have signed the list (one-line /C=../CN=.. or RFC 4514), compared RDN by RDN
     endorser_dn: str
     list_identifier: str | None = None  #: if set, a list with another identifier is refused
     #: a list of more bytes is refused as list_too_large before it is parsed or checked
@@ -99,6 +100,7 @@ def load_follower(cls: type[T], section: str, table: Mapping[str, Any], env: Map
     """A follower's ``[section]`` (tracker, seeder): its ``[section.catalogue]`` table parsed
     as every follower's, the rest by :func:`vmic.config.load_section`."""
     rest = dict(table)
+    check_renamed(section, rest)
     if "catalogue" not in rest:
         raise ConfigError(f"[{section}.catalogue] is missing (url, ca, endorser_dn: the catalogue to follow)")
     source = catalogue_source(rest.pop("catalogue"), f"[{section}.catalogue]")

@@ -18,7 +18,7 @@ import os
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
 
@@ -91,6 +91,13 @@ def _convert(value: Any, kind: Any, where: str) -> Any:
     return value
 
 
+def check_renamed(section: str, names: Iterable[str]) -> None:
+    """A ConfigError naming the new spelling of the first setting spelled as in an earlier release."""
+    renamed = sorted(name for name in names if name in RENAMED)
+    if renamed:
+        raise ConfigError(f"[{section}] {renamed[0]} is now spelled {RENAMED[renamed[0]]}")
+
+
 def load_section(
     cls: type[T],
     section: str,
@@ -106,9 +113,7 @@ def load_section(
     hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cast(Any, cls))}  # cls: any dataclass type (T is unbounded)
     unknown = set(table) - set(fields) - set(fixed)
-    renamed = sorted(name for name in unknown if name in RENAMED)
-    if renamed:
-        raise ConfigError(f"[{section}] {renamed[0]} is now spelled {RENAMED[renamed[0]]}")
+    check_renamed(section, unknown)
     if unknown:
         raise ConfigError(f"[{section}]: unknown setting(s) {', '.join(sorted(unknown))}")
     values: dict[str, Any] = {}

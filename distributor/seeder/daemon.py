@@ -55,7 +55,9 @@ QUICK_RETRIES = 10
 
 @dataclass(frozen=True)
 class SeederConfig(FollowsCatalogue):
+    #: the catalogue's blob store (``<data_dir>/blobs/sha512``), seeded in place, read only
     blob_dir: Path
+    #: resume data, so that a restart seeds at once without hashing
     state_dir: Path
     #: where BitTorrent peers reach this seeder
     listen: Listen = "127.0.0.1:6881"
@@ -68,9 +70,11 @@ class SeederConfig(FollowsCatalogue):
     #: fewer, it seeds normally: a lone downloader without the web seed would otherwise get
     #: one piece at a time.
     super_seed: bool = True
+    #: (see super_seed)
     super_seed_leechers: int = 3
     #: re-read the catalogue's list at least this often (its event stream is faster)
     poll_interval: Duration = 60.0
+    #: debug, info, warning or error (reloaded on SIGHUP)
     log_level: str = "info"
 
 
@@ -103,7 +107,8 @@ class Seeder:
 
     async def start(self) -> None:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
-        self._session = make_session(self.config.listen, self.config.upload_limit)
+        self._session = make_session(self.config.listen, self.config.upload_limit,
+                                     verify_https=self.config.catalogue.tls_ca is None)  # see its docstring
         self._pump = AlertPump(self._session, self._on_alert)
         self._http = follower_session([self.config.catalogue.tls_ca])
 

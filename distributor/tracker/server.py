@@ -54,11 +54,13 @@ log = logging.getLogger("distributor.tracker")
 
 @dataclass(frozen=True)
 class TrackerConfig(FollowsCatalogue):
+    #: where nodes announce
     listen: Listen = "127.0.0.1:6969"
     #: a connection that has not sent a whole announce (or sits idle) this long is closed
     header_timeout: Duration = 30.0
     #: how often peers announce (sent to them in whole seconds), and at least how far apart
     interval: Duration = 300.0
+    #: (see interval)
     min_interval: Duration = 30.0
     #: forget peers silent for this long (default: three announce intervals)
     peer_expiry: Duration = 900.0
@@ -70,6 +72,7 @@ class TrackerConfig(FollowsCatalogue):
     poll_interval: Duration = 60.0
     #: "site/rack" -> subnets: nodes get peers of their rack, then site, first
     topology: dict[str, list[str]] = field(default_factory=dict)
+    #: debug, info, warning or error (reloaded on SIGHUP)
     log_level: str = "info"
 
     @property

@@ -24,6 +24,12 @@ many connections, suggest mode for pieces in cache), then, for a data-centre LAN
   on 100 Mbit/s node links the preset queued seconds of data per peer, which delays the
   forwarding of fresh pieces (N = 8: T/T* 1.21 -> 1.16, origin copies 1.78 -> 1.70).
 - which pieces a node takes from the origin: :mod:`vmic.bittorrent.share`.
+- HTTPS web seeds and trackers are certificate-checked against the system's CAs; libtorrent
+  cannot be given another CA, so a follower of a catalogue with a site CA (``tls_ca``)
+  turns the check off for libtorrent alone (``verify_https=False``). What rests on it:
+  every byte from a web seed is checked against the piece hashes of the torrent whose
+  info hash the signed list names, and the whole image against the signed sha512; a
+  forged tracker answer can only name peers, whose bytes are checked the same way.
 """
 
 from __future__ import annotations
@@ -56,9 +62,11 @@ OVERRIDES: dict[str, Any] = {
 }
 
 
-def settings(listen: str, upload_limit: int = 0, download_limit: int = 0, user_agent: str = "") -> dict[str, Any]:
+def settings(listen: str, upload_limit: int = 0, download_limit: int = 0, user_agent: str = "",
+             verify_https: bool = True) -> dict[str, Any]:
     """``listen``: "host:port" to accept peers on; limits in bytes/s, 0 = none;
-    ``user_agent``: what HTTP trackers see (node daemons: "vmic-node/<name>")."""
+    ``user_agent``: what HTTP trackers see (node daemons: "vmic-node/<name>");
+    ``verify_https``: see the module's docstring."""
     result = dict(lt.high_performance_seed())
     result.update(OVERRIDES)
     result["listen_interfaces"] = listen
@@ -66,9 +74,11 @@ def settings(listen: str, upload_limit: int = 0, download_limit: int = 0, user_a
     result["download_rate_limit"] = download_limit
     if user_agent:
         result["user_agent"] = user_agent
+    result["validate_https_trackers"] = verify_https
     return result
 
 
-def make_session(listen: str, upload_limit: int = 0, download_limit: int = 0, user_agent: str = "") -> lt.session:
-    params: Any = settings(listen, upload_limit, download_limit, user_agent)  # the binding takes a plain dict
+def make_session(listen: str, upload_limit: int = 0, download_limit: int = 0, user_agent: str = "",
+                 verify_https: bool = True) -> lt.session:
+    params: Any = settings(listen, upload_limit, download_limit, user_agent, verify_https)  # the binding takes a dict
     return lt.session(params)

@@ -40,8 +40,11 @@ from .names import check_name
 @dataclass(frozen=True)
 class Publisher:
     name: str
-    token_sha256: str
-    namespaces: tuple[str, ...]
+    #: sha256 of the publisher's token (``vmic token`` prints it; the token itself is never
+    #: stored); a publisher needs this or client_dn
+    token_sha256: str = ""
+    #: namespaces it may publish in (default: its name)
+    namespaces: tuple[str, ...] = ()
     #: may manage partner subscriptions
     admin: bool = False
     #: subject of the TLS client certificate that authenticates this publisher (one-line form)
@@ -56,15 +59,20 @@ class CatalogueConfig:
     listen: Listen = "127.0.0.1:8470"
     #: the URL subscribers reach this catalogue at (default: http(s)://listen)
     public_url: str = ""
+    #: the endorser's certificate, which signs the list (default <data_dir>/keys/endorser.pem)
     endorser_cert: Path | None = None
+    #: its private key (default <data_dir>/keys/endorser.key; 0600)
     endorser_key: Path | None = None
+    #: hv:email of the list's endorser
     endorser_email: str = ""
     #: empty: SQLite file ``<data_dir>/catalogue.sqlite``; or ``postgresql://user@host/db``
     #: (the password from ``database_password_file``, PGPASSWORD or ~/.pgpass, never here)
     database: str = ""
     #: a file holding the database password alone (e.g. systemd's LoadCredential=)
     database_password_file: Path | None = None
+    #: dc:title and dc:description of the signed list
     list_title: str = "vmic image list"
+    #: (see list_title)
     list_description: str = "Images published through vmic"
     #: the list's dc:identifier; empty: generated once and kept in the database
     list_identifier: str = ""
@@ -78,11 +86,13 @@ class CatalogueConfig:
     #: this long is closed; a request body that stalls this long ends (an upload keeps what
     #: arrived; a JSON body is a 408)
     header_timeout: Duration = 30.0
+    #: (see header_timeout)
     body_timeout: Duration = 60.0
     #: an upload that received nothing for this long is dropped, with its bytes
     upload_expiry: Duration = 86400.0
     #: uploads one publisher may have open at once (429 beyond), and their bytes (507 beyond)
     max_uploads_per_publisher: int = 10
+    #: (see max_uploads_per_publisher)
     max_upload_bytes_per_publisher: Size = 256 * 2**30
     #: free bytes kept on the data directory's disk for the database, revocation and
     #: re-signing: uploads that would need them are refused (507)
@@ -103,10 +113,12 @@ class CatalogueConfig:
     torrent_format: str = "v1"
     #: serve HTTPS with this certificate and key (its name: the host of public_url)
     tls_cert: Path | None = None
+    #: (see tls_cert)
     tls_key: Path | None = None
     #: accept publishers' TLS client certificates issued by these CAs (file or directory)
     tls_client_ca: Path | None = None
     publishers: tuple[Publisher, ...] = field(default_factory=tuple)
+    #: debug, info, warning or error (reloaded on SIGHUP)
     log_level: str = "info"
 
     def __post_init__(self) -> None:

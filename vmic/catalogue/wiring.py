@@ -45,7 +45,7 @@ async def build(config: CatalogueConfig) -> CatalogueSite:
         await records.init()
         mirror_dir = config.data_dir / "mirror"
         swarm = Swarm(mirror_dir / "data", mirror_dir / "torrents", config.mirror_listen or format_listen(config.host, 0),
-                      web_seed=config.mirror_web_seed, user_agent=USER_AGENT)
+                      web_seed=config.mirror_web_seed, user_agent=USER_AGENT, verify_https=config.tls_ca is None)
         await swarm.start()
     except BaseException:
         await catalogue.close()

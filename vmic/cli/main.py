@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import secrets
@@ -39,6 +40,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = load()
     setup(config.log_level)
     asyncio.run(serve(config, load))
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from ..catalogue.config import load_catalogue_config
+    from ..config_check import check
+
+    config = load_catalogue_config(args.config)
+    cert, key = config.cert_path, config.key_path  # defaults under data_dir: checked as if set
+    print(check({"catalogue": dataclasses.replace(config, endorser_cert=cert, endorser_key=key)}, args.config))
     return 0
 
 
@@ -230,6 +241,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--listen", metavar="HOST:PORT", help="overrides listen in the config")
     s.add_argument("--public-url")
     s.set_defaults(func=cmd_serve)
+
+    cf = sub.add_parser("config", help="the catalogue's config file")
+    cfsub = cf.add_subparsers(dest="config_command", required=True)
+    cc = cfsub.add_parser("check", help="check the [catalogue] table and the files it names; start nothing")
+    cc.add_argument("-c", "--config", type=Path, default=argparse.SUPPRESS, help="TOML config file")
+    cc.set_defaults(func=cmd_config_check)
 
     k = sub.add_parser("keys", help="certificates for demos and tests")
     ksub = k.add_subparsers(dest="keys_command", required=True)

@@ -83,6 +83,8 @@ class Swarm:
     download_limit: int = 0
     web_seed: bool = True
     user_agent: str = ""
+    #: certificate checks of libtorrent's own HTTPS (off where a site CA is used: vmic/bittorrent/session.py)
+    verify_https: bool = True
     transfers: dict[str, Transfer] = field(default_factory=dict)  #: by v1 info hash
     hash_failures: int = 0
     _session: lt.session | None = None
@@ -93,7 +95,8 @@ class Swarm:
     async def start(self) -> None:
         private_dir(self.data_dir)  # downloads and their resume data
         private_dir(self.torrent_dir)
-        self._session = make_session(self.listen, self.upload_limit, self.download_limit, self.user_agent)
+        self._session = make_session(self.listen, self.upload_limit, self.download_limit, self.user_agent,
+                                     self.verify_https)
         self._pump = AlertPump(self._session, self._on_alert)
 
     async def close(self) -> None:
