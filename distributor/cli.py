@@ -26,9 +26,11 @@ from vmic.errors import ConfigError
 from vmic.json_body import runner_options
 from vmic.lifecycle import Reload, Signals
 from vmic.log import event, setup
+from vmic.units import parse_listen
 from vmic.version import add_version
 
 from .seeder.daemon import Seeder, SeederConfig
+from .seeder.web import make_app as seeder_app
 from .tracker.server import Tracker, TrackerConfig, log, make_app
 
 
@@ -43,17 +45,26 @@ def tracker_config(path: Path | None) -> TrackerConfig:
 async def run_seeder(config: SeederConfig, reload: Reload | None = None) -> None:
     signals = Signals(log, reload)  # before it listens
     seeder = Seeder(config)
-    await seeder.start()
-    event(log, "seeder.started", listen=config.listen, catalogue=config.catalogue.url, blobs=str(config.blob_dir))
-    task = asyncio.create_task(seeder.run())
+    runner = web.AppRunner(seeder_app(seeder), access_log=None, **runner_options())
+    await runner.setup()
     try:
-        await signals.wait()
-        event(log, "seeder.stopping")
+        if config.metrics_listen:  # first: a taken port stops the start before anything else
+            host, port = parse_listen(config.metrics_listen)
+            await web.TCPSite(runner, host, port).start()
+        await seeder.start()
+        event(log, "seeder.started", listen=config.listen, catalogue=config.catalogue.url,
+              blobs=str(config.blob_dir), metrics=config.metrics_listen or None)
+        task = asyncio.create_task(seeder.run())
+        try:
+            await signals.wait()
+            event(log, "seeder.stopping")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await seeder.close()  # saves resume data: the next start seeds at once
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await seeder.close()  # saves resume data: the next start seeds at once
+        await runner.cleanup()
 
 
 async def run_tracker(config: TrackerConfig, reload: Reload | None = None) -> None:

@@ -2,6 +2,7 @@
 socket's group only), what the ``nodecache`` CLI and the provisioning shim call.
 
     GET    /status            lists in force (or why refused), images, jobs, cache fill
+    GET    /healthz           200 while the daemon answers (liveness)
     GET    /readyz            200 when every catalogue has a verified, unexpired list in force, else 503
     POST   /ensure            {"image": id-or-name}: staged base; streams NDJSON progress
     POST   /evict             {"image": ...}: 409 if a VM uses it
@@ -34,6 +35,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from vmic.errors import BadRequest, VmicError
+from vmic.health import readiness_body
 from vmic.http_errors import errors_as_json
 from vmic.json_body import json_body
 
@@ -50,12 +52,15 @@ async def _body(request: web.Request, *keys: str) -> dict[str, Any]:
     return body
 
 
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the daemon answers."""
+    return web.json_response({"status": "ok"})
+
+
 async def readyz(request: web.Request) -> web.Response:
     """Ready when every followed catalogue has a verified, unexpired list in force."""
-    checks = request.app[NODE].lists.readiness()
-    ready = bool(checks) and all(c.ok for c in checks)
-    return web.json_response({"status": "ready" if ready else "not_ready", "checks": [c.to_json() for c in checks]},
-                             status=200 if ready else 503)
+    status, body = readiness_body(request.app[NODE].lists.readiness())
+    return web.json_response(body, status=status)
 
 
 async def status(request: web.Request) -> web.Response:
@@ -179,11 +184,12 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def make_app(node: Node) -> web.Application:
-    app = web.Application(middlewares=[errors_as_json(log, "daemon")])
+    app = web.Application(middlewares=[node.metrics.http.middleware(), errors_as_json(log, "daemon")])
     app[NODE] = node
     app.add_routes([
         web.get("/status", status),
         web.get("/readyz", readyz),
+        web.get("/healthz", healthz),
         web.post("/ensure", ensure),
         web.post("/evict", evict),
         web.post("/gc", gc),
@@ -204,7 +210,7 @@ def make_app(node: Node) -> web.Application:
 
 
 def metrics_app(node: Node) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[node.metrics.http.middleware()])
     app[NODE] = node
-    app.add_routes([web.get("/metrics", metrics), web.get("/readyz", readyz)])
+    app.add_routes([web.get("/metrics", metrics), web.get("/readyz", readyz), web.get("/healthz", healthz)])
     return app

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from vmic.catalogue_source import CatalogueSource, catalogue_source
-from vmic.config import Duration, Listen, Size, load_section, read_toml
+from vmic.config import Duration, Listen, OptionalListen, Size, load_section, read_toml
 from vmic.errors import ConfigError
 from vmic.preheat import NODE_NAME
 
@@ -140,7 +140,7 @@ class NodeConfig:
     #: the group that may use the socket besides root (a cloud controller's service user's)
     socket_group: str = ""
     #: host:port of a plain-HTTP listener for /metrics and /readyz (empty: the socket only)
-    metrics_listen: str = ""
+    metrics_listen: OptionalListen = ""
     #: debug, info, warning or error (reloaded on SIGHUP)
     log_level: str = "info"
     select: Selection = field(default_factory=Selection)

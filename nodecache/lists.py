@@ -17,9 +17,10 @@ from typing import Any
 import aiohttp
 
 from vmic.follow import ListFollower
-from vmic.health import Check
+from vmic.health import Check, list_checks
 from vmic.imagelist.model import ImageList
 from vmic.log import event
+from vmic.service_metrics import FollowerCollector
 
 from .metrics import Metrics
 from .planner import Listed, listed_images
@@ -37,6 +38,7 @@ class CatalogueLists:
         self._saved: dict[str, bytes] = {}  #: the signed bytes last saved, by catalogue
         for follower in followers.values():
             follower.on_refused = lambda exc: metrics.verification_failures.labels("list", exc.code).inc()
+        metrics.registry.register(FollowerCollector("vmic_node", lambda: self.followers))
 
     async def restore(self) -> None:
         """Each catalogue's last accepted list, verified again from its signed bytes."""
@@ -46,7 +48,6 @@ class CatalogueLists:
             if saved is not None and await follower.restore(*saved) is not None:
                 assert follower.current is not None
                 self._saved[url] = saved[0]
-                self.metrics.list_version.labels(url).set(follower.current.version)
 
     def listed(self, now: dt.datetime | None = None) -> dict[tuple[str, str], Listed]:
         """Every image of every list in force, by (catalogue, identifier)."""
@@ -70,7 +71,6 @@ class CatalogueLists:
         except BaseException:
             self._saved.pop(url, None)
             raise
-        self.metrics.list_version.labels(url).set(image_list.version)
         event(log, "node.list_accepted", catalogue=url, version=image_list.version, images=len(image_list.images))
 
     async def refresh(self, http: aiohttp.ClientSession) -> bool:
@@ -96,17 +96,7 @@ class CatalogueLists:
 
     def readiness(self, now: dt.datetime | None = None) -> list[Check]:
         """Per catalogue: is a verified list in force, and not expired?"""
-        now = now or dt.datetime.now(dt.timezone.utc)
-        checks = []
-        for url, follower in self.followers.items():
-            current = follower.current
-            if current is None:
-                reason = follower.refused or follower.unreachable or "not looked at yet"
-                checks.append(Check(f"list {url}", False, f"no list in force ({reason})"))
-            else:
-                checks.append(Check(f"list {url}", current.expires > now,
-                                    f"version {current.version}, expires {current.expires:%Y-%m-%dT%H:%M:%SZ}"))
-        return checks
+        return list_checks(self.followers, now or dt.datetime.now(dt.timezone.utc))
 
     def to_json(self) -> list[dict[str, Any]]:
         result = []

@@ -154,10 +154,11 @@ class Node:
 
     async def refresh_metrics(self) -> None:
         self._count_images(await self.state.images())
-        down, up = self.swarm.totals()
-        self.metrics.bytes_down.set(down)
-        self.metrics.bytes_up.set(up)
-        self.metrics.piece_failures.set(self.swarm.hash_failures)
+        down, up = self.swarm.payload_by_torrent()
+        m = self.metrics
+        m.bytes_down.inc(m.down_seen.increase(down))  # counters: a torrent removed or re-added never lowers them
+        m.bytes_up.inc(m.up_seen.increase(up))
+        m.piece_failures.inc(m.failures_seen.increase({"": self.swarm.hash_failures}))
 
     async def status(self) -> dict[str, Any]:
         records = await self.state.images()

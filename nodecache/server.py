@@ -14,6 +14,7 @@ from aiohttp import web
 from vmic.json_body import runner_options
 from vmic.lifecycle import Reload, Signals
 from vmic.log import event
+from vmic.units import parse_listen
 
 from .api import make_app, metrics_app
 from .config import NodeConfig
@@ -40,11 +41,11 @@ async def serve(config: NodeConfig, reload: Reload | None = None) -> None:
         if config.socket_group:
             os.chown(socket, -1, grp.getgrnam(config.socket_group).gr_gid)
         if config.metrics_listen:
-            host, _, port = config.metrics_listen.rpartition(":")
+            host, port = parse_listen(config.metrics_listen)
             metrics = web.AppRunner(metrics_app(node), access_log=None, **runner_options())
             await metrics.setup()
             runners.append(metrics)
-            await web.TCPSite(metrics, host.strip("[]") or None, int(port)).start()
+            await web.TCPSite(metrics, host, port).start()
         event(log, "node.listening", socket=str(socket), metrics=config.metrics_listen or None,
               bittorrent_port=node.swarm.port, backend=config.backend,
               catalogues=[c.url for c in config.catalogues])

@@ -56,7 +56,7 @@ async def test_sigkill_mid_download_resumes_with_the_pieces_it_had(site: Any, ke
             await node.start()
             held = await node.until_staged(record["sha512"])
             assert sha512(Path(held["location"])) == record["sha512"]
-            second_run = metric(await node.get("/metrics"), "vmic_node_bittorrent_downloaded_bytes")
+            second_run = metric(await node.get("/metrics"), "vmic_node_bittorrent_downloaded_bytes_total")
             # the payload counted includes end-game duplicates (the same block from the seeder and the
             # web seed: up to ~1.5 MiB measured); fetching everything again would be >= size
             kept_bytes = kept * torrent.info.piece_length()

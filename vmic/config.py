@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
 
 from .errors import ConfigError
-from .units import parse_duration, parse_listen, parse_size
+from .units import parse_duration, parse_listen, parse_optional_listen, parse_size
 
 T = TypeVar("T")
 
 Size = Annotated[int, parse_size]  #: bytes: 4096, "64M", "1.5G"
 Duration = Annotated[float, parse_duration]  #: seconds: 30, "90s", "5m", "48h", "7d"
 Listen = Annotated[str, parse_listen]  #: "host:port", "[::1]:port"
+OptionalListen = Annotated[str, parse_optional_listen]  #: the same, or "" (off)
 
 #: spellings of earlier releases -> what to write now (an error names it)
 RENAMED = {
@@ -65,7 +66,7 @@ def _convert(value: Any, kind: Any, where: str) -> Any:
             parse(value)
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-        return str(value) if parse is parse_listen else parse(value)
+        return str(value) if parse in (parse_listen, parse_optional_listen) else parse(value)
     if origin in (typing.Union, types.UnionType):
         options = [k for k in typing.get_args(kind) if k is not type(None)]
         if value is None or value == "":

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,8 @@ class ListFollower:
         self.refused: ImageListError | None = None
         self.unreachable: str | None = None
         self.unchanged = False  #: the last look found the list in force unchanged (304)
+        #: when (time.time()) the catalogue last answered with a good or unchanged list
+        self.last_success: float | None = None
         #: called with each refusal (a metric, say)
         self.on_refused: Callable[[ImageListError], None] | None = None
         self._looking = asyncio.Lock()
@@ -131,7 +134,7 @@ class ListFollower:
             return self._refused(exc, last)
         self.unreachable = None
         if fetched.message is None:  # the catalogue serves the list in force
-            self.refused, self.unchanged = None, True
+            self.refused, self.unchanged, self.last_success = None, True, time.time()
             return None
         message = fetched.message
         try:
@@ -139,7 +142,7 @@ class ListFollower:
                                                   History(last_version=last, known_images=self.known))
         except ImageListError as exc:
             return self._refused(exc, last)
-        self.refused, self.unchanged = None, False
+        self.refused, self.unchanged, self.last_success = None, False, time.time()
         self.current, self.signed, self.etag = image_list, message, fetched.etag
         self.known.update({image.identifier: image.sha512 for image in image_list.images})
         return image_list

@@ -70,5 +70,10 @@ def parse_listen(value: Any) -> tuple[str, int]:
     return host, port
 
 
+def parse_optional_listen(value: Any) -> tuple[str, int] | None:
+    """As :func:`parse_listen`, or None for "" (a listener that is off)."""
+    return None if value in ("", None) else parse_listen(value)
+
+
 def format_listen(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -39,7 +39,7 @@ import libtorrent as lt
 from vmic.bittorrent.alerts import AlertPump
 from vmic.bittorrent.session import make_session
 from vmic.capped import MAX_TORRENT_BYTES, read_capped
-from vmic.config import Duration, Listen, Size
+from vmic.config import Duration, Listen, OptionalListen, Size
 from vmic.errors import MalformedTorrent
 from vmic.follow import FollowsCatalogue, ListFollower, follower_session
 from vmic.imagelist.extensions import BTIH, TORRENT
@@ -74,6 +74,8 @@ class SeederConfig(FollowsCatalogue):
     super_seed_leechers: int = 3
     #: re-read the catalogue's list at least this often (its event stream is faster)
     poll_interval: Duration = 60.0
+    #: host:port of a plain-HTTP listener for /metrics, /healthz and /readyz (empty: none)
+    metrics_listen: OptionalListen = ""
     #: debug, info, warning or error (reloaded on SIGHUP)
     log_level: str = "info"
 

@@ -23,13 +23,14 @@ an image's swarm, how far each is: preheat's progress) and ``GET /swarm/<btih>/s
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import libtorrent as lt
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
 from vmic.background import background_tasks
 from vmic.bittorrent.share import place
@@ -37,11 +38,13 @@ from vmic.bittorrent.tracker_api import ShareView, SwarmPeer, SwarmView
 from vmic.config import Duration, Listen
 from vmic.errors import BadRequest, NotFound
 from vmic.follow import FollowsCatalogue, ListFollower, follower_session
+from vmic.health import list_checks, readiness_body
 from vmic.http_errors import errors_as_json
 from vmic.imagelist.extensions import BTIH, BTMH
 from vmic.imagelist.model import ImageList
 from vmic.log import event
 from vmic.preheat import node_from_user_agent
+from vmic.service_metrics import FollowerCollector, HttpMetrics, service_registry
 from vmic.units import parse_listen
 
 from .announce import Announce, TrackerError, parse_announce, parse_scrape
@@ -111,12 +114,13 @@ class Allowlist:
 
 class Metrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.announces = Counter("vmic_tracker_announces", "Announces by result", ["result"], registry=self.registry)
-        self.scrapes = Counter("vmic_tracker_scrapes", "Scrapes", registry=self.registry)
-        self.peers = Gauge("vmic_tracker_peers", "Peers known", registry=self.registry)
-        self.swarms = Gauge("vmic_tracker_swarms", "Swarms with peers", registry=self.registry)
-        self.allowed = Gauge("vmic_tracker_allowed_torrents", "Info hashes the catalogue lists", registry=self.registry)
+        self.registry = r = service_registry("tracker")
+        self.http = HttpMetrics(r, "vmic_tracker")
+        self.announces = Counter("vmic_tracker_announces", "Announces by result", ["result"], registry=r)
+        self.scrapes = Counter("vmic_tracker_scrapes", "Scrapes", registry=r)
+        self.peers = Gauge("vmic_tracker_peers", "Peers known", registry=r)
+        self.swarms = Gauge("vmic_tracker_swarms", "Swarms with peers", registry=r)
+        self.allowed = Gauge("vmic_tracker_allowed_torrents", "Info hashes the catalogue lists", registry=r)
 
 
 @dataclass
@@ -130,6 +134,7 @@ class Tracker:
 
     def __post_init__(self) -> None:
         self.follower = ListFollower(self.config.catalogue, log)
+        self.metrics.registry.register(FollowerCollector("vmic_tracker", lambda: {self.config.catalogue.url: self.follower}))
 
     @classmethod
     def from_config(cls, config: TrackerConfig) -> Tracker:
@@ -294,10 +299,26 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(tracker.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the catalogue's verified list is in force and not expired (else every
+    announce would be refused as an unknown torrent)."""
+    tracker = request.app[TRACKER]
+    status, body = readiness_body(list_checks({tracker.config.catalogue.url: tracker.follower},
+                                              dt.datetime.now(dt.timezone.utc)))
+    return web.json_response(body, status=status)
+
+
 def make_app(tracker: Tracker, follow: bool = True) -> web.Application:
-    app = web.Application(middlewares=[errors_as_json(log, "tracker")])  # JSON routes; announce answers itself
+    # JSON routes; announce answers itself
+    app = web.Application(middlewares=[tracker.metrics.http.middleware(), errors_as_json(log, "tracker")])
     app[TRACKER] = tracker
     app.add_routes([web.get("/announce", announce), web.get("/scrape", scrape), web.get("/metrics", metrics),
+                    web.get("/healthz", healthz), web.get("/readyz", readyz),
                     web.get("/swarm/{btih}", swarm_status),
                     web.get("/swarm/{btih}/share", swarm_share)])
     if follow:

@@ -1,35 +1,29 @@
-"""The catalogue's Prometheus metrics (one registry per catalogue: no global state)."""
+"""The catalogue's Prometheus metrics (one registry per catalogue: no global state); the
+build, process, and HTTP request metrics every daemon has: :mod:`vmic.service_metrics`."""
 
 from __future__ import annotations
 
-from typing import Any
+from prometheus_client import Counter, Gauge
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from ..service_metrics import HttpMetrics, service_registry
 
 
 class Metrics:
     """Everything ``GET /metrics`` shows."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter("vmic_catalogue_http_requests", "HTTP requests", ["route", "status"],
-                                registry=self.registry)
-        self.uploads = Counter("vmic_catalogue_uploads", "Finished uploads by result", ["result"],
-                               registry=self.registry)
-        self.upload_bytes = Counter("vmic_catalogue_upload_bytes", "Image bytes received", registry=self.registry)
-        self.list_version = Gauge("vmic_catalogue_imagelist_version", "hv:version of the signed list",
-                                  registry=self.registry)
-        self.images = Gauge("vmic_catalogue_images", "Images in the current list", registry=self.registry)
-        self.blob_bytes = Gauge("vmic_catalogue_blob_store_bytes", "Bytes in the blob store",
-                                registry=self.registry)
+        self.registry = r = service_registry("catalogue")
+        self.http = HttpMetrics(r, "vmic_catalogue")
+        self.uploads = Counter("vmic_catalogue_uploads", "Finished uploads by result", ["result"], registry=r)
+        self.upload_bytes = Counter("vmic_catalogue_upload_bytes", "Image bytes received", registry=r)
+        self.list_version = Gauge("vmic_catalogue_imagelist_version", "hv:version of the signed list", registry=r)
+        self.list_expiry = Gauge("vmic_catalogue_imagelist_expiry_timestamp_seconds",
+                                 "When the signed list served now expires (it is signed again at half its lifetime)",
+                                 registry=r)
+        self.endorser_expiry = Gauge("vmic_catalogue_endorser_certificate_expiry_timestamp_seconds",
+                                     "When the endorser certificate that signs the list expires", registry=r)
+        self.images = Gauge("vmic_catalogue_images", "Images in the current list", registry=r)
+        self.blob_bytes = Gauge("vmic_catalogue_blob_store_bytes", "Bytes in the blob store", registry=r)
         self.syncs = Counter("vmic_catalogue_partner_syncs", "Partner syncs by subscription and result "
                              "(ok, image_errors, unreachable, or the reason a list was refused)",
-                             ["subscription", "result"], registry=self.registry)
-        self._request_counters: dict[tuple[str, int], Any] = {}
-
-    def count_request(self, route: str, status: int) -> None:
-        """Count one request (labelled children are cached: this runs on every request)."""
-        counter = self._request_counters.get((route, status))
-        if counter is None:
-            counter = self._request_counters[(route, status)] = self.requests.labels(route, str(status))
-        counter.inc()
+                             ["subscription", "result"], registry=r)

@@ -62,11 +62,6 @@ KEEPALIVE_SECONDS = 15.0
 EVENT_STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("event_streams", set)
 
 
-def count_answer(request: web.Request, status: int) -> None:
-    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
-    catalogue_of(request).metrics.count_request(route, status)
-
-
 def record_json(record: ImageRecord, base_url: str) -> dict[str, Any]:
     return {
         "identifier": record.identifier,
@@ -147,6 +142,8 @@ async def metrics(request: web.Request) -> web.Response:
     current = catalogue.listing.current.image_list
     m.list_version.set(current.version)
     m.images.set(len(current.images))
+    m.list_expiry.set(current.expires.timestamp())
+    m.endorser_expiry.set(catalogue.listing.signer.certificate.not_valid_after_utc.timestamp())
     m.blob_bytes.set(await asyncio.get_running_loop().run_in_executor(None, catalogue.blobs.used_bytes))
     return web.Response(body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -334,7 +331,7 @@ def make_runner(catalogue: Catalogue, syncer: Syncer, **kwargs: Any) -> web.AppR
 
 
 def make_app(catalogue: Catalogue, syncer: Syncer) -> web.Application:
-    app = web.Application(middlewares=[errors_as_json(log, "catalogue", count_answer)])
+    app = web.Application(middlewares=[catalogue.metrics.http.middleware(), errors_as_json(log, "catalogue")])
     app[CATALOGUE] = catalogue
     app[BODY_TIMEOUT] = catalogue.config.body_timeout
     app.add_routes([

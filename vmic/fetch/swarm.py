@@ -300,11 +300,16 @@ class Swarm:
                 transfer.retries += 1
                 alert.handle.force_reannounce(2)
 
+    def payload_by_torrent(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Payload bytes downloaded and uploaded by each torrent in the session now (by v1
+        info hash; counted since it was added)."""
+        down, up = {}, {}
+        for info_hash, transfer in self.transfers.items():
+            status = transfer.handle.status()
+            down[info_hash], up[info_hash] = status.total_payload_download, status.total_payload_upload
+        return down, up
+
     def totals(self) -> tuple[int, int]:
         """Payload bytes downloaded and uploaded by the torrents in the session now."""
-        down = up = 0
-        for transfer in self.transfers.values():
-            status = transfer.handle.status()
-            down += status.total_payload_download
-            up += status.total_payload_upload
-        return down, up
+        down, up = self.payload_by_torrent()
+        return sum(down.values()), sum(up.values())
