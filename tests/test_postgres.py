@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -26,8 +29,20 @@ def _bindir() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
+@dataclass
+class PostgresServer:
+    url: str
+    pg_ctl: list[str]  #: pg_ctl -D DATA, as the server's user
+
+    def stop(self) -> None:
+        subprocess.run([*self.pg_ctl, "-m", "immediate", "stop"], capture_output=True, check=True)
+
+    def start(self) -> None:
+        subprocess.run([*self.pg_ctl, "-w", "start"], capture_output=True, check=True)
+
+
 @pytest.fixture(scope="module")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     bindir = _bindir()
     if bindir is None:
         pytest.skip("PostgreSQL server is not installed (tools/test installs it: apt-get install postgresql)")
@@ -49,13 +64,18 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "--auth=trust", "-U", "vmic", "-E", "UTF8"],
                    check=True, capture_output=True)
     options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log"),
-                    "-w", "start"], check=True, capture_output=True)
+    server = PostgresServer(f"postgresql://vmic@127.0.0.1:{port}", [
+        *run_as, str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log")])
+    server.start()
     try:
-        yield f"postgresql://vmic@127.0.0.1:{port}"
+        yield server
     finally:
-        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
+        subprocess.run([*server.pg_ctl, "-m", "immediate", "stop"], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def postgres_server(postgres: PostgresServer) -> str:
+    return postgres.url
 
 
 @pytest.fixture
@@ -122,3 +142,79 @@ async def test_two_catalogue_instances_on_one_database_publish_a_version_once(ca
 
 async def _noop() -> None:
     return None
+
+
+async def test_a_database_outage_is_a_503_and_sigterm_after_it_is_exit_0(postgres: PostgresServer, database_url: str,
+                                                                       keys: KeyPaths, tmp_path: Path) -> None:
+    """The database goes away under a running catalogue and comes back: requests in between
+    get a clear error (never a hang), the catalogue serves again by itself, and a SIGTERM
+    afterwards is a clean exit 0 (systemd must not mark the unit failed)."""
+    import aiohttp
+    from support import TOKENS, CatalogueProcess, make_config, sha512
+
+    from vmic.client import CatalogueClient
+    from vmic.errors import RemoteError
+
+    image = write_image(tmp_path / "a.raw", 2**20)
+    password = tmp_path / "db-password"
+    password.write_text("s3cret-not-printed\n")  # trust auth here: read and passed, never shown
+    config = make_config(tmp_path / "data", keys, database=database_url, database_password_file=password)
+    catalogue = CatalogueProcess(config, tmp_path / "vmic.toml")
+    catalogue.config_path.write_text(catalogue.config_path.read_text().replace(
+        "[catalogue]\n", f'[catalogue]\ndatabase_password_file = "{password}"\n', 1))
+    catalogue.start()
+    url = f"http://127.0.0.1:{config.port}"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            async with http.get(f"{url}/api/v1/images") as response:
+                assert response.status == 200
+            postgres.stop()
+            try:
+                async with http.get(f"{url}/api/v1/images") as response:
+                    assert response.status in (500, 503) and "error" in await response.json()
+                async with http.get(f"{url}/readyz") as response:
+                    assert response.status == 503
+                async with CatalogueClient(url, TOKENS["alice"]) as client:
+                    with pytest.raises(RemoteError):
+                        await client.upload(image, upload_request(image))
+            finally:
+                postgres.start()
+            for _ in range(200):  # the pool reconnects by itself
+                async with http.get(f"{url}/api/v1/images") as response:
+                    if response.status == 200:
+                        break
+                await asyncio.sleep(0.1)
+            assert response.status == 200
+        async with CatalogueClient(url, TOKENS["alice"]) as client:  # writes work again too
+            record = await client.upload(image, upload_request(image))
+        assert record["sha512"] == sha512(image)
+        assert catalogue.proc is not None
+        catalogue.proc.send_signal(signal.SIGTERM)
+        assert catalogue.proc.wait(30) == 0, catalogue.log.read_text()[-3000:]
+        assert "s3cret" not in catalogue.log.read_text()
+    finally:
+        catalogue.stop()
+
+
+async def test_a_start_on_a_taken_port_signs_nothing(database_url: str, keys: KeyPaths, tmp_path: Path) -> None:
+    """A start that cannot listen stops before the database is touched: no list signed,
+    one line on stderr, exit 1."""
+    import socket as sockets
+
+    from support import VMIC, config_toml, make_config
+
+    config = make_config(tmp_path / "data", keys, database=database_url)
+    (tmp_path / "vmic.toml").write_text(config_toml(config))
+    with sockets.socket() as taken:
+        taken.bind(("127.0.0.1", config.port))
+        taken.listen()
+        proc = await asyncio.create_subprocess_exec(*VMIC, "serve", "-c", str(tmp_path / "vmic.toml"),
+                                                    stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate()
+    assert proc.returncode == 1 and err.decode().count("\n") == 1 and "in use" in err.decode(), err
+    conn = await asyncpg.connect(database_url)
+    try:
+        tables = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    finally:
+        await conn.close()
+    assert tables == [], "nothing was created, nothing signed"

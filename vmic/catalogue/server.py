@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import socket
 from collections.abc import Callable
 
 from aiohttp import web
@@ -17,6 +18,21 @@ from .web import make_runner
 from .wiring import build
 
 log = logging.getLogger("vmic.catalogue")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (IPv6 if the host is one), as aiohttp's own."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 async def serve(config: CatalogueConfig, reload_config: Callable[[], CatalogueConfig] | None = None) -> None:
@@ -34,13 +50,21 @@ async def serve(config: CatalogueConfig, reload_config: Callable[[], CatalogueCo
         return ["publishers", "log_level"]
 
     signals = Signals(log, reload if reload_config is not None else None)  # before anything listens
-    site_parts = await build(config)
+    ssl_context = server_context(config)
+    # the port first: a start that cannot listen (taken, not allowed) stops before the
+    # database is opened or a list signed, with one line and exit 1
+    listening = bind(config.host, config.port)
+    try:
+        site_parts = await build(config)
+    except BaseException:
+        listening.close()
+        raise
     catalogue = site_parts.catalogue
     built.append(catalogue)
     runner = make_runner(catalogue, site_parts.syncer, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port, ssl_context=server_context(config))
+        site = web.SockSite(runner, listening, ssl_context=ssl_context)
         await site.start()
         event(log, "catalogue.listening", url=config.url, host=config.host, port=config.port,
               list_version=catalogue.listing.current.image_list.version)
