@@ -119,7 +119,7 @@ class Node:
         """Start the jobs the planner asks for; then evict what should go."""
         async with self._planning:
             listed = self.lists.listed()
-            held = {r.sha512: r.state for r in await self.state.images()}
+            held = planner.held_states((r.sha512, r.state, r.reason) for r in await self.state.images())
             decided = planner.plan(listed, held, set(self.runner.jobs), self.runner.failed_at, self._first_seen,
                                    self.clock(), self.policy)
             self._first_seen = decided.first_seen

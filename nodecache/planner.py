@@ -9,7 +9,7 @@ The daemon applies the answer; tests are tables (``tests/test_planner.py``).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from vmic.imagelist.extensions import BTIH, TORRENTS
@@ -23,6 +23,16 @@ from .selection import resolve, select
 #: what the cache's record of an image says that keeps the planner from fetching it
 #: ("evicted": for space or by an operator; only an explicit ensure brings it back)
 NOT_FETCHED = ("staged", "refused", "evicted")
+#: eviction reasons that only followed the list: such an image listed again (restored
+#: within the catalogue's revoke_grace) is fetched again like a new one
+UNLISTED = ("revoked", "expired")
+
+
+def held_states(records: Iterable[tuple[str, str, str]]) -> dict[str, str]:
+    """sha512 -> the state the planner goes by, from (sha512, state, reason) records: an
+    image evicted because its list no longer named it is "withdrawn", not "evicted"."""
+    return {sha512: "withdrawn" if state == "evicted" and reason in UNLISTED else state
+            for sha512, state, reason in records}
 
 
 @dataclass(frozen=True)

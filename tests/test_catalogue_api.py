@@ -7,11 +7,13 @@ import datetime as dt
 import hashlib
 import json
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
-from support import ENDORSER_DN, RunningCatalogue, auth, identities, upload_request, write_image
+from support import ENDORSER_DN, TOKENS, VMIC, RunningCatalogue, auth, identities, upload_request, write_image
 
 from vmic.imagelist.model import ImageList
 from vmic.imagelist.policy import History, Subscription
@@ -111,27 +113,66 @@ async def test_blob_download_with_ranges_as_a_web_seed_needs(catalogue: RunningC
         assert response.status == 416
 
 
-async def test_revoke_drops_the_image_and_keeps_blobs_still_referenced(catalogue: RunningCatalogue, keys: KeyPaths,
-                                                                     tmp_path: Path, http: aiohttp.ClientSession) -> None:
+async def vmic_cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(*VMIC, *args, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_revoke_drops_the_image_and_restore_brings_it_back_within_the_grace(
+        catalogue: RunningCatalogue, keys: KeyPaths, tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    from vmic.errors import RemoteError
+
+    only = await publish(catalogue, write_image(tmp_path / "only.raw", 8192, seed=8), name="three")
+    kept = await publish(catalogue, write_image(tmp_path / "kept.raw", 8192, seed=9), name="four")
+    before = await signed_list(catalogue, keys)
+    async with catalogue.client("alice") as client:
+        await client.revoke(only["identifier"])
+    revoked = await signed_list(catalogue, keys, History(last_version=before.version))
+    assert [i.identifier for i in revoked.images] == [kept["identifier"]]
+    assert catalogue.catalogue.blobs.has(only["sha512"]), "kept for revoke_grace (7 days by default)"
+    async with http.get(f"{catalogue.url}/images/{only['identifier']}") as response:
+        assert response.status == 410 and (await response.json())["error"] == "gone"  # not served while revoked
+    async with catalogue.client("bob") as client:
+        with pytest.raises(RemoteError) as caught:
+            await client.restore(only["identifier"])
+    assert caught.value.status == 403
+    rc, out, err = await vmic_cli("restore", only["identifier"], "--url", catalogue.url, "--token", TOKENS["alice"])
+    assert rc == 0 and only["identifier"] in out, err
+    restored = await signed_list(catalogue, keys, History(last_version=revoked.version))
+    assert sorted(i.identifier for i in restored.images) == sorted([only["identifier"], kept["identifier"]])
+    async with http.get(f"{catalogue.url}/images/{only['identifier']}") as response:
+        assert response.status == 200 and await response.read() == (tmp_path / "only.raw").read_bytes()
+    async with catalogue.client("alice") as client:
+        with pytest.raises(RemoteError, match="is not revoked") as caught:
+            await client.restore(kept["identifier"])
+    assert caught.value.status == 409
+
+
+async def test_after_the_grace_the_bytes_go_unless_still_referenced(catalogue_factory: Any, keys: KeyPaths,
+                                                                    tmp_path: Path) -> None:
+    from vmic.errors import RemoteError
+
+    catalogue = await catalogue_factory(revoke_grace=1.0)
     shared = write_image(tmp_path / "shared.raw", 8192, seed=7)
     first = await publish(catalogue, shared, name="one")
     second = await publish(catalogue, shared, name="two")  # same bytes, another image
     only = await publish(catalogue, write_image(tmp_path / "only.raw", 8192, seed=8), name="three")
-    before = await signed_list(catalogue, keys)
     blobs = catalogue.catalogue.blobs
-
     async with catalogue.client("alice") as client:
         await client.revoke(first["identifier"])
         await client.revoke(only["identifier"])
-    after = await signed_list(catalogue, keys, History(last_version=before.version))
-    assert after.version > before.version
-    assert [i.identifier for i in after.images] == [second["identifier"]]
+    revoked_at = time.monotonic()
+    assert blobs.has(only["sha512"])
+    await asyncio.sleep(max(0.0, revoked_at + 1.1 - time.monotonic()))  # past the one-second grace
+    assert await catalogue.catalogue.collect_garbage() == [only["sha512"]]
     assert blobs.has(second["sha512"]), "a blob still referenced by 'two' must stay"
-    assert not blobs.has(only["sha512"]), "a blob nothing references is removed"
-    async with http.get(f"{catalogue.url}/images/{only['identifier']}") as response:
-        assert response.status == 410 and (await response.json())["error"] == "gone"
-    async with catalogue.client(None) as client:
+    async with catalogue.client("alice") as client:
+        with pytest.raises(RemoteError, match="its bytes are gone") as caught:
+            await client.restore(only["identifier"])
         records = {r["identifier"]: r for r in await client.images()}
+    assert caught.value.status == 410
     assert records[first["identifier"]]["revoked"] is not None  # kept as a tombstone
 
 

@@ -135,6 +135,12 @@ async def test_a_base_in_use_is_never_evicted(catalogue: Any, keys: KeyPaths, tm
         assert not Path(held.location).exists() and await node.state.refs() == []
         assert list((config.cache_dir / "data").iterdir()) == []
 
+        async with catalogue.client() as client:  # restored within the catalogue's revoke_grace: back everywhere
+            await client.restore(record["identifier"])
+        await node.refresh()
+        again = await wait_staged(node, record["sha512"])
+        assert sha512(Path(again.location)) == record["sha512"]
+
 
 async def test_least_recently_used_go_first_above_the_watermark(catalogue: Any, keys: KeyPaths,
                                                                 tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from nodecache.config import Selection
-from nodecache.planner import Listed, Policy, find_listing, listed_images, plan
+from nodecache.planner import Listed, Policy, find_listing, held_states, listed_images, plan
 from vmic.imagelist.extensions import BTIH, NAME, NAMESPACE, PREHEAT, TORRENTS
 from vmic.imagelist.model import Endorser, Image, ImageList
 
@@ -51,6 +51,10 @@ def listed(*images: Image, torrents: bool = False, expired: tuple[Image, ...] = 
     # held, refused and evicted images are not fetched again; a running job is not doubled
     (listed(A, B), {A.sha512: "staged", B.sha512: "refused"}, set(), {}, {}, 0, POLICY, {"a": "held", "b": "held"}),
     (listed(A), {A.sha512: "evicted"}, set(), {}, {}, 0, POLICY, {"a": "held"}),
+    # evicted because the list dropped it, now listed again (restored): fetched again
+    (listed(A), held_states([(A.sha512, "evicted", "revoked")]), set(), {}, {}, 0, POLICY, {"a": "fetch"}),
+    (listed(A), held_states([(A.sha512, "evicted", "expired")]), set(), {}, {}, 0, POLICY, {"a": "fetch"}),
+    (listed(A), held_states([(A.sha512, "evicted", "space")]), set(), {}, {}, 0, POLICY, {"a": "held"}),
     (listed(A), {A.sha512: "fetching"}, {A.sha512}, {}, {}, 0, POLICY, {"a": "running"}),
     (listed(A), {A.sha512: "failed"}, set(), {}, {}, 0, POLICY, {"a": "fetch"}),
     # backoff after a failure

@@ -130,6 +130,10 @@ class CatalogueClient:
         _, _, body = await self._request("DELETE", f"/api/v1/images/{identifier}")
         return cast("dict[str, Any]", json.loads(body))
 
+    async def restore(self, identifier: str) -> dict[str, Any]:
+        _, _, body = await self._request("POST", f"/api/v1/images/{identifier}/restore")
+        return cast("dict[str, Any]", json.loads(body))
+
     async def preheat(self, identifier: str, target: dict[str, Any]) -> dict[str, Any]:
         _, _, body = await self._request("POST", f"/api/v1/images/{identifier}/preheat", json=target)
         return cast("dict[str, Any]", json.loads(body))

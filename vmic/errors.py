@@ -66,6 +66,11 @@ class Conflict(VmicError):
     code = "conflict"
 
 
+class Gone(VmicError):
+    status = 410
+    code = "gone"
+
+
 class TooLarge(VmicError):
     status = 413
     code = "too_large"

@@ -88,6 +88,8 @@ class CatalogueConfig:
     header_timeout: Duration = 30.0
     #: (see header_timeout)
     body_timeout: Duration = 60.0
+    #: a revoked image's bytes are kept this long: ``vmic restore`` brings it back until then
+    revoke_grace: Duration = 7 * 86400.0
     #: an upload that received nothing for this long is dropped, with its bytes
     upload_expiry: Duration = 86400.0
     #: uploads one publisher may have open at once (429 beyond), and their bytes (507 beyond)

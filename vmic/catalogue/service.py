@@ -17,7 +17,7 @@ from typing import Any
 
 from cryptography import x509
 
-from ..errors import ConfigError, Conflict, Forbidden, NotFound
+from ..errors import ConfigError, Conflict, Forbidden, Gone, NotFound
 from ..imagelist.smime import Signer
 from ..log import event
 from ..torrents import FORMATS as TORRENT_FORMATS
@@ -78,6 +78,15 @@ class Catalogue:
             await self.listing.refresh()
         return made
 
+    async def run_collector(self, every: float = 600.0) -> None:
+        """Remove the bytes of images revoked longer than ``revoke_grace`` ago."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.collect_garbage()
+            except Exception:  # e.g. the database away for a moment: the next round
+                log.exception("garbage.failed")
+
     async def run_torrent_maker(self) -> None:
         while True:
             await self.torrents_wanted.wait()
@@ -111,16 +120,35 @@ class Catalogue:
         return record
 
     async def withdraw(self, identifier: str, by: str) -> ImageRecord:
-        """Revoke an image version: out of the next list, its blob gone if nothing else uses it."""
+        """Revoke an image version: out of the next list at once; its blob stays for
+        ``revoke_grace`` (:meth:`restore`), then goes if nothing else uses it."""
         record = await self.store.revoke(identifier)
         await self.listing.refresh()
         await self.collect_garbage()
-        event(log, "image.revoked", image=identifier, by=by)
+        event(log, "image.revoked", image=identifier, by=by, restorable_for=self.config.revoke_grace)
+        return record
+
+    async def restore(self, publisher: Publisher, identifier: str) -> ImageRecord:
+        """A revoked image version back in the list, while its bytes are kept (``revoke_grace``)."""
+        record = await self.store.image(identifier)
+        if record.namespace not in publisher.namespaces:
+            raise Forbidden(f"publisher {publisher.name} may not restore images in namespace {record.namespace}")
+        if record.revoked is None:
+            raise Conflict(f"image {identifier} is not revoked")
+        until = record.revoked + dt.timedelta(seconds=self.config.revoke_grace)
+        if until <= dt.datetime.now(dt.timezone.utc) or not self.blobs.path(record.sha512).is_file():
+            raise Gone(f"image {identifier} was revoked at {record.revoked:%Y-%m-%dT%H:%M:%SZ}, more than "
+                       f"revoke_grace ago: its bytes are gone; publish it again")
+        record = await self.store.restore(identifier)
+        await self.changed()
+        event(log, "image.restored", image=identifier, by=publisher.name)
         return record
 
     async def collect_garbage(self) -> list[str]:
-        """Remove blobs that no unrevoked image references (pinned ones are being recorded)."""
-        live = await self.store.live_sha512s() | self.blobs.pinned
+        """Remove blobs that no image references, unrevoked or revoked less than
+        ``revoke_grace`` ago (pinned ones are being recorded)."""
+        kept_since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=self.config.revoke_grace)
+        live = await self.store.live_sha512s(kept_since) | self.blobs.pinned
         removed = sorted(self.blobs.sha512s() - live)
         for sha512 in removed:
             self.blobs.remove(sha512)

@@ -309,7 +309,18 @@ class MetadataStore:
         rows = await self.db.fetch("SELECT identifier, btih, btmh FROM torrents")
         return {r["identifier"]: (r["btih"], r["btmh"]) for r in rows}
 
-    async def live_sha512s(self) -> set[str]:
-        """Blobs that must be kept: those of every image not revoked."""
-        rows = await self.db.fetch("SELECT DISTINCT sha512 FROM images WHERE revoked IS NULL")
-        return {r["sha512"] for r in rows}
+    async def live_sha512s(self, revoked_since: dt.datetime | None = None) -> set[str]:
+        """Blobs that must be kept: those of every image not revoked, or revoked after
+        ``revoked_since`` (still restorable)."""
+        rows = await self.db.fetch("SELECT DISTINCT sha512, revoked FROM images")
+        return {r["sha512"] for r in rows
+                if r["revoked"] is None or (revoked_since is not None and required_time(r["revoked"]) > revoked_since)}
+
+    async def restore(self, identifier: str) -> ImageRecord:
+        """A revoked image version back in the list (the caller checked its bytes are kept)."""
+        async with self.db.transaction() as tx:
+            await tx.execute("UPDATE images SET revoked = NULL WHERE identifier = $1", identifier)
+            row = await tx.fetchone("SELECT * FROM images WHERE identifier = $1", identifier)
+        if row is None:
+            raise NotFound(f"no image {identifier}")
+        return ImageRecord.from_row(row)

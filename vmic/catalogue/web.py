@@ -20,7 +20,8 @@ Publishers (``Authorization: Bearer <token>``, or a TLS client certificate):
     HEAD   /api/v1/uploads/<id>          its offset
     PATCH  /api/v1/uploads/<id>          send bytes from Upload-Offset on
     DELETE /api/v1/uploads/<id>          abandon it
-    DELETE /api/v1/images/<identifier>   revoke an image version
+    DELETE /api/v1/images/<identifier>   revoke an image version (its bytes kept for revoke_grace)
+    POST /api/v1/images/<identifier>/restore   a revoked version back in the list, within revoke_grace
 
 Every error is a JSON body ``{"error": code, "message": text}`` with its HTTP status.
 """
@@ -285,6 +286,13 @@ async def revoke_image(request: web.Request) -> web.Response:
     return web.json_response(record_json(record, catalogue.config.url))
 
 
+async def restore_image(request: web.Request) -> web.Response:
+    """A revoked image version back in the list, within ``revoke_grace`` (else 410)."""
+    catalogue = catalogue_of(request)
+    record = await catalogue.restore(publisher_of(request), check_identifier(request.match_info["identifier"]))
+    return web.json_response(record_json(record, catalogue.config.url))
+
+
 async def set_preheat(request: web.Request) -> web.Response:
     """Sign a preheat target into the list: ``{"all": true}``, ``{"share": 0.25}``,
     ``{"nodes": [...]}``, or ``{}`` to cancel. The image's publisher, or an admin."""
@@ -343,6 +351,7 @@ def make_app(catalogue: Catalogue, syncer: Syncer) -> web.Application:
         web.get("/api/v1/images", list_images),
         web.get("/api/v1/images/{identifier}", show_image),
         web.delete("/api/v1/images/{identifier}", revoke_image),
+        web.post("/api/v1/images/{identifier}/restore", restore_image),
         web.post("/api/v1/images/{identifier}/preheat", set_preheat),
         web.get("/api/v1/images/{identifier}/preheat", preheat_status),
         web.options("/api/v1/uploads", upload_options),
@@ -368,5 +377,6 @@ def make_app(catalogue: Catalogue, syncer: Syncer) -> web.Application:
     app.on_shutdown.append(end_event_streams)
 
     app.cleanup_ctx.append(background_tasks(catalogue.listing.run, syncer.run,
-                                            catalogue.run_torrent_maker, catalogue.uploads.run_expiry))
+                                            catalogue.run_torrent_maker, catalogue.uploads.run_expiry,
+                                            catalogue.run_collector))
     return app

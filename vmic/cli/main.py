@@ -189,6 +189,12 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_restore(args: argparse.Namespace) -> int:
+    image = call(args, lambda client: client.restore(args.identifier))
+    print(f"restored {image['namespace']}/{image['name']} version {image['version']} ({image['identifier']})")
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from ..client import CatalogueClient, tls_context
     from ..imagelist.policy import History, Subscription
@@ -299,10 +305,15 @@ def parser() -> argparse.ArgumentParser:
     remote(uc, token=True)
     uc.set_defaults(func=cmd_uploads_cancel)
 
-    rv = sub.add_parser("revoke", help="remove an image version from the list")
+    rv = sub.add_parser("revoke", help="remove an image version from the list (restorable for revoke_grace)")
     rv.add_argument("identifier")
     remote(rv, token=True)
     rv.set_defaults(func=cmd_revoke)
+
+    rs = sub.add_parser("restore", help="a revoked image version back in the list, within revoke_grace")
+    rs.add_argument("identifier")
+    remote(rs, token=True)
+    rs.set_defaults(func=cmd_restore)
 
     subscribe_cmd.add_arguments(sub)
 
