@@ -51,7 +51,8 @@ async def build(config: NodeConfig, storage: Storage | None = None, clock: Calla
     private_dir(root, TRAVERSE)
     state = await State.open(root / "state.db")
     metrics = Metrics()
-    http = follower_session(source.tls_ca for source in config.catalogues)
+    http = follower_session((source.tls_ca for source in config.catalogues),
+                            user_agent=USER_AGENT_PREFIX + config.node_name)  # the catalogue learns its name
     storage = storage or build_storage(config)
     swarm = Swarm(root / "data", root / "torrents", config.listen, config.upload_limit, config.download_limit,
                   config.web_seed, USER_AGENT_PREFIX + config.node_name,

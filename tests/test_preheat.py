@@ -68,7 +68,12 @@ async def test_preheat_pushes_to_the_named_nodes_and_shows_their_progress(site: 
         assert await a.state.images() == [] and await b.state.images() == [], "nothing is pre-staged"
 
         remote = ("--url", catalogue.url, "--token", TOKENS["alice"])
-        pushed = await vmic("preheat", record["identifier"], "hv-a,hv-z", *remote)  # hv-z: no such node up
+        typo = await vmic("preheat", record["identifier"], "hv-a,hv-z", *remote)  # hv-z: no such node up
+        assert typo.returncode == 1 and typo.stderr.count("\n") == 1, typo.stderr
+        assert "unknown node(s) hv-z" in typo.stderr and "force" in typo.stderr
+        assert catalogue.catalogue.listing.current.image_list.image(record["identifier"]).extra.get(
+            "vmic:preheat") is None, "nothing was signed"
+        pushed = await vmic("preheat", record["identifier"], "hv-a,hv-z", "--force", *remote)  # hv-z: to come
         assert pushed.returncode == 0, pushed.stderr
         assert pushed.stdout.strip() == f'preheat of {record["identifier"]}: {{"nodes": ["hv-a", "hv-z"]}}'
         await wait_staged(a, record["sha512"])

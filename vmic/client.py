@@ -134,8 +134,10 @@ class CatalogueClient:
         _, _, body = await self._request("POST", f"/api/v1/images/{identifier}/restore")
         return cast("dict[str, Any]", json.loads(body))
 
-    async def preheat(self, identifier: str, target: dict[str, Any]) -> dict[str, Any]:
-        _, _, body = await self._request("POST", f"/api/v1/images/{identifier}/preheat", json=target)
+    async def preheat(self, identifier: str, target: dict[str, Any], force: bool = False) -> dict[str, Any]:
+        """``force``: name nodes the tracker has not heard of yet."""
+        path = f"/api/v1/images/{identifier}/preheat" + ("?force=true" if force else "")
+        _, _, body = await self._request("POST", path, json=target)
         return cast("dict[str, Any]", json.loads(body))
 
     async def preheat_status(self, identifier: str) -> dict[str, Any]:

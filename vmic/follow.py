@@ -61,11 +61,14 @@ async def fetch_signed_list(session: aiohttp.ClientSession, url: str, max_bytes:
         return Fetched(message, response.headers.get("ETag"))
 
 
-def follower_session(tls_cas: Iterable[Path | None]) -> aiohttp.ClientSession:
+def follower_session(tls_cas: Iterable[Path | None], timeout: aiohttp.ClientTimeout | None = None,
+                     user_agent: str | None = None) -> aiohttp.ClientSession:
     """The HTTP client of a follower: the system's CAs plus each catalogue's ``tls_ca``
-    for HTTPS, bounded connect and read timeouts (a long image download keeps reading)."""
-    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=60),
-                                 connector=aiohttp.TCPConnector(ssl=tls_context(tls_cas)))
+    for HTTPS; by default bounded connect and read timeouts (a long image download keeps
+    reading); node daemons say who they are (``vmic-node/<name>``)."""
+    return aiohttp.ClientSession(timeout=timeout or aiohttp.ClientTimeout(sock_connect=10, sock_read=60),
+                                 connector=aiohttp.TCPConnector(ssl=tls_context(tls_cas)),
+                                 headers={"User-Agent": user_agent} if user_agent else None)
 
 
 @dataclass(frozen=True)

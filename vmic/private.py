@@ -6,6 +6,7 @@ database, downloads and resume data are root's (or the service user's) alone.
                                    running as another user (libvirt's qemu) must pass
                                    through to open its own (chowned) files, but not list
     private_file(path)             a new file of mode 0600, opened for writing
+    write_private(path, data)      a 0600 file replaced whole (state files)
 
 Staged bases stay 0444 in a 0755 directory: every VM's disk reads through them.
 """
@@ -31,3 +32,14 @@ def private_file(path: Path) -> BinaryIO:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)
     return os.fdopen(fd, "wb")
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """``path`` replaced by ``data`` at once (a temporary file, fsync, rename): a crash
+    leaves the old file or the new one, never half of one; 0600."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with private_file(temporary) as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)

@@ -24,8 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import libtorrent as lt
@@ -44,10 +48,12 @@ from vmic.imagelist.extensions import BTIH, BTMH
 from vmic.imagelist.model import ImageList
 from vmic.log import event
 from vmic.preheat import node_from_user_agent
+from vmic.private import write_private
 from vmic.service_metrics import FollowerCollector, HttpMetrics, service_registry
 from vmic.units import parse_listen
 
 from .announce import Announce, TrackerError, parse_announce, parse_scrape
+from .snapshot import restore, snapshot
 from .swarm import Peer, Swarms
 from .topology import Topology
 
@@ -73,6 +79,9 @@ class TrackerConfig(FollowsCatalogue):
     max_peers_per_address: int = 16
     #: re-read the catalogue's list at least this often (its event stream is faster)
     poll_interval: Duration = 60.0
+    #: where the tracker keeps its swarms and the node names it heard across restarts (written
+    #: every minute and at a stop, 0600; empty: memory only, forgotten at a restart)
+    state_file: Path | None = None
     #: "site/rack" -> subnets: nodes get peers of their rack, then site, first
     topology: dict[str, list[str]] = field(default_factory=dict)
     #: debug, info, warning or error (reloaded on SIGHUP)
@@ -212,6 +221,34 @@ class Tracker:
         async with follower_session([self.config.catalogue.tls_ca]) as session:
             await self.follower.follow(session, self.take_list, self.config.poll_interval)
 
+    # --- memory across restarts (distributor/tracker/snapshot.py) ------------------------------
+
+    def load_state(self) -> None:
+        path = self.config.state_file
+        if path is None or not path.exists():
+            return
+        try:
+            data = json.loads(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            event(log, "tracker.state_unreadable", level=logging.WARNING, path=str(path), reason=str(exc))
+            return
+        peers = restore(self.swarms, data, time.time())
+        event(log, "tracker.state_restored", path=str(path), peers=peers)
+
+    def save_state(self) -> None:
+        path = self.config.state_file
+        if path is None:
+            return
+        try:
+            write_private(path, json.dumps(snapshot(self.swarms, time.time())).encode())
+        except OSError as exc:
+            event(log, "tracker.state_not_saved", level=logging.WARNING, path=str(path), reason=exc.strerror)
+
+    async def keep_state(self, every: float = 60.0) -> None:
+        while True:
+            await asyncio.sleep(every)
+            self.save_state()
+
     async def expire_peers(self) -> None:
         """Forget silent peers, whether or not the catalogue answers."""
         while True:
@@ -299,6 +336,17 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(tracker.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def remembered(tracker: Tracker) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The swarms as the last run left them, saved again at the stop."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        tracker.load_state()
+        yield
+        tracker.save_state()
+
+    return context
+
+
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process answers."""
     return web.json_response({"status": "ok"})
@@ -322,5 +370,6 @@ def make_app(tracker: Tracker, follow: bool = True) -> web.Application:
                     web.get("/swarm/{btih}", swarm_status),
                     web.get("/swarm/{btih}/share", swarm_share)])
     if follow:
-        app.cleanup_ctx.append(background_tasks(tracker.follow_catalogue, tracker.expire_peers))
+        app.cleanup_ctx.append(remembered(tracker))
+        app.cleanup_ctx.append(background_tasks(tracker.follow_catalogue, tracker.expire_peers, tracker.keep_state))
     return app

@@ -27,6 +27,7 @@ from .config import CatalogueConfig, Publisher, hash_token, publisher_for_subjec
 from .db import connect
 from .listing import ListSettings, ListSigner
 from .metrics import Metrics
+from .node_registry import NodeRegistry
 from .store import ImageRecord, ImageRequest, MetadataStore
 from .tls import server_context
 from .uploads import UploadLimits, Uploads
@@ -41,6 +42,8 @@ class Catalogue:
     blobs: BlobStore
     uploads: Uploads
     listing: ListSigner
+    #: node daemons heard of (preheat checks the names it is given)
+    nodes: NodeRegistry
     metrics: Metrics = field(default_factory=Metrics)
     #: set when images may lack a torrent; the torrent maker (run_torrent_maker) clears it
     torrents_wanted: asyncio.Event = field(default_factory=asyncio.Event)
@@ -206,7 +209,9 @@ async def open_catalogue(config: CatalogueConfig) -> Catalogue:
             config.max_uploads_per_publisher, config.max_upload_bytes_per_publisher, config.free_space_reserve,
             dt.timedelta(seconds=config.upload_expiry))),
         listing=ListSigner(store, signer, settings),
+        nodes=NodeRegistry(store.db),
     )
+    await catalogue.nodes.init()
     await catalogue.uploads.recover()
     await catalogue.collect_garbage()
     await catalogue.listing.refresh()

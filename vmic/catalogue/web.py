@@ -42,15 +42,15 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..background import background_tasks
-from ..bittorrent.tracker_api import fetch_swarm, swarm_url
 from ..errors import BadRequest, NotFound, VmicError, truncated
 from ..http_errors import errors_as_json
 from ..json_body import BODY_TIMEOUT, body_seconds, json_body, runner_options
-from ..preheat import parse_target
+from ..preheat import node_from_user_agent
 from ..sync.syncer import Syncer
 from ..sync.web import sync_apps
 from .names import check_identifier
 from .page import render
+from .preheat_routes import ROUTES as PREHEAT_ROUTES
 from .readiness import readiness
 from .request_context import CATALOGUE, catalogue_of, publisher_of
 from .service import Catalogue
@@ -91,7 +91,15 @@ def _conditional(request: web.Request, body: bytes, etag: str, content_type: str
     return web.Response(body=body, content_type=content_type, headers=headers)
 
 
+def note_node(request: web.Request) -> None:
+    """A node daemon looking at the list says its name (vmic/catalogue/node_registry.py)."""
+    name = node_from_user_agent(request.headers.get("User-Agent", ""))
+    if name:
+        catalogue_of(request).nodes.seen(name, request.remote or "")
+
+
 async def signed_list(request: web.Request) -> web.Response:
+    note_node(request)
     current = catalogue_of(request).listing.current
     return _conditional(request, current.signed, current.etag, "text/plain")
 
@@ -152,6 +160,7 @@ async def metrics(request: web.Request) -> web.Response:
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: ``event: imagelist`` with the version and ETag at every signing
     (the current one first), so followers need not wait for a poll interval."""
+    note_node(request)
     listing = catalogue_of(request).listing
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
@@ -293,40 +302,6 @@ async def restore_image(request: web.Request) -> web.Response:
     return web.json_response(record_json(record, catalogue.config.url))
 
 
-async def set_preheat(request: web.Request) -> web.Response:
-    """Sign a preheat target into the list: ``{"all": true}``, ``{"share": 0.25}``,
-    ``{"nodes": [...]}``, or ``{}`` to cancel. The image's publisher, or an admin."""
-    catalogue = catalogue_of(request)
-    body = await json_body(request)
-    record = await catalogue.preheat(publisher_of(request), check_identifier(request.match_info["identifier"]),
-                                     parse_target(body))
-    return web.json_response({"identifier": record.identifier, "preheat": record.metadata.get("preheat")})
-
-
-async def preheat_status(request: web.Request) -> web.Response:
-    """The image's preheat target and, from the tracker, every node in its swarm with its
-    progress; named target nodes not seen yet are listed as missing."""
-    catalogue = catalogue_of(request)
-    identifier = check_identifier(request.match_info["identifier"])
-    record = await catalogue.store.image(identifier)
-    target = record.metadata.get("preheat")
-    hashes = (await catalogue.store.info_hashes()).get(identifier)
-    body: dict[str, Any] = {"identifier": identifier, "preheat": target, "btih": hashes[0] if hashes else None,
-                            "nodes": [], "missing": [], "tracker_error": None}
-    url = swarm_url(catalogue.config.tracker_urls, hashes[0]) if hashes else None
-    if url is not None:
-        try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-                swarm = await fetch_swarm(session, url)
-            body["nodes"] = [p.to_json() for p in swarm.peers if p.name]
-        except (aiohttp.ClientError, asyncio.TimeoutError, VmicError) as exc:
-            body["tracker_error"] = f"{url}: {exc or type(exc).__name__}"
-    if target and "nodes" in target:
-        seen = {p["name"] for p in body["nodes"]}
-        body["missing"] = [n for n in target["nodes"] if n not in seen]
-    return web.json_response(body)
-
-
 #: the server's read buffer: large, so multi-GB uploads arrive in few, big chunks
 READ_BUFSIZE = 4 * 2**20
 
@@ -342,6 +317,7 @@ def make_app(catalogue: Catalogue, syncer: Syncer) -> web.Application:
     app = web.Application(middlewares=[catalogue.metrics.http.middleware(), errors_as_json(log, "catalogue")])
     app[CATALOGUE] = catalogue
     app[BODY_TIMEOUT] = catalogue.config.body_timeout
+    app.add_routes(PREHEAT_ROUTES)
     app.add_routes([
         web.get("/", index),
         web.get("/imagelist", signed_list),
@@ -352,8 +328,6 @@ def make_app(catalogue: Catalogue, syncer: Syncer) -> web.Application:
         web.get("/api/v1/images/{identifier}", show_image),
         web.delete("/api/v1/images/{identifier}", revoke_image),
         web.post("/api/v1/images/{identifier}/restore", restore_image),
-        web.post("/api/v1/images/{identifier}/preheat", set_preheat),
-        web.get("/api/v1/images/{identifier}/preheat", preheat_status),
         web.options("/api/v1/uploads", upload_options),
         web.post("/api/v1/uploads", start_upload),
         web.get("/api/v1/uploads", list_uploads),
@@ -378,5 +352,5 @@ def make_app(catalogue: Catalogue, syncer: Syncer) -> web.Application:
 
     app.cleanup_ctx.append(background_tasks(catalogue.listing.run, syncer.run,
                                             catalogue.run_torrent_maker, catalogue.uploads.run_expiry,
-                                            catalogue.run_collector))
+                                            catalogue.run_collector, catalogue.nodes.run))
     return app

@@ -130,7 +130,7 @@ def cmd_preheat(args: argparse.Namespace) -> int:
     out = console(sys.stdout)
     if args.target:
         target = {} if args.target == "cancel" else preheat_target(args.target)
-        result = call(args, lambda client: client.preheat(args.identifier, target))
+        result = call(args, lambda client: client.preheat(args.identifier, target, args.force))
         out.print(f"preheat of {args.identifier}: {json.dumps(result['preheat']) if result['preheat'] else 'none'}")
         return 0
     status = call(args, lambda client: client.preheat_status(args.identifier), token=False)
@@ -291,6 +291,7 @@ def parser() -> argparse.ArgumentParser:
     ph.add_argument("target", nargs="?", help="all | a share (0.25 or 25%%) | node names (hv1,hv2) | cancel; "
                                                "none: show progress per node")
     ph.add_argument("--json", action="store_true")
+    ph.add_argument("--force", action="store_true", help="name nodes the tracker has not heard of yet")
     remote(ph, token=True)
     ph.set_defaults(func=cmd_preheat)
 
