@@ -118,3 +118,23 @@ async def test_partner_sync_and_the_cli_use_tls_ca(catalogue_factory: Any, keys:
     trusted = await asyncio.to_thread(subprocess.run, [*listing, "--tls-ca", str(other_keys.ca_cert)],
                                       capture_output=True, text=True)
     assert trusted.returncode == 0 and '"golden"' in trusted.stdout, trusted.stderr
+
+
+async def test_vmic_keys_tls_issues_a_certificate_a_catalogue_serves(catalogue_factory: Any, tmp_path: Path) -> None:
+    """The README's HTTPS walk-through: ``vmic keys tls`` issues the server certificate from
+    the demo CA; followers name that CA as ``tls_ca``."""
+    from vmic.pki import init_keys
+
+    site_keys = init_keys(tmp_path / "keys")
+    made = await asyncio.to_thread(subprocess.run, [*VMIC, "keys", "tls", str(tmp_path / "keys"), "--name", "127.0.0.1"],
+                                   capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    cert, key = tmp_path / "keys" / "tls" / "127.0.0.1.pem", tmp_path / "keys" / "tls" / "127.0.0.1.key"
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    catalogue = await catalogue_factory(tls_cert=cert, tls_key=key)
+    listing = await asyncio.to_thread(subprocess.run, [*VMIC, "list", "--url", catalogue.url, "--tls-ca",
+                                                       str(site_keys.ca_cert)], capture_output=True, text=True)
+    assert listing.returncode == 0, listing.stderr
+    missing = await asyncio.to_thread(subprocess.run, [*VMIC, "keys", "tls", str(tmp_path), "--name", "x"],
+                                      capture_output=True, text=True)
+    assert missing.returncode == 2 and "holds no CA key" in missing.stderr

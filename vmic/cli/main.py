@@ -65,6 +65,24 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_tls(args: argparse.Namespace) -> int:
+    from ..pki import KeyPaths, issue_tls_certificate, load_ca, write_pair
+
+    paths = KeyPaths.under(args.directory)
+    if not paths.ca_key.is_file():
+        raise ConfigError(f"{args.directory} holds no CA key ({paths.ca_key}): make one with vmic keys init")
+    first = args.name[0]
+    cert, key = issue_tls_certificate(f"/CN={first}", *load_ca(paths), server_names=tuple(args.name),
+                                      days=args.days)
+    out = args.directory / "tls"
+    out.mkdir(mode=0o700, exist_ok=True)
+    write_pair(cert, key, out / f"{first}.pem", out / f"{first}.key")
+    print(f"server certificate: {out / f'{first}.pem'}  (tls_cert; names: {', '.join(args.name)})")
+    print(f"its key:            {out / f'{first}.key'}  (tls_key, 0600)")
+    print(f"followers trust it: tls_ca = \"{paths.ca_cert}\"  (vmic --tls-ca for the command line)")
+    return 0
+
+
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     from ..pki import KeyPaths, crl_path, revoke
 
@@ -261,6 +279,12 @@ def parser() -> argparse.ArgumentParser:
     ki.add_argument("--endorser-dn", default="/C=CH/O=vmic demo/CN=vmic catalogue endorser")
     ki.add_argument("--ca-dn", default="/C=CH/O=vmic demo/CN=vmic demo CA")
     ki.set_defaults(func=cmd_keys_init)
+    kt = ksub.add_parser("tls", help="an HTTPS server certificate from the CA in DIRECTORY (for a demo site)")
+    kt.add_argument("directory", type=Path)
+    kt.add_argument("--name", action="append", required=True,
+                    help="a host name or address the catalogue is reached at (public_url's host); repeatable")
+    kt.add_argument("--days", type=int, default=825)
+    kt.set_defaults(func=cmd_keys_tls)
     kr = ksub.add_parser("revoke", help="revoke a certificate the CA in DIRECTORY issued (its CRL, signed again)")
     kr.add_argument("directory", type=Path)
     kr.add_argument("certificate", type=Path)
