@@ -85,12 +85,18 @@ class ProvisionConfig:
     snapshot_share: float = 0.2
     #: the qemu binary (hypervisor = "qemu")
     qemu: str = "qemu-system-x86_64"
+    #: hypervisor = "qemu": each VM in a systemd scope of its own (vmic-vm-<name>.scope in
+    #: vmic-vms.slice), outside the daemon's cgroup, so a restart of the daemon's service
+    #: leaves VMs running: "auto" (where systemd runs the host), "systemd" or "none"
+    vm_scope: str = "auto"
     #: images allowed to run here (same keys as [nodecache.select]; empty: all listed)
     allow: Selection = field(default_factory=Selection)
 
     def __post_init__(self) -> None:
         if self.hypervisor not in HYPERVISORS:
             raise ConfigError(f"[nodecache.provision] hypervisor must be one of {', '.join(HYPERVISORS)}")
+        if self.vm_scope not in ("auto", "systemd", "none"):
+            raise ConfigError('[nodecache.provision] vm_scope must be "auto", "systemd" or "none"')
 
 
 @dataclass(frozen=True)

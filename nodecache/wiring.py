@@ -12,8 +12,10 @@ part with fakes of its neighbours, or the whole node with :func:`build`.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from vmic.fetch.fetcher import Fetcher
 from vmic.fetch.swarm import Swarm
@@ -41,7 +43,13 @@ def hypervisor_factory(config: NodeConfig) -> Callable[[], Hypervisor]:
     provision = config.provision
     if provision.hypervisor == "libvirt":
         return lambda: LibvirtHypervisor(provision.libvirt_uri)
-    return lambda: QemuHypervisor(config.vm_dir / "run", provision.qemu)
+    own_scope = provision.vm_scope == "systemd" or (provision.vm_scope == "auto" and systemd_runs_this_host())
+    return lambda: QemuHypervisor(config.vm_dir / "run", provision.qemu, own_scope)
+
+
+def systemd_runs_this_host() -> bool:
+    """sd_booted(3): systemd is PID 1 (and ``systemd-run`` there to ask it for a scope)."""
+    return Path("/run/systemd/system").is_dir() and shutil.which("systemd-run") is not None
 
 
 async def build(config: NodeConfig, storage: Storage | None = None, clock: Callable[[], float] = time.monotonic

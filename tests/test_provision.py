@@ -63,10 +63,21 @@ async def libvirt_node(catalogue: Any, keys: KeyPaths, tmp_path: Path) -> AsyncI
 
 
 @pytest.fixture
-async def qemu_node(catalogue: Any, keys: KeyPaths, tmp_path: Path) -> AsyncIterator[tuple[Any, dict[str, Any]]]:
+async def qemu_node(catalogue: Any, keys: KeyPaths, tmp_path: Path,
+                    monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Any, dict[str, Any]]]:
+    """qemu started directly, each VM in a systemd scope of its own. systemd is not PID 1
+    here, so ``systemd-run`` is a stand-in that notes what it was asked and runs the
+    command (what systemd-run --scope does, minus the cgroup)."""
     if shutil.which("qemu-system-x86_64") is None:
         pytest.skip("qemu-system-x86_64 is not installed")
-    async for pair in staged_node(catalogue, keys, tmp_path, ProvisionConfig(hypervisor="qemu", default_memory=64)):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemd-run").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {tmp_path / "scopes"}\n'
+                                         'while [ "$1" != "--" ]; do shift; done; shift; exec "$@"\n')
+    (bin_dir / "systemd-run").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    provision = ProvisionConfig(hypervisor="qemu", default_memory=64, vm_scope="systemd")
+    async for pair in staged_node(catalogue, keys, tmp_path, provision):
         yield pair
 
 
@@ -147,6 +158,9 @@ async def test_qemu_opens_the_overlay_on_its_base(qemu_node: tuple[Any, dict[str
     assert disk["image"]["backing-image"]["format"] == "raw"
     cdrom = next(b for b in blocks.values() if b.get("inserted", {}).get("file", "").endswith(".iso"))
     assert cdrom["inserted"]["ro"] is True
+    scope = (node.config.cache_dir.parent / "scopes").read_text().split()
+    assert scope[:6] == ["--scope", "--quiet", "--collect", "--unit=vmic-vm-batch-7", "--slice=vmic-vms.slice",
+                         "--description"], "a scope of its own: not in the node daemon's cgroup"
 
     status, _ = await node_api(node.config.socket_path, "DELETE", "/vms/batch-7")
     assert status == 200

@@ -96,10 +96,25 @@ class LibvirtHypervisor:
         return str(domain.XMLDesc()) if domain is not None else ""
 
 
+#: the slice that holds every VM's scope (systemd), beside the node daemon's service
+VM_SLICE = "vmic-vms.slice"
+
+
+def scoped(command: list[str], name: str) -> list[str]:
+    """``command`` run in a transient systemd scope of its own, ``vmic-vm-<name>.scope`` in
+    :data:`VM_SLICE`: the VM's qemu is then in no cgroup of the node daemon's, and a restart
+    or stop of the daemon's service leaves it running."""
+    return ["systemd-run", "--scope", "--quiet", "--collect", f"--unit=vmic-vm-{name}", f"--slice={VM_SLICE}",
+            "--description", f"vmic VM {name}", "--", *command]
+
+
 class QemuHypervisor:
-    def __init__(self, run_dir: Path, qemu: str = "qemu-system-x86_64") -> None:
+    def __init__(self, run_dir: Path, qemu: str = "qemu-system-x86_64", own_scope: bool = False) -> None:
+        """``own_scope``: start each VM in a systemd scope of its own (where systemd runs
+        the host: decided by the composition root)."""
         self.run_dir = run_dir
         self.qemu = qemu
+        self.own_scope = own_scope
         self.domain_type = "kvm" if os.path.exists("/dev/kvm") else "qemu"
 
     def files(self, name: str) -> dict[str, Path]:
@@ -124,7 +139,7 @@ class QemuHypervisor:
             command.append("-S")
         if spec.pin:
             command = ["taskset", "-c", ",".join(map(str, spec.pin)), *command]
-        return command
+        return scoped(command, spec.name) if self.own_scope else command
 
     def _pid(self, name: str) -> int | None:
         try:
