@@ -20,6 +20,8 @@ from support import free_port, node_config, publish_and_wait, running_node, runn
 from distributor.seeder.web import make_app as seeder_app
 from vmic.pki import KeyPaths
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 async def promtool(text: str) -> str:
     """promtool's complaints about ``text`` (empty: none)."""
@@ -96,6 +98,16 @@ async def test_every_daemon_s_metrics_pass_promtool_and_follow_the_conventions(s
     assert value(texts["seeder"], "vmic_seeder_uploaded_bytes_total") >= 3 * 2**20
     assert value(texts["seeder"], "vmic_seeder_torrents") == 1
     assert value(texts["nodecache"], "vmic_node_piece_hash_failures_total") == 0
+
+    # the shipped alerting rules: promtool accepts them, and every series they name is served
+    rules = ROOT / "etc" / "alerts.yml"
+    proc = await asyncio.create_subprocess_exec("promtool", "check", "rules", str(rules),
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, (out + err).decode()
+    served = "\n".join(texts.values())
+    named = set(re.findall(r"\b(vmic_[a-z_]+)", rules.read_text()))
+    assert named and [n for n in sorted(named) if not re.search(rf"^(# (HELP|TYPE) )?{n}\b", served, re.M)] == []
 
 
 def test_a_counter_fed_from_falling_totals_never_falls() -> None:
