@@ -122,7 +122,9 @@ class JobRunner:
         try:
             async with self._slots:
                 job.phase = "fetching"
+                fetch_started = self.clock()
                 source = await self.fetcher.fetch(image, job.progress)
+                self.metrics.fetch_seconds.observe(self.clock() - fetch_started)
                 try:
                     staged = await self._stage(job, source)
                 except ImageRefused:

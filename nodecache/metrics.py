@@ -21,6 +21,9 @@ class Metrics:
         self.staged = Counter("vmic_node_stages", "Finished stage attempts by result", ["result"], registry=r)
         self.stage_seconds = Histogram("vmic_node_stage_seconds", "From the decision to fetch to a staged base",
                                        buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600), registry=r)
+        self.fetch_seconds = Histogram("vmic_node_fetch_seconds", "From the start of a download to its last "
+                                       "byte (every piece checked; the sha512 is checked while staging)",
+                                       buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600), registry=r)
         self.verification_failures = Counter("vmic_node_verification_failures", "Lists or images refused, "
                                              "by kind and reason", ["kind", "reason"], registry=r)
         self.piece_failures = Counter("vmic_node_piece_hash_failures", "Pieces that failed their hash "
