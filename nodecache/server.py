@@ -13,6 +13,7 @@ from aiohttp import web
 
 from vmic.json_body import runner_options
 from vmic.lifecycle import Reload, Signals
+from vmic.listening import bind, claim_unix_socket
 from vmic.log import event
 from vmic.units import parse_listen
 
@@ -25,14 +26,20 @@ log = logging.getLogger("nodecache")
 
 async def serve(config: NodeConfig, reload: Reload | None = None) -> None:
     signals = Signals(log, reload)  # before anything listens
-    node = await build(config)
-    await node.start()
+    socket = config.socket_path
+    claim_unix_socket(socket)  # first: a second daemon on this cache stops here, changing nothing
+    metrics_socket = bind(*parse_listen(config.metrics_listen)) if config.metrics_listen else None
+    try:
+        node = await build(config)
+        await node.start()
+    except BaseException:
+        if metrics_socket is not None:
+            metrics_socket.close()
+        raise
     runners: list[web.AppRunner] = []
     task: asyncio.Task[None] | None = None
     try:
-        socket = config.socket_path
         socket.parent.mkdir(parents=True, exist_ok=True)
-        socket.unlink(missing_ok=True)  # a dead daemon's socket
         runner = web.AppRunner(make_app(node), access_log=None, **runner_options())
         await runner.setup()
         runners.append(runner)
@@ -40,12 +47,11 @@ async def serve(config: NodeConfig, reload: Reload | None = None) -> None:
         os.chmod(socket, 0o660)
         if config.socket_group:
             os.chown(socket, -1, grp.getgrnam(config.socket_group).gr_gid)
-        if config.metrics_listen:
-            host, port = parse_listen(config.metrics_listen)
+        if metrics_socket is not None:
             metrics = web.AppRunner(metrics_app(node), access_log=None, **runner_options())
             await metrics.setup()
             runners.append(metrics)
-            await web.TCPSite(metrics, host, port).start()
+            await web.SockSite(metrics, metrics_socket).start()
         event(log, "node.listening", socket=str(socket), metrics=config.metrics_listen or None,
               bittorrent_port=node.swarm.port, backend=config.backend,
               catalogues=[c.url for c in config.catalogues])

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from support import CatalogueProcess, NodeProcess, hash_token, make_config, node_config
+from support import NODECACHE, CatalogueProcess, NodeProcess, hash_token, make_config, node_config
 
 from vmic.pki import KeyPaths
 
@@ -56,6 +56,12 @@ async def test_sighup_does_not_kill_a_node_and_sigterm_is_exit_0(catalogue: Any,
     node = await NodeProcess(node_config(tmp_path / "node", catalogue.url, keys), tmp_path).start()
     try:
         assert node.proc is not None
+        # a second daemon on the same cache stops at once, one line, and takes nothing from the first
+        second = await asyncio.create_subprocess_exec(*NODECACHE, "-c", str(node.path), "run",
+                                                      stderr=asyncio.subprocess.PIPE)
+        _, err = await second.communicate()
+        assert second.returncode == 2 and err.decode().count("\n") == 1 and "another daemon answers" in err.decode()
+        assert (await node.get("/status"))["catalogues"], "the first one still answers on its socket"
         node.proc.send_signal(signal.SIGHUP)
         await logged_until(node.log, "config.reloaded")
         assert node.proc.poll() is None and (await node.get("/status"))["catalogues"]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import socket
 from collections.abc import Callable
 
 from aiohttp import web
 
 from ..lifecycle import Signals
+from ..listening import bind
 from ..log import event, setup
 from .config import CatalogueConfig
 from .service import Catalogue
@@ -18,21 +18,6 @@ from .web import make_runner
 from .wiring import build
 
 log = logging.getLogger("vmic.catalogue")
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (IPv6 if the host is one), as aiohttp's own."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(1024)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 async def serve(config: CatalogueConfig, reload_config: Callable[[], CatalogueConfig] | None = None) -> None:
