@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -93,17 +95,50 @@ class Run:
     #: the machine's CPUs busy during the swarm phase (all hosts share them): near 1.0, the
     #: run measured this machine's CPU rather than the links
     cpu_busy: float = 0.0
+    #: daemons only: per phase (PHASES), the median and the slowest node's seconds
+    phases: dict[str, tuple[float, float]] | None = None
 
     @property
     def ratio(self) -> float:
         return self.swarm_seconds / self.bound_seconds
 
 
+#: what a node daemon does between its start and "staged", each phase ending at the event
+#: its log names (JSON lines, ``ts``): start-up (imports, state, libtorrent session, listening),
+#: the first verified list, the planner's decision and the torrent (torrent wait, .torrent
+#: fetched and checked), the download (every piece checked), and staging (the whole-image
+#: sha512 pass and the hard link of the verified download)
+PHASES = (("start-up", "node.listening"), ("list", "node.list_accepted"), ("to fetch", "swarm.fetching"),
+          ("download", "node.staging"), ("sha512+stage", "node.staged"))
+
+
+def phase_split(logs: list[Path], spawned: float) -> dict[str, tuple[float, float]]:
+    """Per phase, the median and the slowest node's seconds, from each daemon's log."""
+    per_phase: dict[str, list[float]] = {name: [] for name, _ in PHASES}
+    for log in logs:
+        seen: dict[str, float] = {}
+        for line in log.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+                seen.setdefault(entry["event"], dt.datetime.fromisoformat(entry["ts"]).timestamp())
+            except (ValueError, KeyError, TypeError):
+                continue
+        last = spawned
+        for name, ended_by in PHASES:
+            at = seen.get(ended_by)
+            if at is None:
+                break
+            per_phase[name].append(max(0.0, at - last))
+            last = at
+    return {name: (statistics.median(values), max(values)) for name, values in per_phase.items() if values}
+
+
 async def stage_all(nodes: list[Host], work: Path, catalogue_url: str, ca: Path, dn: str, sha512: str,
-                    web_seed: bool) -> float:
+                    web_seed: bool) -> tuple[float, dict[str, tuple[float, float]]]:
     """Start a node daemon (nodecache) on every node host at once; seconds until the last
     one has the image *staged* (followed, fetched, verified against the signed sha512,
-    published as a base file), read from each daemon's status over its Unix socket."""
+    published as a base file), read from each daemon's status over its Unix socket; and
+    where that time went (:func:`phase_split`)."""
     import aiohttp
 
     procs, sockets = [], []
@@ -112,15 +147,16 @@ async def stage_all(nodes: list[Host], work: Path, catalogue_url: str, ca: Path,
         cache.mkdir(parents=True)
         config = cache / "node.toml"
         config.write_text(f'[nodecache]\ncache_dir = "{cache}"\nnode_name = "{node.name}"\nformat = "raw"\nlisten = "{node.address}:6881"\n'
-                          f'web_seed = {"true" if web_seed else "false"}\nlog_level = "warning"\n'
+                          f'web_seed = {"true" if web_seed else "false"}\nlog_level = "info"\n'
                           f'[[nodecache.catalogue]]\nurl = "{catalogue_url}"\nca = "{ca}"\nendorser_dn = "{dn}"\n')
         sockets.append(cache / "nodecache.sock")
-    start = time.monotonic()
-    logs = open(work / "daemons.log", "ab")
-    for node in nodes:
+    start, spawned = time.monotonic(), time.time()
+    logs = [work / "daemons" / node.name / "node.log" for node in nodes]
+    for node, log in zip(nodes, logs, strict=True):
         config = work / "daemons" / node.name / "node.toml"
-        procs.append(await asyncio.create_subprocess_exec(*node.command(PY, "-m", "nodecache.cli", "-c", str(config),
-                                                                        "run"), stderr=logs))
+        with open(log, "ab") as out:
+            procs.append(await asyncio.create_subprocess_exec(
+                *node.command(PY, "-m", "nodecache.cli", "-c", str(config), "run"), stderr=out))
     done: dict[int, float] = {}
     try:
         while len(done) < len(nodes):
@@ -139,11 +175,11 @@ async def stage_all(nodes: list[Host], work: Path, catalogue_url: str, ca: Path,
                 elif states.get(sha512) == "refused":
                     raise SystemExit(f"node {nodes[i].name} refused the image")
             if any(p.returncode is not None for p in procs):
-                raise SystemExit("a node daemon stopped: see daemons.log")
+                raise SystemExit("a node daemon stopped: see its node.log")
             await asyncio.sleep(0.1)
     finally:
         await stop_all(procs)
-    return max(done.values()) - start
+    return max(done.values()) - start, phase_split(logs, spawned)
 
 
 async def stop_all(procs: list[asyncio.subprocess.Process]) -> None:
@@ -223,9 +259,10 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
             sent_before = tx_bytes(origin)
             crossed_before = sum(link_bytes(r.uplink) for r in racks)
             cpu_before = cpu_ticks()
+            phases = None
             if args.daemons:
-                swarm = asyncio.run(stage_all(nodes, work, catalogue.url, keys.ca_dir, dn, sha512,
-                                              not args.no_web_seed))
+                swarm, phases = asyncio.run(stage_all(nodes, work, catalogue.url, keys.ca_dir, dn, sha512,
+                                                      not args.no_web_seed))
             else:
                 swarm = asyncio.run(fetch_all([
                     node.command(PY, str(HERE / "node_fetch.py"), "torrent", torrent_url, sha512,
@@ -252,7 +289,7 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
                 service.wait(15)
     u_s, u, d = rate_bytes(args.origin_up), rate_bytes(args.node_up), rate_bytes(args.node_down)
     bound = max(size / u_s, size / d, n * size / (u_s + n * u))
-    return Run(n, size, swarm, bound, unicast, copies, cross_rack, cpu_busy)
+    return Run(n, size, swarm, bound, unicast, copies, cross_rack, cpu_busy, phases)
 
 
 async def publish(url: str, image: Path, sha512: str) -> dict:
@@ -326,6 +363,9 @@ def main() -> None:
                 if run.unicast_seconds else f"{'-':>10} {'-':>10}"
             print(f"{n:>3} {size_mib:>6} {run.swarm_seconds:7.1f} {run.bound_seconds:7.1f} {run.ratio:6.2f} "
                   f"{unicast} {run.origin_copies:14.2f} {run.cross_rack_copies:18.2f} {run.cpu_busy:9.0%}", flush=True)
+            if run.phases:
+                print("      where the time went (median / slowest node, s): " + ", ".join(
+                    f"{name} {median:.1f} / {slowest:.1f}" for name, (median, slowest) in run.phases.items()), flush=True)
     write_result(args.result, {
         "nodes_are": "nodecache daemons (staged)" if args.daemons else "tools/bench/node_fetch.py (verified file)",
         "origin_up": args.origin_up, "node_up": args.node_up, "node_down": args.node_down,
@@ -333,7 +373,7 @@ def main() -> None:
         "runs": [{"nodes": r.nodes, "size_bytes": r.size, "swarm_seconds": r.swarm_seconds,
                   "bound_seconds": r.bound_seconds, "ratio": r.ratio, "unicast_seconds": r.unicast_seconds,
                   "origin_copies": r.origin_copies, "cross_rack_copies": r.cross_rack_copies,
-                  "cpu_busy": r.cpu_busy} for r in runs],
+                  "cpu_busy": r.cpu_busy, "phases": r.phases} for r in runs],
     })
 
 
