@@ -35,7 +35,8 @@ class PublishedBytes(Protocol):
 
     data_dir: Path
 
-    async def fetch(self, image: Image, progress: Callable[[int], None]) -> Path: ...
+    async def fetch(self, image: Image, progress: Callable[[int], None],
+                    on_sha512: Callable[[str], None] | None = None) -> Path: ...
 
     async def recheck(self, image: Image, progress: Callable[[int], None]) -> Path | None: ...
 
@@ -123,10 +124,11 @@ class JobRunner:
             async with self._slots:
                 job.phase = "fetching"
                 fetch_started = self.clock()
-                source = await self.fetcher.fetch(image, job.progress)
+                hashed: list[str] = []  # the download's sha512, hashed while it arrived (swarm)
+                source = await self.fetcher.fetch(image, job.progress, hashed.append)
                 self.metrics.fetch_seconds.observe(self.clock() - fetch_started)
                 try:
-                    staged = await self._stage(job, source)
+                    staged = await self._stage(job, source, hashed[-1] if hashed else None)
                 except ImageRefused:
                     job.phase = "rechecking"
                     rechecked = await self.fetcher.recheck(image, job.progress)
@@ -156,13 +158,14 @@ class JobRunner:
               location=staged.location, format=staged.format, seconds=round(seconds, 3))
         return held
 
-    async def _stage(self, job: Job, source: Path) -> Staged:
+    async def _stage(self, job: Job, source: Path, known_sha512: str | None = None) -> Staged:
         image = job.image
         job.phase, job.done = "staging", 0
         metadata = metadata_for(image, self.storage.target_format(image), job.catalogue,
                                 self.list_version(job.catalogue))
-        event(log, "node.staging", image=image.identifier, source=str(source))
-        staged = await self.storage.stage(source, image, metadata, job.progress)
+        event(log, "node.staging", image=image.identifier, source=str(source),
+              hashed_while_downloading=known_sha512 is not None)
+        staged = await self.storage.stage(source, image, metadata, job.progress, known_sha512)
         if not self.keep_published:
             self.fetcher.drop(image)
         return staged

@@ -31,7 +31,7 @@ class FakeFetcher:
         self.source, self.error = source, error
         self.dropped: list[str] = []
 
-    async def fetch(self, image: Image, progress: Any) -> Path:
+    async def fetch(self, image: Image, progress: Any, on_sha512: Any = None) -> Path:
         if self.error is not None:
             raise self.error
         assert self.source is not None

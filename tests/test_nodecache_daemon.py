@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import stat
 import subprocess
@@ -14,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from support import (
     NODECACHE,
+    logged,
     node_config,
     publish_and_wait,
     running_node,
@@ -46,7 +49,9 @@ async def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(args, proc.returncode or 0, out.decode(), err.decode())
 
 
-async def test_a_published_image_is_staged_on_the_node_by_itself(site: Any, keys: KeyPaths, tmp_path: Path) -> None:
+async def test_a_published_image_is_staged_on_the_node_by_itself(site: Any, keys: KeyPaths, tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     catalogue, tracker, _ = site
     config = node_config(tmp_path / "node", catalogue.url, keys)
     async with running_seeder(catalogue, keys, tmp_path / "seeder"), running_node(config) as node:
@@ -60,6 +65,8 @@ async def test_a_published_image_is_staged_on_the_node_by_itself(site: Any, keys
         # fetched over BitTorrent and seeded on: the torrent stays in the node's session
         assert torrent.btih in node.swarm.transfers
         assert node.swarm.transfers[torrent.btih].handle.status().is_seeding
+        # its sha512 was hashed while the pieces arrived: no whole-image pass after the last one
+        assert [e["hashed_while_downloading"] for e in logged(caplog, "node.staging")] == [True]
 
         status = await cli("--socket", str(config.socket_path), "status", "--json")
         assert status.returncode == 0, status.stderr

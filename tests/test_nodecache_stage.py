@@ -203,3 +203,29 @@ async def test_disk_full_while_staging(tmp_path: Path, small_disk: Path) -> None
         await stage(backend, packed_big, published(packed_big, compression="gzip"))
     assert leftovers(backend.base_dir) == [first.name], "no partial base; the other image is unaffected"
     assert first.read_bytes() == small.read_bytes()
+
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+async def test_a_sha512_hashed_while_downloading_spares_the_pass_and_a_wrong_one_is_checked(
+        tmp_path: Path, raw_image: Path, fmt: str) -> None:
+    """The link (or conversion) of a download whose sha512 was hashed while it arrived needs
+    no second pass; a claimed sha512 that is not the signed one makes the pass run, and the
+    file's own bytes decide."""
+    backend = FileStorage(tmp_path / "base", fmt, tmp_path / "vms")
+    image = published(raw_image)
+    metadata = metadata_for(image, fmt, "http://c", 3)
+    passes: list[int] = []
+    staged = await backend.stage(raw_image, image, metadata, passes.append, known_sha512=image.sha512)
+    assert passes == [], "no whole-image pass: the sha512 is known from the download"
+    assert staged.format == fmt and Path(staged.location).exists()
+    await backend.remove(image.sha512)
+
+    staged = await backend.stage(raw_image, image, metadata, passes.append, known_sha512="0" * 128)
+    assert passes, "a claim that is not the signed sha512: the bytes are hashed again"
+    await backend.remove(image.sha512)
+
+    wrong = published(raw_image, sha512="1" * 128)  # the signed list says other bytes
+    with pytest.raises(ImageRefused):
+        await backend.stage(raw_image, wrong, metadata_for(wrong, fmt, "http://c", 3), lambda n: None,
+                            known_sha512=image.sha512)
+    assert leftovers(tmp_path / "base") == []

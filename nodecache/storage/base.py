@@ -84,8 +84,11 @@ class Storage(Protocol):
 
     # --- bases ------------------------------------------------------------------------------
 
-    async def stage(self, source: Path, image: Image, metadata: dict[str, str], progress: Progress) -> Staged:
-        """Verify ``source`` (the image as published) and publish it as a base, atomically."""
+    async def stage(self, source: Path, image: Image, metadata: dict[str, str], progress: Progress,
+                    known_sha512: str | None = None) -> Staged:
+        """Verify ``source`` (the image as published) and publish it as a base, atomically.
+        ``known_sha512``: the sha512 of ``source`` as hashed while it arrived; where it is the
+        signed one, the whole-image pass need not run again (else it does, before refusing)."""
 
     async def staged(self) -> list[Staged]:
         """Every published base, read from the disk (or LVM), not from the database."""

@@ -61,7 +61,10 @@ class LvmStorage:
     def target_format(self, image: Image) -> str:
         return "raw"
 
-    async def stage(self, source: Path, image: Image, metadata: dict[str, str], progress: Progress) -> Staged:
+    async def stage(self, source: Path, image: Image, metadata: dict[str, str], progress: Progress,
+                    known_sha512: str | None = None) -> Staged:
+        # the copy into the volume hashes as it writes: a sha512 known from the download
+        # would save CPU, not time (the write is the bound), so it is checked again here
         unpacked = self.scratch / f"{image.sha512}.{image.format}"
         name = staging_name(image.sha512)
         try:

@@ -37,11 +37,13 @@ class Fetcher:
         self.torrent_dir = torrent_dir
         self.on_http_bytes = on_http_bytes  #: bytes that came over plain HTTP (a metric)
 
-    async def fetch(self, image: Image, progress: Callable[[int], None]) -> Path:
-        """The image's published bytes on disk (not yet trusted: staging checks them)."""
+    async def fetch(self, image: Image, progress: Callable[[int], None],
+                    on_sha512: Callable[[str], None] | None = None) -> Path:
+        """The image's published bytes on disk (not yet trusted: staging checks them).
+        ``on_sha512``: told the file's sha512 where it was hashed while arriving (swarm)."""
         if BTIH in image.extra:
             torrent = await self.swarm.torrent_for(self.http, image)
-            return await self.swarm.fetch(image, torrent, progress, self.http)
+            return await self.swarm.fetch(image, torrent, progress, self.http, on_sha512=on_sha512)
         before = 0
 
         def counted(done: int) -> None:

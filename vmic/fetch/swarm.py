@@ -49,6 +49,7 @@ from vmic.torrents import Torrent
 
 from ..errors import FetchFailed
 from ..private import private_dir
+from .prefix_hash import PrefixHasher
 from .shares import OriginShares
 
 log = logging.getLogger("vmic.swarm")
@@ -181,9 +182,12 @@ class Swarm:
         return transfer
 
     async def fetch(self, image: Image, torrent: Torrent, progress: Callable[[int], None],
-                    http: aiohttp.ClientSession | None = None, stall_seconds: float = 600) -> Path:
+                    http: aiohttp.ClientSession | None = None, stall_seconds: float = 600,
+                    on_sha512: Callable[[str], None] | None = None) -> Path:
         """Download until complete (resuming what is there); the path of the bytes. With
-        ``http`` and a node name, the node takes its origin share (:mod:`vmic.bittorrent.share`)."""
+        ``http`` and a node name, the node takes its origin share (:mod:`vmic.bittorrent.share`).
+        ``on_sha512``: told the sha512 of the file's bytes, hashed while they arrived
+        (:mod:`vmic.fetch.prefix_hash`), before this returns."""
         shares = OriginShares(torrent.btih, self._share_url(torrent, http), torrent.web_seeds)
         first = await shares.first(http, torrent.info.num_pieces()) if http is not None else None
         transfer = self._add(image, torrent, seed_mode=False, piece_priorities=first)
@@ -191,16 +195,38 @@ class Swarm:
         share = shares.policy.share
         event(log, "swarm.fetching", image=image.identifier, btih=torrent.btih,
               share=f"{share.index}/{share.count}" if share else None)
+        hasher = PrefixHasher(self.data_dir / image.sha512, torrent.info.piece_length(), image.size) \
+            if on_sha512 is not None else None
+        try:
+            await self._download(image, torrent.btih, transfer, shares, hasher, progress, http, stall_seconds)
+            if hasher is not None and on_sha512 is not None:
+                on_sha512(await hasher.finish())
+        finally:
+            if hasher is not None:
+                hasher.cancel()
+        saved = self._save_resume(torrent.btih)
+        if saved is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(saved.wait(), 60)
+        progress(image.size)
+        return self.data_dir / image.sha512
+
+    async def _download(self, image: Image, btih: str, transfer: Transfer, shares: OriginShares,
+                        hasher: PrefixHasher | None, progress: Callable[[int], None],
+                        http: aiohttp.ClientSession | None, stall_seconds: float) -> None:
+        """Until every piece is in and checked (or the transfer stalls for ``stall_seconds``)."""
         last, still, ticks = -1, 0.0, 0
         while not transfer.done.done():
             await asyncio.wait([transfer.done], timeout=TICK_SECONDS)
             ticks += 1
             status = transfer.handle.status()
             progress(status.total_wanted_done)
+            if hasher is not None:
+                hasher.advance(status.pieces)
             if _complete(status) and not transfer.done.done():  # complete once its resume data was checked
                 transfer.done.set_result(None)
             if ticks % round(RESUME_SECONDS / TICK_SECONDS) == 0:
-                self._save_resume(torrent.btih)
+                self._save_resume(btih)
             if http is not None:
                 await shares.step(http, list(status.pieces), TICK_SECONDS)
             if status.total_wanted_done == last:
@@ -211,12 +237,6 @@ class Swarm:
             else:
                 last, still = status.total_wanted_done, 0.0
         transfer.done.result()  # raises the torrent's error, if any
-        saved = self._save_resume(torrent.btih)
-        if saved is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(saved.wait(), 60)
-        progress(image.size)
-        return self.data_dir / image.sha512
 
     async def recheck(self, image: Image, torrent: Torrent, progress: Callable[[int], None],
                       http: aiohttp.ClientSession | None = None) -> Path:
