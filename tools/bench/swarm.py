@@ -112,19 +112,23 @@ PHASES = (("start-up", "node.listening"), ("list", "node.list_accepted"), ("to f
           ("download", "node.staging"), ("sha512+stage", "node.staged"))
 
 
-def phase_split(logs: list[Path], spawned: float) -> dict[str, tuple[float, float]]:
-    """Per phase, the median and the slowest node's seconds, from each daemon's log."""
-    per_phase: dict[str, list[float]] = {name: [] for name, _ in PHASES}
+def phase_split(logs: list[Path], since: float, phases: tuple[tuple[str, str], ...] = PHASES
+                ) -> dict[str, tuple[float, float]]:
+    """Per phase, the median and the slowest node's seconds, from each daemon's log (events
+    from ``since``, a wall-clock time, on)."""
+    per_phase: dict[str, list[float]] = {name: [] for name, _ in phases}
     for log in logs:
         seen: dict[str, float] = {}
         for line in log.read_text().splitlines():
             try:
                 entry = json.loads(line)
-                seen.setdefault(entry["event"], dt.datetime.fromisoformat(entry["ts"]).timestamp())
+                at = dt.datetime.fromisoformat(entry["ts"]).timestamp()
             except (ValueError, KeyError, TypeError):
                 continue
-        last = spawned
-        for name, ended_by in PHASES:
+            if at >= since:
+                seen.setdefault(entry["event"], at)
+        last = since
+        for name, ended_by in phases:
             at = seen.get(ended_by)
             if at is None:
                 break
@@ -133,53 +137,115 @@ def phase_split(logs: list[Path], spawned: float) -> dict[str, tuple[float, floa
     return {name: (statistics.median(values), max(values)) for name, values in per_phase.items() if values}
 
 
+@dataclass
+class Daemons:
+    """Node daemons (nodecache), one per node host, each with its log and socket."""
+
+    procs: list[asyncio.subprocess.Process]
+    sockets: list[Path]
+    logs: list[Path]
+    spawned: float  #: wall clock
+
+
+async def start_daemons(nodes: list[Host], work: Path, catalogue_url: str, ca: Path, dn: str,
+                        web_seed: bool) -> Daemons:
+    procs, sockets, logs = [], [], []
+    spawned = time.time()
+    for node in nodes:
+        cache = work / "daemons" / node.name
+        cache.mkdir(parents=True)
+        config = cache / "node.toml"
+        config.write_text(f'[nodecache]\ncache_dir = "{cache}"\nnode_name = "{node.name}"\nformat = "raw"\n'
+                          f'listen = "{node.address}:6881"\nweb_seed = {"true" if web_seed else "false"}\n'
+                          f'log_level = "info"\n'
+                          f'[[nodecache.catalogue]]\nurl = "{catalogue_url}"\nca = "{ca}"\nendorser_dn = "{dn}"\n')
+        sockets.append(cache / "nodecache.sock")
+        logs.append(cache / "node.log")
+        with open(logs[-1], "ab") as out:
+            procs.append(await asyncio.create_subprocess_exec(
+                *node.command(PY, "-m", "nodecache.cli", "-c", str(config), "run"), stderr=out))
+    return Daemons(procs, sockets, logs, spawned)
+
+
+async def statuses(daemons: Daemons) -> list[dict | None]:
+    """Each daemon's /status (None where its socket does not answer yet)."""
+    import aiohttp
+
+    found: list[dict | None] = []
+    for sock in daemons.sockets:
+        try:
+            async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as session:
+                async with session.get("http://node/status") as response:
+                    found.append(await response.json())
+        except (aiohttp.ClientError, OSError):
+            found.append(None)
+    if any(p.returncode is not None for p in daemons.procs):
+        raise SystemExit("a node daemon stopped: see its node.log")
+    return found
+
+
+async def until_following(daemons: Daemons) -> None:
+    """Until every daemon follows the catalogue (a verified list in force)."""
+    while not all(s is not None and s["catalogues"][0]["version"] is not None for s in await statuses(daemons)):
+        await asyncio.sleep(0.1)
+
+
+async def until_staged(daemons: Daemons, sha512: str) -> float:
+    """Until every daemon has ``sha512`` staged; the monotonic time the last one had it."""
+    done: dict[int, float] = {}
+    while len(done) < len(daemons.procs):
+        for i, status in enumerate(await statuses(daemons)):
+            states = {image["sha512"]: image["state"] for image in status["images"]} if status else {}
+            if i not in done and states.get(sha512) == "staged":
+                done[i] = time.monotonic()
+            elif states.get(sha512) == "refused":
+                raise SystemExit(f"node daemon {i} refused the image")
+        await asyncio.sleep(0.1)
+    return max(done.values())
+
+
 async def stage_all(nodes: list[Host], work: Path, catalogue_url: str, ca: Path, dn: str, sha512: str,
                     web_seed: bool) -> tuple[float, dict[str, tuple[float, float]]]:
     """Start a node daemon (nodecache) on every node host at once; seconds until the last
     one has the image *staged* (followed, fetched, verified against the signed sha512,
     published as a base file), read from each daemon's status over its Unix socket; and
     where that time went (:func:`phase_split`)."""
-    import aiohttp
-
-    procs, sockets = [], []
-    for node in nodes:
-        cache = work / "daemons" / node.name
-        cache.mkdir(parents=True)
-        config = cache / "node.toml"
-        config.write_text(f'[nodecache]\ncache_dir = "{cache}"\nnode_name = "{node.name}"\nformat = "raw"\nlisten = "{node.address}:6881"\n'
-                          f'web_seed = {"true" if web_seed else "false"}\nlog_level = "info"\n'
-                          f'[[nodecache.catalogue]]\nurl = "{catalogue_url}"\nca = "{ca}"\nendorser_dn = "{dn}"\n')
-        sockets.append(cache / "nodecache.sock")
-    start, spawned = time.monotonic(), time.time()
-    logs = [work / "daemons" / node.name / "node.log" for node in nodes]
-    for node, log in zip(nodes, logs, strict=True):
-        config = work / "daemons" / node.name / "node.toml"
-        with open(log, "ab") as out:
-            procs.append(await asyncio.create_subprocess_exec(
-                *node.command(PY, "-m", "nodecache.cli", "-c", str(config), "run"), stderr=out))
-    done: dict[int, float] = {}
+    start = time.monotonic()
+    daemons = await start_daemons(nodes, work, catalogue_url, ca, dn, web_seed)
     try:
-        while len(done) < len(nodes):
-            for i, sock in enumerate(sockets):
-                if i in done or not sock.exists():
-                    continue
-                try:
-                    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as session:
-                        async with session.get("http://node/status") as response:
-                            status = await response.json()
-                except aiohttp.ClientError:
-                    continue
-                states = {image["sha512"]: image["state"] for image in status["images"]}
-                if states.get(sha512) == "staged":
-                    done[i] = time.monotonic()
-                elif states.get(sha512) == "refused":
-                    raise SystemExit(f"node {nodes[i].name} refused the image")
-            if any(p.returncode is not None for p in procs):
-                raise SystemExit("a node daemon stopped: see its node.log")
-            await asyncio.sleep(0.1)
+        return await until_staged(daemons, sha512) - start, phase_split(daemons.logs, daemons.spawned)
     finally:
-        await stop_all(procs)
-    return max(done.values()) - start, phase_split(logs, spawned)
+        await stop_all(daemons.procs)
+
+
+#: from an image published to its base staged, each phase ending at the event the node logs
+PUBLISH_PHASES = (("list", "node.list_accepted"), ("torrent+to fetch", "swarm.fetching"),
+                  ("download", "node.staging"), ("sha512+stage", "node.staged"))
+
+
+async def publish_to_staged(nodes: list[Host], origin: Host, work: Path, catalogue: CatalogueUnderTest, ca: Path,
+                            dn: str, size: int, web_seed: bool
+                            ) -> tuple[float, dict[str, tuple[float, float]], float, float]:
+    """Daemons running and following first; then publish: seconds from the image being
+    published (the upload's 201) to every node having it staged, where that went, origin
+    copies and CPU."""
+    daemons = await start_daemons(nodes, work, catalogue.url, ca, dn, web_seed)
+    try:
+        await until_following(daemons)
+        image = work / "image.raw"
+        with open(image, "wb") as out:
+            block = os.urandom(4 * 2**20)
+            for i in range(size // len(block)):
+                out.write(block[i % 13:] + block[: i % 13])
+        sha512 = hashlib.sha512(image.read_bytes()).hexdigest()
+        sent_before, cpu_before = tx_bytes(origin), cpu_ticks()
+        await publish(catalogue.url, image, sha512)
+        published, published_wall = time.monotonic(), time.time()
+        last = await until_staged(daemons, sha512)
+        return (last - published, phase_split(daemons.logs, published_wall, PUBLISH_PHASES),
+                (tx_bytes(origin) - sent_before) / size, busy_since(cpu_before))
+    finally:
+        await stop_all(daemons.procs)
 
 
 async def stop_all(procs: list[asyncio.subprocess.Process]) -> None:
@@ -243,6 +309,14 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
             services.append(subprocess.Popen([PY, "-m", "distributor.cli", "tracker", "-c",
                                               str(work / "distributor.toml")], stderr=logs))
             wait_port(tracker_port, services[-1], host=lab.gateway)
+            if args.from_publish:  # daemons and seeder running and following before the image exists
+                services.append(subprocess.Popen(origin.command(PY, "-m", "distributor.cli", "seeder", "-c",
+                                                                str(work / "distributor.toml")), stderr=logs))
+                swarm, phases, copies, cpu_busy = asyncio.run(publish_to_staged(
+                    nodes, origin, work, catalogue, keys.ca_dir, dn, size, not args.no_web_seed))
+                u_s, u, d = rate_bytes(args.origin_up), rate_bytes(args.node_up), rate_bytes(args.node_down)
+                bound = max(size / u_s, size / d, n * size / (u_s + n * u))
+                return Run(n, size, swarm, bound, None, copies, 0.0, cpu_busy, phases)
             image = work / "image.raw"
             with open(image, "wb") as out:
                 block = os.urandom(4 * 2**20)
@@ -342,11 +416,15 @@ def main() -> None:
     parser.add_argument("--no-super-seed", action="store_true", help="the seeder does not super-seed")
     parser.add_argument("--daemons", action="store_true",
                         help="real node daemons (nodecache): T ends when every node has the image *staged*")
+    parser.add_argument("--from-publish", action="store_true",
+                        help="with --daemons: daemons and seeder run and follow first; T runs from the image "
+                             "published to every node having it staged")
     parser.add_argument("--racks", type=int, default=0, help="put the hosts in this many racks (2 or 3)")
     parser.add_argument("--uplink", default="100mbit", help="each rack's link to the others")
     parser.add_argument("--topology", action="store_true", help="give the tracker the racks' subnets")
     parser.add_argument("--result", default="swarm", help="name of the JSON result (default: swarm)")
     args = parser.parse_args()
+    args.daemons = args.daemons or args.from_publish
     if args.no_web_seed:
         os.environ["VMIC_NODE_NO_WEB_SEED"] = "1"  # inherited by every node (tools/bench/node_fetch.py)
     runs = []
@@ -367,7 +445,8 @@ def main() -> None:
                 print("      where the time went (median / slowest node, s): " + ", ".join(
                     f"{name} {median:.1f} / {slowest:.1f}" for name, (median, slowest) in run.phases.items()), flush=True)
     write_result(args.result, {
-        "nodes_are": "nodecache daemons (staged)" if args.daemons else "tools/bench/node_fetch.py (verified file)",
+        "nodes_are": ("nodecache daemons, running before the publish (published -> staged)" if args.from_publish
+                      else "nodecache daemons (staged)" if args.daemons else "tools/bench/node_fetch.py (verified file)"),
         "origin_up": args.origin_up, "node_up": args.node_up, "node_down": args.node_down,
         "racks": args.racks, "uplink": args.uplink if args.racks else None, "topology": args.topology,
         "runs": [{"nodes": r.nodes, "size_bytes": r.size, "swarm_seconds": r.swarm_seconds,
