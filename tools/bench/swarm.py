@@ -97,6 +97,9 @@ class Run:
     cpu_busy: float = 0.0
     #: daemons only: per phase (PHASES), the median and the slowest node's seconds
     phases: dict[str, tuple[float, float]] | None = None
+    #: --stock: stock libtorrent (default settings) + opentracker on the same hosts, same run
+    stock_seconds: float | None = None
+    stock_copies: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -225,7 +228,7 @@ PUBLISH_PHASES = (("list", "node.list_accepted"), ("torrent+to fetch", "swarm.fe
 
 async def publish_to_staged(nodes: list[Host], origin: Host, work: Path, catalogue: CatalogueUnderTest, ca: Path,
                             dn: str, size: int, web_seed: bool
-                            ) -> tuple[float, dict[str, tuple[float, float]], float, float]:
+                            ) -> tuple[float, dict[str, tuple[float, float]], float, float, str, str]:
     """Daemons running and following first; then publish: seconds from the image being
     published (the upload's 201) to every node having it staged, where that went, origin
     copies and CPU."""
@@ -239,13 +242,49 @@ async def publish_to_staged(nodes: list[Host], origin: Host, work: Path, catalog
                 out.write(block[i % 13:] + block[: i % 13])
         sha512 = hashlib.sha512(image.read_bytes()).hexdigest()
         sent_before, cpu_before = tx_bytes(origin), cpu_ticks()
-        await publish(catalogue.url, image, sha512)
+        record = await publish(catalogue.url, image, sha512)
         published, published_wall = time.monotonic(), time.time()
         last = await until_staged(daemons, sha512)
         return (last - published, phase_split(daemons.logs, published_wall, PUBLISH_PHASES),
-                (tx_bytes(origin) - sent_before) / size, busy_since(cpu_before))
+                (tx_bytes(origin) - sent_before) / size, busy_since(cpu_before), record["identifier"], sha512)
     finally:
         await stop_all(daemons.procs)
+
+
+def stock_swarm(lab: Lab, origin: Host, nodes: list[Host], work: Path, catalogue_url: str, identifier: str,
+                sha512: str, size: int) -> tuple[float, float]:
+    """The same image to the same hosts with stock BitTorrent (tools/bench/stock_node.py:
+    libtorrent's default settings, a torrent of libtorrent's default piece size with the
+    catalogue as web seed, a plain seeder on the origin, opentracker); seconds until every
+    node has verified it, and origin copies."""
+    import libtorrent as lt
+
+    blob = work / "catalogue" / "blobs" / "sha512" / sha512[:2] / sha512
+    port = 6970
+    tracker = subprocess.Popen(["opentracker", "-i", lab.gateway, "-p", str(port), "-P", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seeder = None
+    try:
+        made = lt.create_torrent(lt.list_files(str(blob)))  # libtorrent's default piece size, v1 and v2
+        made.add_tracker(f"http://{lab.gateway}:{port}/announce")
+        made.add_url_seed(f"{catalogue_url}/images/{identifier}")
+        lt.set_piece_hashes(made, str(blob.parent))
+        torrent_file = work / "stock.torrent"
+        torrent_file.write_bytes(lt.bencode(made.generate()))
+        seeder = subprocess.Popen(origin.command(PY, str(HERE / "stock_node.py"), "seed", str(torrent_file),
+                                                 str(blob.parent), origin.address), stdout=subprocess.DEVNULL)
+        wait_port(port, tracker, host=lab.gateway)
+        sent_before = tx_bytes(origin)
+        seconds = asyncio.run(fetch_all([
+            node.command(PY, str(HERE / "stock_node.py"), "fetch", str(torrent_file), sha512,
+                         str(work / "stock" / node.name), node.address) for node in nodes]))
+        return seconds, (tx_bytes(origin) - sent_before) / size
+    finally:
+        for proc in (seeder, tracker):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(15)
+        shutil.rmtree(work / "stock", ignore_errors=True)
 
 
 async def stop_all(procs: list[asyncio.subprocess.Process]) -> None:
@@ -312,11 +351,13 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
             if args.from_publish:  # daemons and seeder running and following before the image exists
                 services.append(subprocess.Popen(origin.command(PY, "-m", "distributor.cli", "seeder", "-c",
                                                                 str(work / "distributor.toml")), stderr=logs))
-                swarm, phases, copies, cpu_busy = asyncio.run(publish_to_staged(
+                swarm, phases, copies, cpu_busy, identifier, sha512 = asyncio.run(publish_to_staged(
                     nodes, origin, work, catalogue, keys.ca_dir, dn, size, not args.no_web_seed))
+                stock = stock_swarm(lab, origin, nodes, work, catalogue.url, identifier, sha512, size) \
+                    if args.stock else (None, None)
                 u_s, u, d = rate_bytes(args.origin_up), rate_bytes(args.node_up), rate_bytes(args.node_down)
                 bound = max(size / u_s, size / d, n * size / (u_s + n * u))
-                return Run(n, size, swarm, bound, None, copies, 0.0, cpu_busy, phases)
+                return Run(n, size, swarm, bound, None, copies, 0.0, cpu_busy, phases, *stock)
             image = work / "image.raw"
             with open(image, "wb") as out:
                 block = os.urandom(4 * 2**20)
@@ -419,6 +460,9 @@ def main() -> None:
     parser.add_argument("--from-publish", action="store_true",
                         help="with --daemons: daemons and seeder run and follow first; T runs from the image "
                              "published to every node having it staged")
+    parser.add_argument("--stock", action="store_true",
+                        help="with --from-publish: then stock libtorrent (default settings) + opentracker on the "
+                             "same hosts and shaping, and the ratio ours/stock")
     parser.add_argument("--racks", type=int, default=0, help="put the hosts in this many racks (2 or 3)")
     parser.add_argument("--uplink", default="100mbit", help="each rack's link to the others")
     parser.add_argument("--topology", action="store_true", help="give the tracker the racks' subnets")
@@ -441,6 +485,10 @@ def main() -> None:
                 if run.unicast_seconds else f"{'-':>10} {'-':>10}"
             print(f"{n:>3} {size_mib:>6} {run.swarm_seconds:7.1f} {run.bound_seconds:7.1f} {run.ratio:6.2f} "
                   f"{unicast} {run.origin_copies:14.2f} {run.cross_rack_copies:18.2f} {run.cpu_busy:9.0%}", flush=True)
+            if run.stock_seconds is not None and run.stock_copies is not None:
+                print(f"      stock libtorrent + opentracker, same hosts: T {run.stock_seconds:.1f} s, T/T* "
+                      f"{run.stock_seconds / run.bound_seconds:.2f}, origin copies {run.stock_copies:.2f}; "
+                      f"ours/stock {run.swarm_seconds / run.stock_seconds:.2f}", flush=True)
             if run.phases:
                 print("      where the time went (median / slowest node, s): " + ", ".join(
                     f"{name} {median:.1f} / {slowest:.1f}" for name, (median, slowest) in run.phases.items()), flush=True)
@@ -452,7 +500,8 @@ def main() -> None:
         "runs": [{"nodes": r.nodes, "size_bytes": r.size, "swarm_seconds": r.swarm_seconds,
                   "bound_seconds": r.bound_seconds, "ratio": r.ratio, "unicast_seconds": r.unicast_seconds,
                   "origin_copies": r.origin_copies, "cross_rack_copies": r.cross_rack_copies,
-                  "cpu_busy": r.cpu_busy, "phases": r.phases} for r in runs],
+                  "cpu_busy": r.cpu_busy, "phases": r.phases, "stock_seconds": r.stock_seconds,
+                  "stock_copies": r.stock_copies} for r in runs],
     })
 
 
