@@ -261,15 +261,23 @@ def stock_swarm(lab: Lab, origin: Host, nodes: list[Host], work: Path, sha512: s
 
     blob = work / "catalogue" / "blobs" / "sha512" / sha512[:2] / sha512
     port = 6970
-    tracker = subprocess.Popen(["opentracker", "-i", lab.gateway, "-p", str(port), "-P", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    made = lt.create_torrent(lt.list_files(str(blob)))  # libtorrent's default piece size, v1 and v2
+    made.add_tracker(f"http://{lab.gateway}:{port}/announce")
+    lt.set_piece_hashes(made, str(blob.parent))
+    torrent_file = work / "stock.torrent"
+    torrent_file.write_bytes(lt.bencode(made.generate()))
+    hashes = lt.torrent_info(str(torrent_file)).info_hashes()
+    # Debian's opentracker serves only the info hashes of its whitelist, which it reads after
+    # it chroots (-d) and drops to nobody: a directory of its own, readable by all
+    jail = work / "opentracker"
+    jail.mkdir(mode=0o755)
+    jail.chmod(0o755)
+    (jail / "whitelist").write_text(f"{hashes.v1}\n{str(hashes.v2)[:40]}\n")
+    (jail / "whitelist").chmod(0o644)
+    tracker = subprocess.Popen(["opentracker", "-i", lab.gateway, "-p", str(port), "-P", str(port), "-d", str(jail),
+                                "-w", "whitelist"], cwd=jail, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seeder = None
     try:
-        made = lt.create_torrent(lt.list_files(str(blob)))  # libtorrent's default piece size, v1 and v2
-        made.add_tracker(f"http://{lab.gateway}:{port}/announce")
-        lt.set_piece_hashes(made, str(blob.parent))
-        torrent_file = work / "stock.torrent"
-        torrent_file.write_bytes(lt.bencode(made.generate()))
         seeder = subprocess.Popen(origin.command(PY, str(HERE / "stock_node.py"), "seed", str(torrent_file),
                                                  str(blob.parent), origin.address), stdout=subprocess.DEVNULL)
         wait_port(port, tracker, host=lab.gateway)
