@@ -32,6 +32,20 @@ Duration = Annotated[float, parse_duration]  #: seconds: 30, "90s", "5m", "48h",
 Listen = Annotated[str, parse_listen]  #: "host:port", "[::1]:port"
 OptionalListen = Annotated[str, parse_optional_listen]  #: the same, or "" (off)
 
+class Listens:
+    """``host`` and ``port`` of a config's ``listen`` (a mixin of the config dataclasses)."""
+
+    listen: str
+
+    @property
+    def host(self) -> str:
+        return parse_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return parse_listen(self.listen)[1]
+
+
 #: spellings of earlier releases -> what to write now (an error names it)
 RENAMED = {
     "host": 'listen = "HOST:PORT"',

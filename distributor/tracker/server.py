@@ -39,7 +39,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_late
 from vmic.background import background_tasks
 from vmic.bittorrent.share import place
 from vmic.bittorrent.tracker_api import ShareView, SwarmPeer, SwarmView
-from vmic.config import Duration, Listen
+from vmic.config import Duration, Listen, Listens
 from vmic.errors import BadRequest, NotFound
 from vmic.follow import FollowsCatalogue, ListFollower, follower_session
 from vmic.health import list_checks, readiness_body
@@ -50,7 +50,6 @@ from vmic.log import event
 from vmic.preheat import node_from_user_agent
 from vmic.private import write_private
 from vmic.service_metrics import FollowerCollector, HttpMetrics, service_registry
-from vmic.units import parse_listen
 
 from .announce import Announce, TrackerError, parse_announce, parse_scrape
 from .snapshot import restore, snapshot
@@ -62,7 +61,7 @@ log = logging.getLogger("distributor.tracker")
 
 
 @dataclass(frozen=True)
-class TrackerConfig(FollowsCatalogue):
+class TrackerConfig(FollowsCatalogue, Listens):
     #: where nodes announce
     listen: Listen = "127.0.0.1:6969"
     #: a connection that has not sent a whole announce (or sits idle) this long is closed
@@ -86,14 +85,6 @@ class TrackerConfig(FollowsCatalogue):
     topology: dict[str, list[str]] = field(default_factory=dict)
     #: debug, info, warning or error (reloaded on SIGHUP)
     log_level: str = "info"
-
-    @property
-    def host(self) -> str:
-        return parse_listen(self.listen)[0]
-
-    @property
-    def port(self) -> int:
-        return parse_listen(self.listen)[1]
 
 
 class Allowlist:

@@ -236,11 +236,7 @@ async def publish_to_staged(nodes: list[Host], origin: Host, work: Path, catalog
     try:
         await until_following(daemons)
         image = work / "image.raw"
-        with open(image, "wb") as out:
-            block = os.urandom(4 * 2**20)
-            for i in range(size // len(block)):
-                out.write(block[i % 13:] + block[: i % 13])
-        sha512 = hashlib.sha512(image.read_bytes()).hexdigest()
+        sha512 = write_image(image, size)
         sent_before, cpu_before = tx_bytes(origin), cpu_ticks()
         record = await publish(catalogue.url, image, sha512)
         published, published_wall = time.monotonic(), time.time()
@@ -366,11 +362,7 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
                 bound = max(size / u_s, size / d, n * size / (u_s + n * u))
                 return Run(n, size, swarm, bound, None, copies, 0.0, cpu_busy, phases, *stock)
             image = work / "image.raw"
-            with open(image, "wb") as out:
-                block = os.urandom(4 * 2**20)
-                for i in range(size // len(block)):
-                    out.write(block[i % 13:] + block[: i % 13])
-            sha512 = hashlib.sha512(image.read_bytes()).hexdigest()
+            sha512 = write_image(image, size)
             record = asyncio.run(publish(catalogue.url, image, sha512))
             torrent_url = f"{catalogue.url}/images/{record['identifier']}.torrent"
             wait_url(torrent_url)
@@ -412,6 +404,15 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
     u_s, u, d = rate_bytes(args.origin_up), rate_bytes(args.node_up), rate_bytes(args.node_down)
     bound = max(size / u_s, size / d, n * size / (u_s + n * u))
     return Run(n, size, swarm, bound, unicast, copies, cross_rack, cpu_busy, phases)
+
+
+def write_image(path: Path, size: int) -> str:
+    """Random data (every 4 MiB block distinct): the image of a run; its sha512."""
+    with open(path, "wb") as out:
+        block = os.urandom(4 * 2**20)
+        for i in range(size // len(block)):
+            out.write(block[i % 13:] + block[: i % 13])
+    return hashlib.sha512(path.read_bytes()).hexdigest()
 
 
 async def publish(url: str, image: Path, sha512: str) -> dict:

@@ -30,10 +30,10 @@ from typing import Any
 from cryptography import x509
 
 from ..capped import MAX_LIST_BYTES
-from ..config import Duration, Listen, Size, load_section, read_toml
+from ..config import Duration, Listen, Listens, Size, load_section, read_toml
 from ..errors import ConfigError
 from ..imagelist.dn import same_name
-from ..units import format_listen, parse_listen
+from ..units import format_listen
 from .names import check_name
 
 
@@ -52,7 +52,7 @@ class Publisher:
 
 
 @dataclass(frozen=True)
-class CatalogueConfig:
+class CatalogueConfig(Listens):
     #: blobs, torrents, keys (by default) and the SQLite database
     data_dir: Path
     #: where publishers and subscribers reach this catalogue
@@ -137,14 +137,6 @@ class CatalogueConfig:
         if self.host in ("0.0.0.0", "::") and not self.public_url:
             raise ConfigError(f"[catalogue] listen = {self.listen!r} is every address, so the list cannot name "
                               "one for subscribers to reach (hv:uri): set public_url (e.g. https://images.example.org)")
-
-    @property
-    def host(self) -> str:
-        return parse_listen(self.listen)[0]
-
-    @property
-    def port(self) -> int:
-        return parse_listen(self.listen)[1]
 
     @property
     def url(self) -> str:
