@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from vmic.catalogue_source import CatalogueSource, catalogue_source
-from vmic.config import Duration, Listen, OptionalListen, Size, load_section, read_toml
+from vmic.config import Duration, Listen, OptionalListen, Size, Wait, load_section, read_toml
 from vmic.errors import ConfigError
 from vmic.preheat import NODE_NAME
 
@@ -135,10 +135,10 @@ class NodeConfig:
     #: re-read each catalogue's list at least this often (its event stream is faster)
     poll_interval: Duration = 60.0
     #: after a failed fetch or stage, wait this long before the next attempt
-    retry_after: Duration = 60.0
+    retry_after: Wait = 60.0
     #: a new image without a torrent yet, from a catalogue that makes torrents: wait this
     #: long for the torrent before pre-staging it over plain HTTP
-    torrent_wait: Duration = 120.0
+    torrent_wait: Wait = 120.0
     #: concurrent fetch-and-stage jobs
     parallel: int = 2
     #: the API's Unix socket (default <cache_dir>/nodecache.sock)

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,6 +35,7 @@ from vmic.catalogue.wiring import build as build_catalogue
 from vmic.catalogue_source import CatalogueSource
 from vmic.client import CatalogueClient, tls_context
 from vmic.json_body import runner_options
+from vmic.listening import bind
 from vmic.pki import KeyPaths, init_keys
 from vmic.torrents import Torrent
 from vmic.units import format_listen
@@ -60,10 +62,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: listening sockets made before their server exists (reserved_port), by port
+RESERVED: dict[int, socket.socket] = {}
+
+
+def reserved_port(host: str = "127.0.0.1") -> int:
+    """A port that is already bound and listening (the server started later takes the
+    socket over: :func:`listening_on`), so no other process can take it in between, as
+    one can from :func:`free_port` on a busy machine."""
+    sock = bind(host, 0)
+    port = int(sock.getsockname()[1])
+    RESERVED[port] = sock
+    return port
+
+
+def listening_on(host: str, port: int) -> socket.socket:
+    """The socket :func:`reserved_port` made for ``port``, else one bound now."""
+    return RESERVED.pop(port, None) or bind(host, port)
+
+
 def make_config(data_dir: Path, keys: KeyPaths, **overrides: Any) -> CatalogueConfig:
     config = CatalogueConfig(
         data_dir=data_dir,
-        listen=f"127.0.0.1:{free_port()}",
+        listen=f"127.0.0.1:{free_port()}",  # a process of its own binds it (catalogue_factory reserves)
         endorser_cert=keys.cert,
         endorser_key=keys.key,
         publishers=(
@@ -112,7 +133,7 @@ async def start_catalogue(config: CatalogueConfig) -> RunningCatalogue:
     site = await build_catalogue(config)
     runner = make_runner(site.catalogue, site.syncer)
     await runner.setup()
-    await web.TCPSite(runner, config.host, config.port, ssl_context=server_context(config)).start()
+    await web.SockSite(runner, listening_on(config.host, config.port), ssl_context=server_context(config)).start()
     return RunningCatalogue(site.catalogue, config, runner, site)
 
 
@@ -122,6 +143,7 @@ async def catalogue_factory(tmp_path: Path, keys: KeyPaths) -> AsyncIterator[Cal
 
     async def factory(**overrides: Any) -> RunningCatalogue:
         data_dir = overrides.pop("data_dir", tmp_path / f"catalogue{len(started)}")
+        overrides.setdefault("listen", f"127.0.0.1:{reserved_port()}")
         config = make_config(data_dir, keys, **overrides)
         running = await start_catalogue(config)
         started.append(running)
@@ -195,8 +217,8 @@ class CatalogueProcess:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"catalogue exited: {self.log.read_text()[-2000:]}")
-                try:
-                    with socket.create_connection(("127.0.0.1", self.config.port), timeout=0.2):
+                try:  # answering, not merely accepting: the port is bound before the catalogue is built
+                    with urllib.request.urlopen(f"http://127.0.0.1:{self.config.port}/healthz", timeout=1):
                         return self
                 except OSError:
                     time.sleep(0.05)
@@ -230,14 +252,14 @@ async def start_tracker(catalogue_url: str, keys: KeyPaths, host: str, port: int
                                                 listen=format_listen(host, port), interval=5, min_interval=1))
     runner = web.AppRunner(make_app(tracker), **runner_options(tracker.config.header_timeout))
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.SockSite(runner, listening_on(host, port)).start()
     return tracker, runner
 
 
 @pytest.fixture
 async def site(catalogue_factory: Callable[..., Any], keys: KeyPaths) -> AsyncIterator[tuple[RunningCatalogue, Tracker, str]]:
     """A catalogue whose torrents name a tracker, and that tracker following it (loopback)."""
-    port = free_port()
+    port = reserved_port()
     announce_url = f"http://127.0.0.1:{port}/announce"
     catalogue = await catalogue_factory(trackers=announce_url)
     tracker, runner = await start_tracker(catalogue.url, keys, "127.0.0.1", port)

@@ -19,7 +19,7 @@ from vmic.catalogue.config import load_catalogue_config
 from vmic.catalogue_source import load_follower
 from vmic.config import read_toml
 from vmic.errors import ConfigError
-from vmic.units import parse_duration, parse_listen, parse_size
+from vmic.units import parse_duration, parse_listen, parse_size, parse_wait
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOGUE_TABLE = 'url = "https://c.example:8470"\nca = "/ca"\nendorser_dn = "/CN=e"\n'
@@ -52,6 +52,13 @@ def test_durations(text: Any, expected: float) -> None:
 def test_what_is_not_a_duration(text: Any) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_a_wait_may_be_zero_and_nothing_less() -> None:
+    assert parse_wait(0) == parse_wait("0s") == 0.0 and parse_wait("2m") == 120.0
+    for text in ("-1", False, "soon"):
+        with pytest.raises(ValueError):
+            parse_wait(text)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -115,6 +122,8 @@ def test_the_same_idea_is_spelled_the_same_in_every_daemon(daemon: str, text: st
     ("tracker", "[tracker]\n", r"\[tracker.catalogue\] is missing"),
     ("seeder", SEEDER.replace("[seeder]\n", "[seeder]\npoll_seconds = 5\n"), "poll_seconds is now spelled poll_interval"),
     ("nodecache", NODE.replace("\n", "\nretry_seconds = 5\n", 1), "retry_seconds is now spelled retry_after"),
+    ("nodecache", NODE.replace("\n", "\nposition = 1\npoll_interval = 0\n", 1), "unknown setting"),
+    ("nodecache", NODE.replace("\n", "\npoll_interval = 0\n", 1), "poll_interval: 0 is not a positive duration"),
     ("nodecache", NODE.replace("\n", '\nupload_limit = "5 parsecs"\n', 1), r"\[nodecache\] upload_limit: '5 parsecs'"),
     ("seeder", SEEDER.replace("[seeder]\n", '[seeder]\nupload_limit = "lots"\n'), "upload_limit: 'lots' is not a size"),
     ("tracker", TRACKER.replace("[tracker]\n", '[tracker]\ninterval = "soon"\n'), "interval: 'soon' is not a duration"),

@@ -15,9 +15,9 @@ import pytest
 from support import (
     ENDORSER_DN,
     VMIC,
-    free_port,
     node_config,
     publish_and_wait,
+    reserved_port,
     running_node,
     running_seeder,
     sha512,
@@ -44,7 +44,7 @@ def server_tls(tmp_path_factory: pytest.TempPathFactory, other_keys: KeyPaths) -
 async def test_tracker_seeder_and_node_follow_an_https_catalogue_with_tls_ca(
         catalogue_factory: Any, keys: KeyPaths, other_keys: KeyPaths, server_tls: tuple[Path, Path],
         tmp_path: Path) -> None:
-    tracker_port = free_port()
+    tracker_port = reserved_port()
     catalogue = await catalogue_factory(tls_cert=server_tls[0], tls_key=server_tls[1],
                                         trackers=f"http://127.0.0.1:{tracker_port}/announce")
     catalogue.tls_ca = other_keys.ca_cert

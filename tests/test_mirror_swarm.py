@@ -9,7 +9,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from support import free_port, publish_and_wait, running_seeder, start_tracker, until, write_image
+from support import publish_and_wait, reserved_port, running_seeder, start_tracker, until, write_image
 
 from vmic.imagelist.extensions import BTIH
 from vmic.pki import KeyPaths, init_keys
@@ -21,7 +21,7 @@ PARTNER_DN = "/C=US/O=Partner site/CN=partner endorser"
 async def test_a_partner_image_is_mirrored_over_the_partners_swarm(catalogue_factory: Any, keys: KeyPaths,
                                                                    tmp_path: Path) -> None:
     partner_keys = init_keys(tmp_path / "partner-keys", endorser_dn=PARTNER_DN, ca_dn="/C=US/O=Partner/CN=CA")
-    a_port, b_port = free_port(), free_port()
+    a_port, b_port = reserved_port(), reserved_port()
     site_a = await catalogue_factory(endorser_cert=partner_keys.cert, endorser_key=partner_keys.key,
                                      trackers=f"http://127.0.0.1:{a_port}/announce")
     # B takes partners' images from their swarms only (not their catalogue's web seed)

@@ -26,7 +26,7 @@ from distributor.tracker.server import TrackerConfig  # noqa: E402
 from nodecache.config import NodeConfig, ProvisionConfig, Selection  # noqa: E402
 from vmic.catalogue.config import CatalogueConfig, Publisher  # noqa: E402
 from vmic.catalogue_source import CatalogueSource  # noqa: E402
-from vmic.units import parse_duration, parse_listen, parse_optional_listen, parse_size  # noqa: E402
+from vmic.units import parse_duration, parse_listen, parse_optional_listen, parse_size, parse_wait  # noqa: E402
 
 TARGET = ROOT / "docs" / "config.rst"
 
@@ -78,7 +78,7 @@ def kind_of(hint: Any) -> str:
     if typing.get_origin(hint) is Annotated:
         parse = hint.__metadata__[0]
         return {parse_size: "size", parse_duration: "duration", parse_listen: "host:port",
-                parse_optional_listen: "host:port or empty"}[parse]
+                parse_optional_listen: "host:port or empty", parse_wait: "duration or 0"}[parse]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if len(args) == 1 and type(None) in typing.get_args(hint):
         return kind_of(args[0]) + ", optional"

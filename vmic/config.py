@@ -23,14 +23,16 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
 
 from .errors import ConfigError
-from .units import parse_duration, parse_listen, parse_optional_listen, parse_size
+from .units import parse_duration, parse_listen, parse_optional_listen, parse_size, parse_wait
 
 T = TypeVar("T")
 
 Size = Annotated[int, parse_size]  #: bytes: 4096, "64M", "1.5G"
 Duration = Annotated[float, parse_duration]  #: seconds: 30, "90s", "5m", "48h", "7d"
+Wait = Annotated[float, parse_wait]  #: a Duration that may be 0 (no wait)
 Listen = Annotated[str, parse_listen]  #: "host:port", "[::1]:port"
 OptionalListen = Annotated[str, parse_optional_listen]  #: the same, or "" (off)
+
 
 class Listens:
     """``host`` and ``port`` of a config's ``listen`` (a mixin of the config dataclasses)."""

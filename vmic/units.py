@@ -57,6 +57,13 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
+def parse_wait(value: Any) -> float:
+    """A duration that may be 0 (no wait at all: ``retry_after = 0``)."""
+    if value in (0, 0.0, "0", "0s") and not isinstance(value, bool):
+        return 0.0
+    return parse_duration(value)
+
+
 def parse_listen(value: Any) -> tuple[str, int]:
     """``"127.0.0.1:8470"``, ``"[::1]:8470"``, ``":6881"`` (every address) -> (host, port).
     Port 0: any free port."""

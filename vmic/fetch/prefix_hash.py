@@ -12,6 +12,7 @@ the signed sha512 and, should they differ, hashes the file again before refusing
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,10 +40,20 @@ class PrefixHasher:
                 self._digest.update(block)
                 self.offset += len(block)
 
+    def _settled(self) -> bool:
+        """No read running (one that failed is retrieved: the next starts where it stopped)."""
+        if self._running is None:
+            return True
+        if not self._running.done():
+            return False
+        if not self._running.cancelled():
+            self._running.exception()
+        return True
+
     def advance(self, have: Sequence[bool]) -> None:
         """Hash, in a thread, what the verified prefix grew by since the last call (if the
         previous round is still running, this one waits for the next call)."""
-        if self._running is not None and not self._running.done():
+        if not self._settled():
             return
         pieces = self._pieces
         while pieces < len(have) and have[pieces]:
@@ -54,9 +65,11 @@ class PrefixHasher:
         self._running = asyncio.create_task(asyncio.to_thread(self._read_to, end))
 
     async def finish(self) -> str:
-        """The sha512 of the whole file, once every piece is in (the tail hashed now)."""
+        """The sha512 of the whole file, once every piece is in (the tail hashed now).
+        OSError if the file cannot be read to its end (the caller then hashes it whole)."""
         if self._running is not None:
-            await self._running
+            with contextlib.suppress(Exception):  # a failed read: what it did not read is read now
+                await self._running
         await asyncio.to_thread(self._read_to, self.size)
         return self._digest.hexdigest()
 
