@@ -62,6 +62,8 @@ class NodeRegistry:
                                  " ON CONFLICT (name) DO UPDATE SET address = $2, last_seen = $3",
                                  name, address, to_text(when))
             await tx.execute("DELETE FROM nodes WHERE last_seen < $1", to_text(self.clock() - self.memory))
+        recent = self.clock() - dt.timedelta(minutes=1)  # only what spares a write is remembered here
+        self._written = {name: when for name, when in self._written.items() if when > recent}
         self._written.update({name: when for name, (_, when) in pending.items()})
         for name, noted in pending.items():  # what was noted meanwhile waits for the next write
             if self._pending.get(name) == noted:
