@@ -46,7 +46,6 @@ class CatalogueLists:
             follower.known = await self.state.known_images(url)
             saved = await self.state.last_list(url)
             if saved is not None and await follower.restore(*saved) is not None:
-                assert follower.current is not None
                 self._saved[url] = saved[0]
 
     def listed(self, now: dt.datetime | None = None) -> dict[tuple[str, str], Listed]:
