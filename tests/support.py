@@ -179,8 +179,22 @@ def write_image(path: Path, size: int, seed: int = 1) -> Path:
     return path
 
 
+def write_sparse_image(path: Path, size: int, data: list[tuple[int, int]], seed: int = 1) -> Path:
+    """A file of ``size`` bytes that is a hole except the ``(offset, length)`` runs of
+    pseudo-random ``data`` (what a golden image looks like, at a small scale)."""
+    import random
+
+    rng = random.Random(seed)
+    with open(path, "wb") as out:
+        out.truncate(size)
+        for offset, length in data:
+            out.seek(offset)
+            out.write(rng.randbytes(length))
+    return path
+
+
 def sha512(path: Path) -> str:
-    from vmic.client import sha512_file
+    from vmic.sparse import sha512_file
 
     return sha512_file(path)
 

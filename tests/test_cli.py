@@ -96,9 +96,9 @@ async def test_publish_killed_midway_resumes_and_sends_only_the_rest(catalogue: 
     received = []
     original = catalogue.catalogue.uploads.patch
 
-    async def counting_patch(publisher, upload_id, offset, chunks):  # type: ignore[no-untyped-def]
+    async def counting_patch(publisher, upload_id, offset, chunks, sha512=None):  # type: ignore[no-untyped-def]
         received.append(offset)
-        return await original(publisher, upload_id, offset, chunks)
+        return await original(publisher, upload_id, offset, chunks, sha512)
 
     catalogue.catalogue.uploads.patch = counting_patch  # type: ignore[method-assign]
     rc, out, err = await vmic(*publish_args(image_file, catalogue), env=env)

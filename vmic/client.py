@@ -8,7 +8,6 @@ and what node daemons and partner sites use to read lists.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import ssl
@@ -20,6 +19,9 @@ from typing import Any, cast
 import aiohttp
 
 from .errors import RemoteError, VmicError
+from .extent_stream import MEDIA_TYPE as EXTENTS
+from .extent_stream import encode
+from .sparse import Zeros, runs
 
 Progress = Callable[[int], None]  #: called with the number of bytes done so far
 READ_CHUNK = 4 * 2**20
@@ -54,18 +56,6 @@ def tls_context(tls_ca: Path | None = None, cert: Path | None = None, key: Path 
 
             raise ConfigError(f"cannot load client certificate {cert} / key {key}: {exc}") from None
     return context
-
-
-def sha512_file(path: Path, progress: Progress | None = None) -> str:
-    hasher = hashlib.sha512()
-    done = 0
-    with open(path, "rb") as handle:
-        while block := handle.read(READ_CHUNK):
-            hasher.update(block)
-            done += len(block)
-            if progress:
-                progress(done)
-    return hasher.hexdigest()
 
 
 async def _raise_for(response: aiohttp.ClientResponse) -> None:
@@ -179,52 +169,95 @@ class CatalogueClient:
         _, headers, _ = await self._request("HEAD", location)
         return int(headers["Upload-Offset"])
 
-    async def send(self, location: str, path: Path, offset: int, progress: Progress | None = None) -> dict[str, Any] | None:
-        """PATCH the file from ``offset`` on; the image record when the upload completed."""
-        length = path.stat().st_size - offset
-        status, _, body = await self._request(
-            "PATCH", location, data=_file_chunks(path, offset, progress),
-            headers={"Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream",
-                     "Content-Length": str(length)},
-        )
+    async def send(self, location: str, path: Path, offset: int, progress: Progress | None = None,
+                   end: int | None = None, sha512: str | None = None, sparse: bool = True) -> dict[str, Any] | None:
+        """PATCH the file's bytes from ``offset`` to ``end`` (its size if None); the image
+        record when that completed the upload. ``sparse``: as extents that leave zeros out
+        (:mod:`vmic.extent_stream`), else the bytes themselves (tus). ``sha512``: the file's
+        hash, sent along (``Upload-Sha512``) for the catalogue to check."""
+        end = path.stat().st_size if end is None else end
+        headers = {"Upload-Offset": str(offset)}
+        if sha512 is not None:
+            headers["Upload-Sha512"] = sha512
+        data: AsyncIterator[bytes]
+        if sparse:
+            headers["Content-Type"] = EXTENTS
+            data = _extent_chunks(path, offset, end, progress)
+        else:
+            headers.update({"Content-Type": "application/offset+octet-stream", "Content-Length": str(end - offset)})
+            data = _file_chunks(path, offset, end, progress)
+        status, _, body = await self._request("PATCH", location, data=data, headers=headers)
         return json.loads(body) if status == 201 else None
 
     async def upload(self, path: Path, request: dict[str, Any], location: str | None = None,
                      progress: Progress | None = None, retries: int = 5,
-                     on_location: Callable[[str], None] | None = None) -> dict[str, Any]:
-        """Upload ``path``, resuming at ``location`` if given; retries dropped connections."""
+                     on_location: Callable[[str], None] | None = None,
+                     sha512: asyncio.Future[str] | None = None, sparse: bool = True) -> dict[str, Any]:
+        """Upload ``path``, resuming at ``location`` if given; retries dropped connections.
+
+        Zeros are left out (``sparse``) unless the catalogue does not take extents. With
+        ``sha512``, the file's hash still being computed (hashing while sending), all but
+        the last byte go at once and the last waits for the hash and carries it."""
         if location is None:
             location = await self.start_upload(request)
             if on_location:
                 on_location(location)
+        size = path.stat().st_size
         failures = 0
         while True:
             offset = await self.upload_offset(location)
             if progress:
                 progress(offset)
             try:
-                image = await self.send(location, path, offset, progress)
+                if sha512 is not None and offset < size - 1:
+                    await self.send(location, path, offset, progress, end=size - 1, sparse=sparse)
+                    continue
+                image = await self.send(location, path, offset, progress, sparse=sparse,
+                                        sha512=await sha512 if sha512 is not None else None)
             except ConnectionFailed:
                 failures += 1
                 if failures > retries:
                     raise
                 await asyncio.sleep(min(2.0**failures, 30.0))
                 continue
+            except RemoteError as exc:
+                if exc.status != 415 or not sparse:
+                    raise
+                sparse = False  # a catalogue that takes only plain bytes
+                continue
             if image is not None:
                 return image
 
 
-async def _file_chunks(path: Path, offset: int, progress: Progress | None) -> AsyncIterator[bytes]:
+async def _file_chunks(path: Path, offset: int, end: int, progress: Progress | None) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     fd = os.open(path, os.O_RDONLY)
     try:
         done = offset
-        while True:
-            block = await loop.run_in_executor(None, os.pread, fd, READ_CHUNK, done)
+        while done < end:
+            block = await loop.run_in_executor(None, os.pread, fd, min(READ_CHUNK, end - done), done)
             if not block:
                 return
             done += len(block)
             yield block
+            if progress:
+                progress(done)
+    finally:
+        os.close(fd)
+
+
+async def _extent_chunks(path: Path, offset: int, end: int, progress: Progress | None) -> AsyncIterator[bytes]:
+    """The extents body for ``[offset, end)`` of ``path``: holes and zero blocks never read
+    or sent. Blocks are read and checked in a thread while the last one is sent."""
+    loop = asyncio.get_running_loop()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        pieces = runs(fd, offset, end)
+        done = offset
+        while (run := await loop.run_in_executor(None, next, pieces, None)) is not None:
+            for chunk in encode([run]):
+                yield chunk
+            done += run.length if isinstance(run, Zeros) else len(run)
             if progress:
                 progress(done)
     finally:

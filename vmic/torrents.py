@@ -19,10 +19,20 @@ Piece size (:func:`piece_size_for`): about 2,048 pieces per image, a power of tw
 (v2 requires one), at least 256 KiB (fewer, larger requests on a LAN) and at most
 16 MiB (a corrupt piece costs at most 16 MiB to fetch again). So 256 MiB -> 256 KiB,
 2 GiB -> 1 MiB, 20 GiB -> 16 MiB.
+
+Sparse images (:func:`v1_piece_hashes`): a v1 piece lying wholly in a hole of the blob
+gets the SHA-1 of a zero piece without being read; the others are read and hashed on
+every core. The torrent is byte for byte what libtorrent would make (a test compares),
+in the time the data takes. Nodes use the same fact the other way round
+(:mod:`vmic.fetch.zero_pieces`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +40,7 @@ from typing import Any
 import libtorrent as lt
 
 from .errors import MalformedTorrent
+from .sparse import data_extents
 
 FORMATS = ("v1", "hybrid")
 MIN_PIECE = 256 * 2**10
@@ -96,5 +107,38 @@ def make_torrent(blob: Path, web_seed: str, trackers: tuple[str, ...] = (), comm
     creator.set_creator("vmic")
     if comment:
         creator.set_comment(comment)
-    lt.set_piece_hashes(creator, str(blob.parent))
+    if torrent_format == "v1":
+        for index, digest in enumerate(v1_piece_hashes(blob, creator.piece_length())):
+            creator.set_hash(index, digest)
+    else:  # v2 hashes every 16 KiB block into a merkle tree: libtorrent's own pass
+        lt.set_piece_hashes(creator, str(blob.parent))
     return Torrent.parse(lt.bencode(creator.generate()))
+
+
+def v1_piece_hashes(path: Path, piece_size: int) -> Iterator[bytes]:
+    """The SHA-1 of each ``piece_size`` piece of ``path``, in order: pieces in holes from
+    memory, the others read and hashed by a thread per core."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        count = -(-size // piece_size)
+        has_data = [False] * count
+        for first, after in data_extents(fd, 0, size):
+            for index in range(first // piece_size, -(-after // piece_size)):
+                has_data[index] = True
+        zero = {length: hashlib.sha1(bytes(length)).digest()
+                for length in {piece_size, size - (count - 1) * piece_size}}
+
+        def piece_hash(index: int) -> bytes:
+            length = min(piece_size, size - index * piece_size)
+            if not has_data[index]:
+                return zero[length]
+            data = os.pread(fd, length, index * piece_size)
+            if len(data) != length:
+                raise OSError(f"{path} changed while it was hashed")
+            return hashlib.sha1(data).digest()
+
+        with ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="vmic-pieces") as pool:
+            yield from pool.map(piece_hash, range(count))
+    finally:
+        os.close(fd)

@@ -6,7 +6,8 @@ Layout under the data directory (one filesystem, so moves are atomic renames)::
     uploads/<upload id>.part          bytes of an upload in progress
 
 A blob appears under its hash only once all its bytes are on disk and synced; a part
-file is never read by anyone but the upload that writes it.
+file is never read by anyone but the upload that writes it. Zeros an upload declares
+(:mod:`vmic.extent_stream`) become holes: a blob takes the disk its data needs.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
-from ..errors import StorageError
+from ..errors import StorageError, VmicError
+from ..sparse import Run, Zeros, hash_zeros, runs
 
 T = TypeVar("T")
 
@@ -100,22 +102,22 @@ class BlobStore:
         """Hash a part file from its start (after a restart, or a write that failed)."""
 
         def run() -> HashState:
-            state = HashState()
-            with open(self.part(upload_id), "rb") as handle:
-                while block := handle.read(CHUNK):
-                    state.hasher.update(block)
-                    state.count += len(block)
-            return state
+            return _hash_state(self.part(upload_id))
 
         return await asyncio.get_running_loop().run_in_executor(None, run)
 
-    async def append(self, upload_id: str, state: HashState, chunks: AsyncIterator[bytes], limit: int) -> int:
+    async def append(self, upload_id: str, state: HashState, chunks: AsyncIterator[Run], limit: int) -> int:
         """Append ``chunks`` to the part file, hashing on the way; return bytes taken.
+
+        A :class:`~vmic.sparse.Zeros` run extends the file by a hole (``ftruncate``) and
+        is hashed from memory.
 
         Receiving, hashing and writing overlap: while one chunk is hashed and written (in
         two threads; hashlib releases the GIL), the event loop receives the next. At most
         ``limit`` bytes are taken; one more byte raises ``OverflowError`` after undoing the
-        whole call (the part file and ``state`` back where they were). ``state``
+        whole call (the part file and ``state`` back where they were), as does a malformed
+        body (a :class:`~vmic.errors.VmicError` from ``chunks``); a body that just ends
+        (a cut connection) keeps what arrived. ``state``
         advances only over bytes both hashed and written; a write that fails (disk full)
         truncates the file back to ``state.count``, so the part file and ``state`` agree.
         Writes, truncation and closing run in order on one thread of their own, so a
@@ -133,15 +135,23 @@ class BlobStore:
             while view:
                 view = view[os.write(fd, view):]
 
-        async def hash_and_write(data: bytes | bytearray) -> None:
+        async def hash_and_write(data: bytes | bytearray | Zeros) -> None:
             hasher = state.hasher.copy()
+            if isinstance(data, Zeros):
+                size = state.count + data.length
+                await asyncio.gather(
+                    loop.run_in_executor(hasher_pool, hash_zeros, hasher, data.length),
+                    loop.run_in_executor(writer, os.ftruncate, fd, size),
+                )
+                state.hasher, state.count = hasher, size
+                return
             await asyncio.gather(
                 loop.run_in_executor(hasher_pool, hasher.update, data),
                 loop.run_in_executor(writer, write_all, data),
             )
             state.hasher, state.count = hasher, state.count + len(data)
 
-        async def submit(data: bytes | bytearray) -> None:
+        async def submit(data: bytes | bytearray | Zeros) -> None:
             nonlocal pending
             if pending is not None:
                 await pending
@@ -150,13 +160,20 @@ class BlobStore:
         try:
             buffer = bytearray()
             async for chunk in chunks:
+                size = chunk.length if isinstance(chunk, Zeros) else len(chunk)
                 room = limit - (state.count - start) - len(buffer)
-                if len(chunk) > room:  # refused whole: nothing of this request is kept
+                if size > room:  # refused whole: nothing of this request is kept
                     if pending is not None:
                         await pending
                     await loop.run_in_executor(writer, os.ftruncate, fd, start)
                     state.hasher, state.count = initial, start
                     raise OverflowError("more bytes than the upload's length")
+                if isinstance(chunk, Zeros):
+                    if buffer:
+                        await submit(buffer)
+                        buffer = bytearray()
+                    await submit(chunk)
+                    continue
                 if not buffer and len(chunk) >= DIRECT:
                     await submit(chunk)  # large already: hashed and written as it came, no copy
                     continue
@@ -168,13 +185,22 @@ class BlobStore:
                 await submit(buffer)
             if pending is not None:
                 await pending
-        except OSError as exc:
+        except BaseException as exc:
+            failure: BaseException = exc
+            if pending is not None:  # let it settle: the part file and state agree before anyone reads them
+                await asyncio.wait([pending])
+                if not pending.cancelled() and isinstance(pending.exception(), OSError):
+                    failure = cast(OSError, pending.exception())
+            if isinstance(failure, VmicError):  # a malformed body is refused whole, like one too long
+                state.hasher, state.count = initial, start
             await loop.run_in_executor(writer, os.ftruncate, fd, state.count)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            if not isinstance(failure, OSError):
+                raise
+            if failure.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StorageError(
                     "the catalogue's disk is full; the upload keeps what was stored and can resume later"
                 ) from None
-            raise StorageError(f"cannot write upload: {exc.strerror}") from None
+            raise StorageError(f"cannot write upload: {failure.strerror}") from None
         finally:
             writer.submit(os.close, fd)  # after any write still queued
             writer.shutdown(wait=False)
@@ -186,11 +212,7 @@ class BlobStore:
         hash to it; False, and ``source`` left alone, if they do not."""
 
         def run() -> bool:
-            digest = hashlib.sha512()
-            with open(source, "rb") as handle:
-                while block := handle.read(4 * 2**20):
-                    digest.update(block)
-            if digest.hexdigest() != sha512:
+            if _hash_state(source).hasher.hexdigest() != sha512:
                 return False
             self._install(source, sha512)
             return True
@@ -220,6 +242,10 @@ class BlobStore:
             os.close(dir_fd)
         return target
 
+    def allocated_bytes(self) -> int:
+        """Disk the blobs take (holes take none)."""
+        return sum(p.stat().st_blocks * 512 for p in self.blob_dir.glob("*/*") if p.is_file())
+
     @staticmethod
     async def _on_disk(work: Callable[[], T]) -> T:
         """``work`` in a thread; the disk's refusal as the 507 every disk path answers."""
@@ -228,3 +254,20 @@ class BlobStore:
         except OSError as exc:
             raise StorageError(f"cannot store blob: {exc.strerror}") from None
 
+
+
+def _hash_state(path: Path) -> HashState:
+    """The hash of a whole file, its holes hashed from memory."""
+    state = HashState()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for run in runs(fd, 0, os.fstat(fd).st_size):
+            if isinstance(run, Zeros):
+                hash_zeros(state.hasher, run.length)
+                state.count += run.length
+            else:
+                state.hasher.update(run)
+                state.count += len(run)
+    finally:
+        os.close(fd)
+    return state

@@ -15,7 +15,10 @@ class Metrics:
         self.registry = r = service_registry("catalogue")
         self.http = HttpMetrics(r, "vmic_catalogue")
         self.uploads = Counter("vmic_catalogue_uploads", "Finished uploads by result", ["result"], registry=r)
-        self.upload_bytes = Counter("vmic_catalogue_upload_bytes", "Image bytes received", registry=r)
+        self.upload_bytes = Counter("vmic_catalogue_upload_bytes", "Image bytes received (zeros sent as extents too)",
+                                    registry=r)
+        self.upload_body_bytes = Counter("vmic_catalogue_upload_body_bytes",
+                                         "Bytes of upload bodies received (what crossed the network)", registry=r)
         self.list_version = Gauge("vmic_catalogue_imagelist_version", "hv:version of the signed list", registry=r)
         self.list_expiry = Gauge("vmic_catalogue_imagelist_expiry_timestamp_seconds",
                                  "When the signed list served now expires (it is signed again at half its lifetime)",

@@ -7,6 +7,11 @@
    (``Content-Type: application/offset+octet-stream``) -> ``204`` with the new
    ``Upload-Offset``; when the last byte arrives, the image is verified and published,
    and the answer is ``201`` with the image record.
+   With ``Content-Type: application/vnd.vmic.extents`` the body leaves zeros out
+   (:mod:`vmic.extent_stream`); they are hashed here and stored as holes. The PATCH
+   that completes an upload may carry ``Upload-Sha512``, the sha512 the publisher
+   hashed meanwhile (a publisher need not hash before it sends): it is checked like a
+   declared one.
 3. After a dropped connection: ``HEAD <location>`` gives ``Upload-Offset``; go on from there.
 4. ``DELETE <location>`` abandons an upload (tus *termination*).
 5. ``GET /api/v1/uploads``: the publisher's open uploads (an admin's: everyone's).
@@ -35,6 +40,7 @@ from typing import Any
 from ..errors import BadRequest, ChecksumMismatch, Conflict, Forbidden, StorageError, TooLarge, TooManyRequests
 from ..imagelist.model import COMPRESSIONS, FORMATS
 from ..log import event
+from ..sparse import Run
 from .blobs import BlobStore, HashState
 from .config import Publisher
 from .names import check_identifier, check_name, check_sha512
@@ -243,7 +249,9 @@ class Uploads:
             raise Forbidden(f"upload {upload_id} belongs to another publisher")
         return record, self.blobs.part_size(upload_id) or 0
 
-    async def patch(self, publisher: Publisher, upload_id: str, offset: int, chunks: AsyncIterator[bytes]) -> PatchResult:
+    async def patch(self, publisher: Publisher, upload_id: str, offset: int, chunks: AsyncIterator[Run],
+                    sha512: str | None = None) -> PatchResult:
+        """Take ``chunks`` at ``offset``; ``sha512``, if this completes the upload, must be its hash."""
         record, current = await self.owned(publisher, upload_id)
         if upload_id in self._busy:
             raise Conflict(f"upload {upload_id} is receiving data on another connection")
@@ -266,14 +274,15 @@ class Uploads:
                 event(log, "upload.progress", upload=upload_id, offset=state.count, bytes=record.length)
             if state.count < record.length:
                 return PatchResult(state.count, None)
-            return PatchResult(state.count, await self._finish(record, state))
+            return PatchResult(state.count, await self._finish(record, state, sha512))
         finally:
             self._busy.discard(upload_id)
 
-    async def _finish(self, record: UploadRecord, state: HashState) -> ImageRecord:
+    async def _finish(self, record: UploadRecord, state: HashState, claimed: str | None) -> ImageRecord:
         sha512 = state.hasher.hexdigest()
-        declared = record.request.sha512
-        if declared is not None and declared != sha512:
+        for declared in (record.request.sha512, claimed):
+            if declared is None or declared == sha512:
+                continue
             await self.abort_record(record)
             raise ChecksumMismatch(
                 f"uploaded bytes have sha512 {sha512[:16]}..., the declared sha512 is {declared[:16]}...; "

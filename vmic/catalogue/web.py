@@ -18,7 +18,7 @@ Publishers (``Authorization: Bearer <token>``, or a TLS client certificate):
 
     POST   /api/v1/uploads               start an upload (see :mod:`.uploads`)
     HEAD   /api/v1/uploads/<id>          its offset
-    PATCH  /api/v1/uploads/<id>          send bytes from Upload-Offset on
+    PATCH  /api/v1/uploads/<id>          send bytes from Upload-Offset on (plain, or extents without zeros)
     DELETE /api/v1/uploads/<id>          abandon it
     DELETE /api/v1/images/<identifier>   revoke an image version (its bytes kept for revoke_grace)
     POST /api/v1/images/<identifier>/restore   a revoked version back in the list, within revoke_grace
@@ -43,12 +43,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..background import background_tasks
 from ..errors import BadRequest, NotFound, VmicError, truncated
+from ..extent_stream import MEDIA_TYPE as EXTENTS
+from ..extent_stream import Decoder
 from ..http_errors import errors_as_json
 from ..json_body import BODY_TIMEOUT, body_seconds, json_body, runner_options
 from ..preheat import node_from_user_agent
+from ..sparse import Run
 from ..sync.syncer import Syncer
 from ..sync.web import sync_apps
-from .names import check_identifier
+from .names import check_identifier, check_sha512
 from .page import render
 from .preheat_routes import ROUTES as PREHEAT_ROUTES
 from .readiness import readiness
@@ -57,6 +60,7 @@ from .service import Catalogue
 from .store import ImageRecord
 
 log = logging.getLogger("vmic.catalogue.web")
+OCTET_STREAM = "application/offset+octet-stream"
 
 TUS_HEADERS = {"Tus-Resumable": "1.0.0"}
 KEEPALIVE_SECONDS = 15.0
@@ -257,23 +261,42 @@ async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
             yield chunk
 
 
+async def _decoded(chunks: AsyncIterator[bytes], decoder: Decoder) -> AsyncIterator[Run]:
+    async for chunk in chunks:
+        for run in decoder.feed(chunk):
+            yield run
+
+
 async def patch_upload(request: web.Request) -> web.Response:
+    """Bytes of an upload: plain (tus), or as extents that leave zeros out."""
     catalogue = catalogue_of(request)
     m = catalogue.metrics
     publisher = publisher_of(request)
-    if request.headers.get("Content-Type") != "application/offset+octet-stream":
-        raise web.HTTPUnsupportedMediaType(text="PATCH needs Content-Type: application/offset+octet-stream")
+    media_type = request.headers.get("Content-Type")
+    if media_type not in (OCTET_STREAM, EXTENTS):
+        raise web.HTTPUnsupportedMediaType(text=f"PATCH needs Content-Type: {OCTET_STREAM} (or {EXTENTS})")
     try:
         offset = int(request.headers["Upload-Offset"])
     except (KeyError, ValueError):
         raise BadRequest("PATCH needs an Upload-Offset header with a whole number") from None
+    claimed = request.headers.get("Upload-Sha512")
     upload_id = request.match_info["upload_id"]
+    body: AsyncIterator[Run] = _body_chunks(request)
+    decoder = None
+    if media_type == EXTENTS:
+        decoder = Decoder()
+        body = _decoded(_body_chunks(request), decoder)
     try:
-        result = await catalogue.uploads.patch(publisher, upload_id, offset, _body_chunks(request))
+        result = await catalogue.uploads.patch(publisher, upload_id, offset, body,
+                                               check_sha512(claimed) if claimed is not None else None)
     except VmicError as exc:
         if exc.status in (413, 422):
             m.uploads.labels(exc.code).inc()
         raise
+    finally:
+        m.upload_body_bytes.inc(decoder.received if decoder is not None else 0)
+    if decoder is None:
+        m.upload_body_bytes.inc(result.offset - offset)
     m.upload_bytes.inc(result.offset - offset)
     headers = {**TUS_HEADERS, "Upload-Offset": str(result.offset)}
     if result.image is None:

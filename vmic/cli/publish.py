@@ -1,4 +1,9 @@
-"""``vmic publish FILE``: hash, then upload with a progress bar; resumes where it stopped.
+"""``vmic publish FILE``: hash and upload at once, with progress bars; resumes where it stopped.
+
+Zeros (holes, and blocks of zeros written out) are hashed but never sent
+(:mod:`vmic.extent_stream`): a 20 GiB image holding 3 GiB sends about 3 GiB. The file
+is hashed while it is sent; the last byte waits for the hash and carries it, and the
+catalogue publishes only if its own hash of what arrived is the same.
 
 A publish that is interrupted (Ctrl-C, dropped connection, machine restart) leaves its
 upload location in ``$XDG_CACHE_HOME/vmic/uploads/``; running the same command again
@@ -44,9 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def _request(args: argparse.Namespace, size: int, sha512: str) -> dict[str, Any]:
+def _request(args: argparse.Namespace, size: int) -> dict[str, Any]:
     request: dict[str, Any] = {"namespace": args.namespace, "name": args.name, "version": args.version,
-                               "size": size, "sha512": sha512, "format": args.format,
+                               "size": size, "format": args.format,
                                "compression": args.compression}
     for key in ("title", "description", "hypervisor", "os", "osversion", "arch", "comments",
                 "ram_minimum", "core_minimum", "expires", "identifier"):
@@ -65,7 +70,7 @@ def _state_file(url: str, path: Path, stat: os.stat_result, args: argparse.Names
 async def publish(args: argparse.Namespace, client: CatalogueClient) -> dict[str, Any]:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-    from ..client import sha512_file
+    from ..sparse import sha512_file
 
     path: Path = args.file
     try:
@@ -76,33 +81,47 @@ async def publish(args: argparse.Namespace, client: CatalogueClient) -> dict[str
         raise ConfigError(f"{path} is empty")
     state_file = _state_file(client.url, path, stat, args)
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    loop = asyncio.get_running_loop()
 
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())
     with Progress(*columns, disable=args.no_progress or not sys.stderr.isatty(), transient=False) as bar:
-        if "sha512" not in state:
+        digest: asyncio.Future[str] = loop.create_future()
+        if "sha512" in state:
+            digest.set_result(state["sha512"])
+        else:
             task = bar.add_task("hashing", total=stat.st_size)
-            state["sha512"] = await asyncio.get_running_loop().run_in_executor(
-                None, sha512_file, path, lambda done: bar.update(task, completed=done))
-            _save(state_file, state)
+            digest = asyncio.ensure_future(loop.run_in_executor(
+                None, sha512_file, path, lambda done: bar.update(task, completed=done)))
+
+            def keep(done: asyncio.Future[str]) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    state["sha512"] = done.result()
+                    _save(state_file, state)
+
+            digest.add_done_callback(keep)
         upload_task = bar.add_task("uploading", total=stat.st_size)
 
         def remember(location: str) -> None:
             state["location"] = location
             _save(state_file, state)
 
-        async with client:
-            location = state.get("location")
-            if location is not None:
-                try:
-                    await client.upload_offset(location)
-                except RemoteError as exc:
-                    if exc.status != 404:
-                        raise
-                    location = None  # the catalogue forgot it (finished, aborted or swept)
-            image = await client.upload(
-                path, _request(args, stat.st_size, state["sha512"]), location=location,
-                progress=lambda done: bar.update(upload_task, completed=done), on_location=remember)
+        try:
+            async with client:
+                location = state.get("location")
+                if location is not None:
+                    try:
+                        await client.upload_offset(location)
+                    except RemoteError as exc:
+                        if exc.status != 404:
+                            raise
+                        location = None  # the catalogue forgot it (finished, aborted or swept)
+                image = await client.upload(
+                    path, _request(args, stat.st_size), location=location, sha512=digest,
+                    progress=lambda done: bar.update(upload_task, completed=done), on_location=remember)
+        finally:
+            if not digest.done():
+                digest.cancel()
     state_file.unlink(missing_ok=True)
     return image
 

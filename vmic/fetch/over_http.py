@@ -1,7 +1,7 @@
 """Plain HTTP download of an image (a list without torrents, e.g. a partner's), resumable.
 
 The bytes go to ``<data>/<sha512>.part``; a broken transfer keeps what arrived and the
-next attempt asks for the rest with ``Range``. At most ``hv:size`` bytes are taken (a
+next attempt asks for the rest with ``Range``. Chunks of zeros are left as holes. At most ``hv:size`` bytes are taken (a
 server sending endless data is cut off). Complete, the part file is renamed to
 ``<data>/<sha512>``; staging then verifies it.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 
 from vmic.imagelist.model import Image
+from vmic.sparse import is_zero
 
 from ..errors import FetchFailed
 
@@ -47,7 +48,10 @@ async def fetch_http(session: aiohttp.ClientSession, image: Image, data_dir: Pat
                         part.unlink()
                         raise FetchFailed(f"image {image.identifier}: the server sent more than hv:size "
                                           f"({image.size} bytes); discarded")
-                    await asyncio.to_thread(os.pwrite, fd, chunk, have)
+                    if is_zero(chunk):  # left a hole
+                        await asyncio.to_thread(os.ftruncate, fd, have + len(chunk))
+                    else:
+                        await asyncio.to_thread(os.pwrite, fd, chunk, have)
                     have += len(chunk)
                     progress(have)
                 await asyncio.to_thread(os.fsync, fd)

@@ -19,6 +19,7 @@ seeding what the node holds to its peers.
   our tracker for its slice of a new image, gives that slice the top piece priority,
   drops the web seed once it holds the slice and takes the web seed back for good if
   peers do not suffice.
+- Pieces the signed torrent says are zeros are never fetched (:mod:`.zero_pieces`).
 - Pieces that fail their hash are counted (``hash_failures``); libtorrent bans the
   peers that sent them.
 """
@@ -51,6 +52,7 @@ from ..errors import FetchFailed
 from ..private import private_dir
 from .prefix_hash import PrefixHasher
 from .shares import OriginShares
+from .zero_pieces import create_hole, zero_pieces
 
 log = logging.getLogger("vmic.swarm")
 RESUME_SECONDS = 2.0
@@ -163,6 +165,8 @@ class Swarm:
             params.ti = torrent.info
             if seed_mode:
                 params.flags |= lt.torrent_flags.seed_mode  # verified whole by sha512 at staging
+            else:
+                params.have_pieces = self._zero_pieces(image, torrent)
         params.save_path = str(self.data_dir)
         if piece_priorities:
             params.piece_priorities = piece_priorities
@@ -180,6 +184,19 @@ class Swarm:
         if _complete(handle.status()):
             transfer.done.set_result(None)
         return transfer
+
+    def _zero_pieces(self, image: Image, torrent: Torrent) -> list[bool]:
+        """The pieces the signed torrent says are zeros, declared present in a new file that
+        is one hole (:mod:`.zero_pieces`); none if the file exists or the torrent is hybrid."""
+        info = torrent.info
+        if torrent.btmh is not None:
+            return []
+        zeros = zero_pieces([info.hash_for_piece(i) for i in range(info.num_pieces())], info.piece_length(),
+                            info.total_size())
+        if not any(zeros) or not create_hole(self.data_dir / image.sha512, image.size):
+            return []
+        event(log, "swarm.zero_pieces", image=image.identifier, pieces=sum(zeros), of=len(zeros))
+        return zeros
 
     async def fetch(self, image: Image, torrent: Torrent, progress: Callable[[int], None],
                     http: aiohttp.ClientSession | None = None, stall_seconds: float = 600,
