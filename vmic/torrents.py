@@ -15,10 +15,15 @@
 - *Private* (BEP 27): clients use only the trackers given, no DHT or peer exchange;
   a private cloud's swarm stays inside it.
 
-Piece size (:func:`piece_size_for`): about 2,048 pieces per image, a power of two
-(v2 requires one), at least 256 KiB (fewer, larger requests on a LAN) and at most
-16 MiB (a corrupt piece costs at most 16 MiB to fetch again). So 256 MiB -> 256 KiB,
-2 GiB -> 1 MiB, 20 GiB -> 16 MiB.
+Piece size (:func:`piece_size_for`): about 2,048 pieces of the image's *data*, a power
+of two (v2 requires one), at least 256 KiB (fewer, larger requests on a LAN) and at most
+16 MiB (a corrupt piece costs at most 16 MiB to fetch again), and no more than
+:data:`MAX_PIECES` pieces in all. So a dense 256 MiB -> 256 KiB, 2 GiB -> 1 MiB, 20 GiB
+-> 16 MiB; a 4 GiB image holding 512 MiB -> 256 KiB, 20 GiB holding 2 GiB -> 1 MiB.
+Counted by the data, a sparse image's swarm moves as many pieces as a dense image of
+its data would (measured: with 2 MiB pieces for 510 MiB of data in 4 GiB, staging on
+4 nodes took 1.8 times as long as a dense 510 MiB image's 256 KiB pieces), and
+smaller pieces carry fewer zeros around the data.
 
 Sparse images (:func:`v1_piece_hashes`): a v1 piece lying wholly in a hole of the blob
 gets the SHA-1 of a zero piece without being read; the others are read and hashed on
@@ -46,11 +51,16 @@ FORMATS = ("v1", "hybrid")
 MIN_PIECE = 256 * 2**10
 MAX_PIECE = 16 * 2**20
 TARGET_PIECES = 2048
+#: 20 bytes of SHA-1 each: at most 1.25 MiB of piece hashes in a torrent
+MAX_PIECES = 65536
 
 
-def piece_size_for(size: int) -> int:
+def piece_size_for(size: int, data: int | None = None) -> int:
+    """The piece size for an image of ``size`` bytes holding ``data`` bytes of data
+    (the rest holes; None: dense)."""
+    basis = size if data is None else min(size, data)
     piece = MIN_PIECE
-    while piece < MAX_PIECE and piece * TARGET_PIECES < size:
+    while piece < MAX_PIECE and (piece * TARGET_PIECES < basis or piece * MAX_PIECES < size):
         piece *= 2
     return piece
 
@@ -99,7 +109,8 @@ def make_torrent(blob: Path, web_seed: str, trackers: tuple[str, ...] = (), comm
     """Hash ``blob`` (blocking: run it in an executor) into a private torrent."""
     blob = Path(blob)
     flags = lt.create_torrent.v1_only if torrent_format == "v1" else 0
-    creator = lt.create_torrent(lt.list_files(str(blob)), piece_size_for(blob.stat().st_size), flags)
+    stat = blob.stat()
+    creator = lt.create_torrent(lt.list_files(str(blob)), piece_size_for(stat.st_size, stat.st_blocks * 512), flags)
     creator.set_priv(True)
     creator.add_url_seed(web_seed)
     for tier, tracker in enumerate(trackers):

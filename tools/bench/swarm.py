@@ -151,14 +151,16 @@ class Daemons:
 
 
 async def start_daemons(nodes: list[Host], work: Path, catalogue_url: str, ca: Path, dn: str,
-                        web_seed: bool) -> Daemons:
+                        web_seed: bool, formats: list[str] | None = None) -> Daemons:
+    """A node daemon per host (``formats``: their base formats in turn; raw by default)."""
     procs, sockets, logs = [], [], []
     spawned = time.time()
-    for node in nodes:
+    for i, node in enumerate(nodes):
         cache = work / "daemons" / node.name
         cache.mkdir(parents=True)
         config = cache / "node.toml"
-        config.write_text(f'[nodecache]\ncache_dir = "{cache}"\nnode_name = "{node.name}"\nformat = "raw"\n'
+        config.write_text(f'[nodecache]\ncache_dir = "{cache}"\nnode_name = "{node.name}"\n'
+                          f'format = "{(formats or ["raw"])[i % len(formats or ["raw"])]}"\n'
                           f'listen = "{node.address}:6881"\nweb_seed = {"true" if web_seed else "false"}\n'
                           f'log_level = "info"\n'
                           f'[[nodecache.catalogue]]\nurl = "{catalogue_url}"\nca = "{ca}"\nendorser_dn = "{dn}"\n')

@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CatalogueUnderTest, sha512_seconds, workdir, write_result  # noqa: E402
 
-from vmic.client import CatalogueClient, sha512_file  # noqa: E402
+from vmic.client import CatalogueClient  # noqa: E402
+from vmic.sparse import sha512_file  # noqa: E402
 
 CHUNK = 4 * 2**20
 

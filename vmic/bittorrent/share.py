@@ -69,13 +69,22 @@ def slice_of(share: Share, num_pieces: int) -> range:
     return range(share.index * num_pieces // share.count, (share.index + 1) * num_pieces // share.count)
 
 
-def priorities(share: Share, num_pieces: int) -> list[int]:
-    own = slice_of(share, num_pieces)
+def own_pieces(share: Share, wanted: Sequence[int]) -> Sequence[int]:
+    """The pieces of one share: its contiguous part of ``wanted``, the pieces to fetch in
+    order. Pieces every node has from the start (zeros, :mod:`vmic.fetch.zero_pieces`)
+    are in nobody's share: shares over all pieces left a node whose slice fell in the
+    image's holes with nothing to take from the origin, and another with all its data."""
+    part = slice_of(share, len(wanted))
+    return wanted[part.start:part.stop]
+
+
+def priorities(share: Share, num_pieces: int, wanted: Sequence[int] | None = None) -> list[int]:
+    own = set(own_pieces(share, range(num_pieces) if wanted is None else wanted))
     return [OWN_PRIORITY if piece in own else OTHER_PRIORITY for piece in range(num_pieces)]
 
 
-def slice_done(share: Share, have: list[bool]) -> bool:
-    return all(have[piece] for piece in slice_of(share, len(have)))
+def slice_done(share: Share, have: list[bool], wanted: Sequence[int] | None = None) -> bool:
+    return all(have[piece] for piece in own_pieces(share, range(len(have)) if wanted is None else wanted))
 
 
 @dataclass
@@ -86,6 +95,8 @@ class WebSeedPolicy:
     whether the web seed should be on."""
 
     share: Share | None = None
+    #: the pieces shares divide (None: all)
+    wanted: Sequence[int] | None = None
     web_seed: bool = True
     stalled_for: float = 0.0
     #: peers did not suffice once: the web seed stays on, shares are no longer asked for
@@ -101,7 +112,7 @@ class WebSeedPolicy:
         self.stalled_for = 0.0 if progressed else self.stalled_for + seconds
         if self.share is None or self.fell_back:
             self.web_seed = True  # no share (yet): plain BitTorrent, web seed on
-        elif self.web_seed and slice_done(self.share, have):
+        elif self.web_seed and slice_done(self.share, have, self.wanted):
             self.web_seed = False
         elif not self.web_seed and self.stalled_for >= STALL_SECONDS:
             self.web_seed = self.fell_back = True

@@ -17,11 +17,13 @@ import contextlib
 import errno
 import hashlib
 import os
+import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TypeVar
 
 from ..errors import StorageError, VmicError
 from ..sparse import Run, Zeros, hash_zeros, runs
@@ -32,6 +34,10 @@ T = TypeVar("T")
 CHUNK = 4 * 2**20
 #: a received piece at least this large is hashed and written as it is
 DIRECT = 2**20
+#: bytes of data handed to the hashing and writing threads and not yet done by both
+#: (runs of zeros take no memory and do not count: the hash runs on through them while
+#: the writes catch up)
+IN_FLIGHT = 64 * 2**20
 
 
 @dataclass
@@ -40,6 +46,8 @@ class HashState:
 
     hasher: "hashlib._Hash" = field(default_factory=hashlib.sha512)
     count: int = 0
+    #: the hasher may have taken more than ``count`` bytes (a write failed): hash the file again
+    stale: bool = False
 
 
 class BlobStore:
@@ -112,61 +120,78 @@ class BlobStore:
         A :class:`~vmic.sparse.Zeros` run extends the file by a hole (``ftruncate``) and
         is hashed from memory.
 
-        Receiving, hashing and writing overlap: while one chunk is hashed and written (in
-        two threads; hashlib releases the GIL), the event loop receives the next. At most
-        ``limit`` bytes are taken; one more byte raises ``OverflowError`` after undoing the
-        whole call (the part file and ``state`` back where they were), as does a malformed
-        body (a :class:`~vmic.errors.VmicError` from ``chunks``); a body that just ends
-        (a cut connection) keeps what arrived. ``state``
-        advances only over bytes both hashed and written; a write that fails (disk full)
-        truncates the file back to ``state.count``, so the part file and ``state`` agree.
-        Writes, truncation and closing run in order on one thread of their own, so a
-        cancelled request never closes the file under a running write.
+        Receiving, hashing and writing overlap: each chunk goes to a hashing thread and a
+        writing thread at once, each working through its queue in order without waiting
+        for the other (so the hash, the bound of an upload, never waits for a write), with
+        at most :data:`IN_FLIGHT` chunks between the event loop and the slower of the two.
+        At most ``limit`` bytes are taken; one more byte raises ``OverflowError`` after
+        undoing the whole call (the part file and ``state`` back where they were), as does
+        a malformed body (a :class:`~vmic.errors.VmicError` from ``chunks``); a body that
+        just ends (a cut connection) keeps what arrived. A write that fails (disk full)
+        stops every later write, the part file is cut back to what was written in order,
+        and ``state`` is marked stale (the hash ran ahead): the next PATCH hashes the part
+        file again. Writes, truncation and closing run in order on the writing thread, so
+        a cancelled request never closes the file under a running write.
         """
         loop = asyncio.get_running_loop()
         writer = ThreadPoolExecutor(1, thread_name_prefix="vmic-write")
         hasher_pool = ThreadPoolExecutor(1, thread_name_prefix="vmic-hash")
         fd = os.open(self.part(upload_id), os.O_WRONLY | os.O_APPEND)
         start, initial = state.count, state.hasher.copy()
-        pending: asyncio.Future[None] | None = None
+        hasher = state.hasher.copy()  #: runs ahead of the writes
+        #: (hashed, written, bytes of the image, bytes of memory held)
+        in_flight: deque[tuple[asyncio.Future[None], asyncio.Future[None], int, int]] = deque()
+        held = 0  #: bytes of data in flight
+        failed = threading.Event()  #: a write failed: no later write may land (O_APPEND would misplace it)
+        taken = 0  #: bytes handed to the threads
 
-        def write_all(data: bytes | bytearray) -> None:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+        def write(data: bytes | bytearray | Zeros, end: int) -> None:
+            if failed.is_set():
+                raise OSError(errno.ECANCELED, "an earlier write failed")
+            try:
+                if isinstance(data, Zeros):
+                    os.ftruncate(fd, end)
+                    return
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            except BaseException:
+                failed.set()
+                raise
 
-        async def hash_and_write(data: bytes | bytearray | Zeros) -> None:
-            hasher = state.hasher.copy()
+        def update(data: bytes | bytearray | Zeros) -> None:
             if isinstance(data, Zeros):
-                size = state.count + data.length
-                await asyncio.gather(
-                    loop.run_in_executor(hasher_pool, hash_zeros, hasher, data.length),
-                    loop.run_in_executor(writer, os.ftruncate, fd, size),
-                )
-                state.hasher, state.count = hasher, size
-                return
-            await asyncio.gather(
-                loop.run_in_executor(hasher_pool, hasher.update, data),
-                loop.run_in_executor(writer, write_all, data),
-            )
-            state.hasher, state.count = hasher, state.count + len(data)
+                hash_zeros(hasher, data.length)
+            else:
+                hasher.update(data)
+
+        async def settle(keep: int) -> None:
+            """Until at most ``keep`` bytes of data are in flight; ``state.count`` follows the writes."""
+            nonlocal held
+            while in_flight and (held > keep or keep == 0):
+                hashed, written, length, memory = in_flight[0]
+                await asyncio.wait([hashed, written])
+                in_flight.popleft()
+                written.result()  # the write's error, if any, first
+                hashed.result()
+                state.count += length
+                held -= memory
 
         async def submit(data: bytes | bytearray | Zeros) -> None:
-            nonlocal pending
-            if pending is not None:
-                await pending
-            pending = asyncio.ensure_future(hash_and_write(data))
+            nonlocal taken, held
+            size = data.length if isinstance(data, Zeros) else len(data)
+            memory = 0 if isinstance(data, Zeros) else size
+            await settle(IN_FLIGHT - memory)
+            held += memory
+            taken += size
+            in_flight.append((loop.run_in_executor(hasher_pool, update, data),
+                              loop.run_in_executor(writer, write, data, start + taken), size, memory))
 
         try:
             buffer = bytearray()
             async for chunk in chunks:
                 size = chunk.length if isinstance(chunk, Zeros) else len(chunk)
-                room = limit - (state.count - start) - len(buffer)
-                if size > room:  # refused whole: nothing of this request is kept
-                    if pending is not None:
-                        await pending
-                    await loop.run_in_executor(writer, os.ftruncate, fd, start)
-                    state.hasher, state.count = initial, start
+                if size > limit - taken - len(buffer):
                     raise OverflowError("more bytes than the upload's length")
                 if isinstance(chunk, Zeros):
                     if buffer:
@@ -183,16 +208,27 @@ class BlobStore:
                     buffer = bytearray()
             if buffer:
                 await submit(buffer)
-            if pending is not None:
-                await pending
+            await settle(0)
+            state.hasher = hasher
         except BaseException as exc:
+            if in_flight:  # let every chunk in flight finish: the part file and state agree before anyone reads them
+                await asyncio.wait([f for hashed, written, _, _ in in_flight for f in (hashed, written)])
             failure: BaseException = exc
-            if pending is not None:  # let it settle: the part file and state agree before anyone reads them
-                await asyncio.wait([pending])
-                if not pending.cancelled() and isinstance(pending.exception(), OSError):
-                    failure = cast(OSError, pending.exception())
-            if isinstance(failure, VmicError):  # a malformed body is refused whole, like one too long
+            in_order = True  #: every chunk so far hashed and written
+            while in_flight:
+                hashed, written, length, _ = in_flight.popleft()
+                error, hash_error = written.exception(), hashed.exception()
+                if isinstance(error, OSError) and error.errno != errno.ECANCELED and not isinstance(failure, OSError):
+                    failure = error
+                in_order = in_order and error is None and hash_error is None
+                if in_order:
+                    state.count += length
+            if isinstance(exc, (OverflowError, VmicError)):  # refused whole: nothing of this request is kept
                 state.hasher, state.count = initial, start
+            elif in_order and not isinstance(exc, OSError):
+                state.hasher = hasher  # e.g. cancelled: what arrived is kept, hashed
+            else:
+                state.stale = True  # the hash ran ahead of what was written: hashed again at the next PATCH
             await loop.run_in_executor(writer, os.ftruncate, fd, state.count)
             if not isinstance(failure, OSError):
                 raise

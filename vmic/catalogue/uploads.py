@@ -263,7 +263,7 @@ class Uploads:
         self._busy.add(upload_id)
         try:
             state = self._hashes.get(upload_id)
-            if state is None or state.count != current:
+            if state is None or state.stale or state.count != current:
                 state = await self.blobs.rehash(upload_id)
             self._hashes[upload_id] = state
             try:

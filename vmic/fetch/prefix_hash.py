@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
-READ = 4 * 2**20
+from vmic.sparse import Zeros, hash_zeros, runs
 
 
 class PrefixHasher:
@@ -31,14 +32,20 @@ class PrefixHasher:
         self._running: asyncio.Task[None] | None = None
 
     def _read_to(self, end: int) -> None:
-        with open(self.path, "rb", buffering=0) as source:
-            source.seek(self.offset)
-            while self.offset < end:
-                block = source.read(min(READ, end - self.offset))
-                if not block:
-                    raise OSError(f"{self.path} ends at {self.offset}, before {end}")
-                self._digest.update(block)
-                self.offset += len(block)
+        """Hash from ``offset`` to ``end``; holes (pieces of zeros left unwritten) from memory."""
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            if os.fstat(fd).st_size < end:
+                raise OSError(f"{self.path} ends at {os.fstat(fd).st_size}, before {end}")
+            for run in runs(fd, self.offset, end):
+                if isinstance(run, Zeros):
+                    hash_zeros(self._digest, run.length)
+                    self.offset += run.length
+                else:
+                    self._digest.update(run)
+                    self.offset += len(run)
+        finally:
+            os.close(fd)
 
     def _settled(self) -> bool:
         """No read running (one that failed is retrieved: the next starts where it stopped)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -38,13 +39,16 @@ class OriginShares:
         if not self.web_seeds:
             self.url = None  # nothing to spare the origin of
 
-    async def first(self, http: aiohttp.ClientSession, num_pieces: int) -> list[int] | None:
-        """Ask before the torrent is added; the piece priorities to add it with, or None."""
+    async def first(self, http: aiohttp.ClientSession, num_pieces: int, known: Sequence[bool] = ()
+                    ) -> list[int] | None:
+        """Ask before the torrent is added; the piece priorities to add it with, or None.
+        ``known``: pieces every node has from the start (zeros), in nobody's share."""
+        self.policy.wanted = [p for p in range(num_pieces) if not (known and known[p])]
         share = await self._ask(http) if self.url is not None else None
         if share is None:
             return None
         self.policy.share, self._asked = share, SHARE_SECONDS
-        return priorities(share, num_pieces)
+        return priorities(share, num_pieces, self.policy.wanted)
 
     async def step(self, http: aiohttp.ClientSession, have: list[bool], seconds: float) -> None:
         if self.url is None or self.handle is None:
@@ -54,8 +58,9 @@ class OriginShares:
             self._asked = SHARE_SECONDS
             share = await self._ask(http)  # None: asked again later
             if share is not None and share != self.policy.share:
+                event(log, "swarm.share", btih=self.btih, share=f"{share.index}/{share.count}")
                 self.policy.share = share
-                self.handle.prioritize_pieces(priorities(share, len(have)))
+                self.handle.prioritize_pieces(priorities(share, len(have), self.policy.wanted))
         was = self.policy.web_seed
         now = self.policy.step(have, seconds)
         if now != was:

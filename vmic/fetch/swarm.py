@@ -69,6 +69,24 @@ def _complete(status: lt.torrent_status) -> bool:
     return bool(status.is_seeding) and status.state not in CHECKING
 
 
+def _zeros_of(torrent: Torrent) -> list[bool]:
+    """The pieces the torrent's own hashes say are zeros (none for a hybrid torrent)."""
+    if torrent.btmh is not None:
+        return []
+    info = torrent.info
+    return zero_pieces([info.hash_for_piece(i) for i in range(info.num_pieces())], info.piece_length(),
+                       info.total_size())
+
+
+def _log_sources(image: Image, handle: lt.torrent_handle) -> None:
+    """Where the bytes came from, as far as the connections still open tell."""
+    sources: dict[str, int] = {}
+    for peer in handle.get_peer_info():
+        key = "web seed" if peer.connection_type == lt.peer_info.web_seed else str(peer.ip[0])
+        sources[key] = sources.get(key, 0) + peer.total_download
+    event(log, "swarm.fetched", image=image.identifier, sources=sources)
+
+
 @dataclass
 class Transfer:
     image: Image
@@ -188,11 +206,7 @@ class Swarm:
     def _zero_pieces(self, image: Image, torrent: Torrent) -> list[bool]:
         """The pieces the signed torrent says are zeros, declared present in a new file that
         is one hole (:mod:`.zero_pieces`); none if the file exists or the torrent is hybrid."""
-        info = torrent.info
-        if torrent.btmh is not None:
-            return []
-        zeros = zero_pieces([info.hash_for_piece(i) for i in range(info.num_pieces())], info.piece_length(),
-                            info.total_size())
+        zeros = _zeros_of(torrent)
         if not any(zeros) or not create_hole(self.data_dir / image.sha512, image.size):
             return []
         event(log, "swarm.zero_pieces", image=image.identifier, pieces=sum(zeros), of=len(zeros))
@@ -206,7 +220,7 @@ class Swarm:
         ``on_sha512``: told the sha512 of the file's bytes, hashed while they arrived
         (:mod:`vmic.fetch.prefix_hash`), before this returns."""
         shares = OriginShares(torrent.btih, self._share_url(torrent, http), torrent.web_seeds)
-        first = await shares.first(http, torrent.info.num_pieces()) if http is not None else None
+        first = await shares.first(http, torrent.info.num_pieces(), _zeros_of(torrent)) if http is not None else None
         transfer = self._add(image, torrent, seed_mode=False, piece_priorities=first)
         shares.handle = transfer.handle
         share = shares.policy.share
@@ -216,6 +230,7 @@ class Swarm:
             if on_sha512 is not None else None
         try:
             await self._download(image, torrent.btih, transfer, shares, hasher, progress, http, stall_seconds)
+            _log_sources(image, transfer.handle)
             if hasher is not None and on_sha512 is not None:
                 with contextlib.suppress(OSError):  # unread: staging hashes the file whole instead
                     on_sha512(await hasher.finish())
