@@ -16,6 +16,8 @@ import aiohttp
 import libtorrent as lt
 import pytest
 from support import (
+    TOKENS,
+    VMIC,
     RunningCatalogue,
     auth,
     node_config,
@@ -178,12 +180,30 @@ async def test_a_sparse_image_crosses_the_network_and_lands_as_its_data(catalogu
     assert body_bytes(catalogue) <= 1.1 * DATA_BYTES, "zeros never crossed the network"
     blob = catalogue.catalogue.blobs.path(record["sha512"])
     assert allocated_bytes(blob) <= 1.1 * DATA_BYTES, "the blob keeps its holes"
+    async with http.get(f"{catalogue.url}/metrics") as response:
+        metrics = await response.text()
+    values = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
+              if line.startswith("vmic_catalogue_blob_store")}
+    assert values == {"vmic_catalogue_blob_store_bytes": SIZE,
+                      "vmic_catalogue_blob_store_disk_bytes": allocated_bytes(blob)}
     # a stock HEPiX subscriber (vmcatcher: hv:uri, then hv:size and the sha512) gets every byte
     async with http.get(record["uri"]) as response:
         body = await response.read()
     assert len(body) == SIZE and hashlib.sha512(body).hexdigest() == record["sha512"]
     async with http.get(record["uri"], headers={"Range": f"bytes={20 * MiB}-{21 * MiB - 1}"}) as response:
         assert response.status == 206 and await response.read() == image.read_bytes()[20 * MiB:21 * MiB]
+
+
+async def test_vmic_publish_hashes_while_it_sends_only_the_data(catalogue: RunningCatalogue, tmp_path: Path) -> None:
+    image = write_sparse_image(tmp_path / "golden.raw", SIZE, DATA)
+    proc = await asyncio.create_subprocess_exec(
+        *VMIC, "publish", str(image), "--url", catalogue.url, "--namespace", "alice", "--name", "golden",
+        "--version", "1", env={**os.environ, "VMIC_TOKEN": TOKENS["alice"], "XDG_CACHE_HOME": str(tmp_path)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    (record,) = await catalogue.catalogue.store.images()
+    assert record.sha512 == whole(image) and body_bytes(catalogue) <= 1.1 * DATA_BYTES
 
 
 async def test_the_plain_upload_still_works_and_keeps_zeros_out_of_the_blob(catalogue: RunningCatalogue,

@@ -123,7 +123,7 @@ class BlobStore:
         Receiving, hashing and writing overlap: each chunk goes to a hashing thread and a
         writing thread at once, each working through its queue in order without waiting
         for the other (so the hash, the bound of an upload, never waits for a write), with
-        at most :data:`IN_FLIGHT` chunks between the event loop and the slower of the two.
+        at most :data:`IN_FLIGHT` bytes of data between the event loop and the slower of the two.
         At most ``limit`` bytes are taken; one more byte raises ``OverflowError`` after
         undoing the whole call (the part file and ``state`` back where they were), as does
         a malformed body (a :class:`~vmic.errors.VmicError` from ``chunks``); a body that

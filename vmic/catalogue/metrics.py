@@ -26,7 +26,9 @@ class Metrics:
         self.endorser_expiry = Gauge("vmic_catalogue_endorser_certificate_expiry_timestamp_seconds",
                                      "When the endorser certificate that signs the list expires", registry=r)
         self.images = Gauge("vmic_catalogue_images", "Images in the current list", registry=r)
-        self.blob_bytes = Gauge("vmic_catalogue_blob_store_bytes", "Bytes in the blob store", registry=r)
+        self.blob_bytes = Gauge("vmic_catalogue_blob_store_bytes", "Bytes of the images in the blob store", registry=r)
+        self.blob_disk_bytes = Gauge("vmic_catalogue_blob_store_disk_bytes",
+                                     "Disk the blob store takes (holes take none)", registry=r)
         self.syncs = Counter("vmic_catalogue_partner_syncs", "Partner syncs by subscription and result "
                              "(ok, image_errors, unreachable, or the reason a list was refused)",
                              ["subscription", "result"], registry=r)
