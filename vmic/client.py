@@ -248,7 +248,7 @@ async def _file_chunks(path: Path, offset: int, end: int, progress: Progress | N
 
 async def _extent_chunks(path: Path, offset: int, end: int, progress: Progress | None) -> AsyncIterator[bytes]:
     """The extents body for ``[offset, end)`` of ``path``: holes and zero blocks never read
-    or sent. Blocks are read and checked in a thread while the last one is sent."""
+    or sent. Each block is read and checked in a thread (the event loop stays free)."""
     loop = asyncio.get_running_loop()
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -12,8 +12,8 @@ catalogue hashes the zeros (the signed sha512 covers every byte) and stores them
 hole. Pure: :func:`encode` turns runs into bytes, :class:`Decoder` turns received chunks
 back into runs, refusing what does not fit (an unknown kind, an empty record); the
 upload's own limit refuses runs beyond its length (the whole request undone, as for a
-plain body). A body cut inside a data record keeps
-the bytes that arrived, as a cut octet-stream body does; the upload resumes from there.
+plain body). A body cut inside a data record keeps the bytes that arrived, as a cut
+octet-stream body does; the upload resumes from there.
 """
 
 from __future__ import annotations
@@ -41,12 +41,6 @@ def encode(runs: Iterable[Run]) -> Iterator[bytes]:
             else:  # large: not copied
                 yield HEADER.pack(DATA, len(run))
                 yield run
-
-
-def encoded_length(runs: Iterable[Run]) -> int:
-    """Bytes of :func:`encode`'s body for ``runs``."""
-    return sum(HEADER.size + (0 if isinstance(r, Zeros) else len(r)) for r in runs
-               if (r.length if isinstance(r, Zeros) else len(r)))
 
 
 class Decoder:

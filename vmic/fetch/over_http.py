@@ -1,9 +1,9 @@
 """Plain HTTP download of an image (a list without torrents, e.g. a partner's), resumable.
 
 The bytes go to ``<data>/<sha512>.part``; a broken transfer keeps what arrived and the
-next attempt asks for the rest with ``Range``. Chunks of zeros are left as holes. At most ``hv:size`` bytes are taken (a
-server sending endless data is cut off). Complete, the part file is renamed to
-``<data>/<sha512>``; staging then verifies it.
+next attempt asks for the rest with ``Range``. Chunks of zeros are left as holes. At
+most ``hv:size`` bytes are taken (a server sending endless data is cut off). Complete,
+the part file is renamed to ``<data>/<sha512>``; staging then verifies it.
 """
 
 from __future__ import annotations

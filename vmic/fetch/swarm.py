@@ -78,15 +78,6 @@ def _zeros_of(torrent: Torrent) -> list[bool]:
                        info.total_size())
 
 
-def _log_sources(image: Image, handle: lt.torrent_handle) -> None:
-    """Where the bytes came from, as far as the connections still open tell."""
-    sources: dict[str, int] = {}
-    for peer in handle.get_peer_info():
-        key = "web seed" if peer.connection_type == lt.peer_info.web_seed else str(peer.ip[0])
-        sources[key] = sources.get(key, 0) + peer.total_download
-    event(log, "swarm.fetched", image=image.identifier, sources=sources)
-
-
 @dataclass
 class Transfer:
     image: Image
@@ -230,7 +221,6 @@ class Swarm:
             if on_sha512 is not None else None
         try:
             await self._download(image, torrent.btih, transfer, shares, hasher, progress, http, stall_seconds)
-            _log_sources(image, transfer.handle)
             if hasher is not None and on_sha512 is not None:
                 with contextlib.suppress(OSError):  # unread: staging hashes the file whole instead
                     on_sha512(await hasher.finish())
