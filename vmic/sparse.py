@@ -137,27 +137,34 @@ def hash_zeros(hasher: hashlib._Hash, length: int) -> None:
         length -= n
 
 
+def hash_range(fd: int, start: int, end: int, hasher: hashlib._Hash,
+               progress: Callable[[int], None] | None = None) -> None:
+    """Feed ``[start, end)`` of the open file ``fd`` to ``hasher``, holes from memory;
+    ``progress`` is told the bytes hashed so far after every step (a step of zeros is at
+    most 1 GiB, so progress moves through a long hole too)."""
+    done = 0
+    for run in runs(fd, start, end):
+        if isinstance(run, Zeros):
+            left = run.length
+            while left:
+                step = min(left, 64 * READ_BLOCK)
+                hash_zeros(hasher, step)
+                done, left = done + step, left - step
+                if progress:
+                    progress(done)
+            continue
+        hasher.update(run)
+        done += len(run)
+        if progress:
+            progress(done)
+
+
 def sha512_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
     """The sha512 of every byte of ``path``, its holes hashed without being read."""
     hasher = hashlib.sha512()
-    done = 0
     fd = os.open(path, os.O_RDONLY)
     try:
-        for run in runs(fd, 0, os.fstat(fd).st_size):
-            if isinstance(run, Zeros):
-                left = run.length
-                while left:  # in steps, so that progress moves through a long hole too
-                    step = min(left, 64 * READ_BLOCK)
-                    hash_zeros(hasher, step)
-                    done, left = done + step, left - step
-                    if progress:
-                        progress(done)
-                continue
-            else:
-                hasher.update(run)
-                done += len(run)
-            if progress:
-                progress(done)
+        hash_range(fd, 0, os.fstat(fd).st_size, hasher, progress)
     finally:
         os.close(fd)
     return hasher.hexdigest()

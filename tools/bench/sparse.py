@@ -48,16 +48,19 @@ sys.path.insert(0, str(HERE.parent))
 from common import CatalogueUnderTest, sha512_seconds, wait_port, write_result  # noqa: E402
 from netlab import Host, Lab  # noqa: E402
 from swarm import (  # noqa: E402
+    DEMO_DN,
     PUBLISH_PHASES,
     busy_since,
     cpu_ticks,
     phase_split,
     rate_bytes,
+    services_running,
     start_daemons,
     stop_all,
     tx_bytes,
     until_following,
     until_staged,
+    write_distributor_config,
 )
 
 from vmic.sparse import allocated_bytes, sha512_file  # noqa: E402
@@ -66,7 +69,6 @@ from vmic.torrents import piece_size_for  # noqa: E402
 PY = sys.executable
 KiB, MiB = 2**10, 2**20
 GROUP = 128 * MiB
-DN = "/C=CH/O=vmic demo/CN=vmic catalogue endorser"
 
 
 def layout(virtual: int, data: int, scattered: float, kind: str, rng: random.Random) -> list[tuple[int, int]]:
@@ -171,17 +173,11 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         origin = lab.add_host(upload=args.origin_up)
         nodes = [lab.add_host(upload=args.node_up, download=args.node_down) for _ in range(args.nodes)]
         logs = open(work / "services.log", "ab")
-        catalogue = CatalogueUnderTest(work, host=origin.address, port=8470, prefix=origin.command(),
-                                       extra=f'trackers = "http://{lab.gateway}:6969/announce"\n', log=logs)
-        services = [catalogue.proc]
-        try:
-            keys = catalogue.keys
-            (work / "distributor.toml").write_text(
-                f'[tracker]\nlisten = "{lab.gateway}:6969"\ninterval = 10\nmin_interval = 1\nlog_level = "warning"\n'
-                f'[tracker.catalogue]\nurl = "{catalogue.url}"\nca = "{keys.ca_dir}"\nendorser_dn = "{DN}"\n'
-                f'[seeder.catalogue]\nurl = "{catalogue.url}"\nca = "{keys.ca_dir}"\nendorser_dn = "{DN}"\n'
-                f'[seeder]\nblob_dir = "{work / "catalogue" / "blobs" / "sha512"}"\n'
-                f'state_dir = "{work / "seeder"}"\nlisten = "{origin.address}:6881"\nlog_level = "warning"\n')
+        with services_running(work) as services:
+            catalogue = CatalogueUnderTest(work, host=origin.address, port=8470, prefix=origin.command(),
+                                           extra=f'trackers = "http://{lab.gateway}:6969/announce"\n', log=logs)
+            services.append(catalogue.proc)
+            write_distributor_config(work, f"{lab.gateway}:6969", catalogue, origin)
             services.append(subprocess.Popen([PY, "-m", "distributor.cli", "tracker", "-c",
                                               str(work / "distributor.toml")], stderr=logs))
             wait_port(6969, services[-1], host=lab.gateway)
@@ -189,19 +185,11 @@ def run(args: argparse.Namespace, work: Path) -> dict:
                                                             str(work / "distributor.toml")), stderr=logs))
             return asyncio.run(measure(args, work, lab, origin, nodes, catalogue, image, sha512, data_bytes,
                                        hash_pass))
-        except BaseException:
-            print((work / "services.log").read_text()[-3000:], file=sys.stderr)
-            raise
-        finally:
-            for service in services:
-                service.terminate()
-            for service in services:
-                service.wait(15)
 
 
 async def measure(args: argparse.Namespace, work: Path, lab: Lab, origin: Host, nodes: list[Host],
                   catalogue: CatalogueUnderTest, image: Path, sha512: str, data_bytes: int, hash_pass: float) -> dict:
-    daemons = await start_daemons(nodes, work, catalogue.url, catalogue.keys.ca_dir, DN, True,
+    daemons = await start_daemons(nodes, work, catalogue.url, catalogue.keys.ca_dir, DEMO_DN, True,
                                   formats=["raw", "qcow2"])
     try:
         await until_following(daemons)

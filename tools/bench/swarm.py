@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -335,21 +337,15 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
         topology = "".join(f'"lab/{r.name}" = ["{r.subnet}"]\n' for r in racks) if args.topology else ""
         tracker_port = 6969
         logs = open(work / "services.log", "ab")
-        services: list[subprocess.Popen[bytes]] = []
-        catalogue = CatalogueUnderTest(work, host=origin.address, port=8470, prefix=origin.command(),
-                                       extra=f'trackers = "http://{lab.gateway}:{tracker_port}/announce"\n', log=logs)
-        services.append(catalogue.proc)
-        try:
+        with services_running(work) as services:
+            catalogue = CatalogueUnderTest(work, host=origin.address, port=8470, prefix=origin.command(),
+                                           extra=f'trackers = "http://{lab.gateway}:{tracker_port}/announce"\n',
+                                           log=logs)
+            services.append(catalogue.proc)
             keys = catalogue.keys
-            dn = "/C=CH/O=vmic demo/CN=vmic catalogue endorser"
-            (work / "distributor.toml").write_text(
-                f'[tracker]\nlisten = "{lab.gateway}:{tracker_port}"\ninterval = 10\nmin_interval = 1\n'
-                f'log_level = "warning"\n[tracker.catalogue]\nurl = "{catalogue.url}"\nca = "{keys.ca_dir}"\n'
-                f'endorser_dn = "{dn}"\n[tracker.topology]\n{topology}'
-                f'[seeder.catalogue]\nurl = "{catalogue.url}"\nca = "{keys.ca_dir}"\nendorser_dn = "{dn}"\n'
-                f'[seeder]\nblob_dir = "{work / "catalogue" / "blobs" / "sha512"}"\n'
-                f'state_dir = "{work / "seeder"}"\nlisten = "{origin.address}:6881"\nlog_level = "warning"\n'
-                f'super_seed = {"false" if args.no_super_seed else "true"}\n')
+            dn = DEMO_DN
+            write_distributor_config(work, f"{lab.gateway}:{tracker_port}", catalogue, origin, topology,
+                                     super_seed=not args.no_super_seed)
             services.append(subprocess.Popen([PY, "-m", "distributor.cli", "tracker", "-c",
                                               str(work / "distributor.toml")], stderr=logs))
             wait_port(tracker_port, services[-1], host=lab.gateway)
@@ -395,17 +391,47 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
                     node.command(PY, str(HERE / "node_fetch.py"), "http", image_url, sha512,
                                  str(work / "http" / node.name)) for node in nodes]))
                 shutil.rmtree(work / "http", ignore_errors=True)
-        except BaseException:
-            print((work / "services.log").read_text()[-3000:], file=sys.stderr)
-            raise
-        finally:
-            for service in services:
-                service.terminate()
-            for service in services:
-                service.wait(15)
     u_s, u, d = rate_bytes(args.origin_up), rate_bytes(args.node_up), rate_bytes(args.node_down)
     bound = max(size / u_s, size / d, n * size / (u_s + n * u))
     return Run(n, size, swarm, bound, unicast, copies, cross_rack, cpu_busy, phases)
+
+
+#: the endorser of the demo keys the benchmark's catalogue makes (vmic/pki.py)
+DEMO_DN = "/C=CH/O=vmic demo/CN=vmic catalogue endorser"
+
+
+def write_distributor_config(work: Path, tracker: str, catalogue: CatalogueUnderTest, origin: Host,
+                             topology: str = "", super_seed: bool = True) -> Path:
+    """``work/distributor.toml``: the tracker on ``tracker``, the seeder on the origin
+    seeding the catalogue's blob store, both following the catalogue."""
+    keys, dn = catalogue.keys, DEMO_DN
+    path = work / "distributor.toml"
+    path.write_text(
+        f'[tracker]\nlisten = "{tracker}"\ninterval = 10\nmin_interval = 1\n'
+        f'log_level = "warning"\n[tracker.catalogue]\nurl = "{catalogue.url}"\nca = "{keys.ca_dir}"\n'
+        f'endorser_dn = "{dn}"\n[tracker.topology]\n{topology}'
+        f'[seeder.catalogue]\nurl = "{catalogue.url}"\nca = "{keys.ca_dir}"\nendorser_dn = "{dn}"\n'
+        f'[seeder]\nblob_dir = "{work / "catalogue" / "blobs" / "sha512"}"\n'
+        f'state_dir = "{work / "seeder"}"\nlisten = "{origin.address}:6881"\nlog_level = "warning"\n'
+        f'super_seed = {"true" if super_seed else "false"}\n')
+    return path
+
+
+@contextlib.contextmanager
+def services_running(work: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """The lab's services (catalogue, tracker, seeder) as they are started: the tail of
+    their log if the run fails, all stopped at the end."""
+    services: list[subprocess.Popen[bytes]] = []
+    try:
+        yield services
+    except BaseException:
+        print((work / "services.log").read_text()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        for service in services:
+            service.terminate()
+        for service in services:
+            service.wait(15)
 
 
 def write_image(path: Path, size: int) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import StorageError, VmicError
-from ..sparse import Run, Zeros, hash_zeros, runs
+from ..sparse import Run, Zeros, hash_range, hash_zeros
 
 T = TypeVar("T")
 
@@ -297,13 +297,8 @@ def _hash_state(path: Path) -> HashState:
     state = HashState()
     fd = os.open(path, os.O_RDONLY)
     try:
-        for run in runs(fd, 0, os.fstat(fd).st_size):
-            if isinstance(run, Zeros):
-                hash_zeros(state.hasher, run.length)
-                state.count += run.length
-            else:
-                state.hasher.update(run)
-                state.count += len(run)
+        state.count = os.fstat(fd).st_size
+        hash_range(fd, 0, state.count, state.hasher)
     finally:
         os.close(fd)
     return state

@@ -18,7 +18,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from vmic.sparse import Zeros, hash_zeros, runs
+from vmic.sparse import hash_range
 
 
 class PrefixHasher:
@@ -32,18 +32,18 @@ class PrefixHasher:
         self._running: asyncio.Task[None] | None = None
 
     def _read_to(self, end: int) -> None:
-        """Hash from ``offset`` to ``end``; holes (pieces of zeros left unwritten) from memory."""
+        """Hash from ``offset`` to ``end``; holes (pieces of zeros left unwritten) from memory.
+        ``offset`` follows every step, so a read that fails is taken up where it stopped."""
+        start = self.offset
+
+        def moved(done: int) -> None:
+            self.offset = start + done
+
         fd = os.open(self.path, os.O_RDONLY)
         try:
             if os.fstat(fd).st_size < end:
                 raise OSError(f"{self.path} ends at {os.fstat(fd).st_size}, before {end}")
-            for run in runs(fd, self.offset, end):
-                if isinstance(run, Zeros):
-                    hash_zeros(self._digest, run.length)
-                    self.offset += run.length
-                else:
-                    self._digest.update(run)
-                    self.offset += len(run)
+            hash_range(fd, start, end, self._digest, moved)
         finally:
             os.close(fd)
 
