@@ -16,12 +16,16 @@ from vmic.torrents import piece_size_for
 KiB, MiB, GiB = 2**10, 2**20, 2**30
 
 
-@pytest.mark.parametrize(("size", "piece"), [
-    (1, 256 * KiB), (256 * MiB, 256 * KiB), (512 * MiB + 1, 512 * KiB), (2 * GiB, MiB), (20 * GiB, 16 * MiB),
-    (100 * GiB, 16 * MiB),
+@pytest.mark.parametrize(("size", "data", "piece"), [
+    (1, None, 256 * KiB), (256 * MiB, None, 256 * KiB), (512 * MiB + 1, None, 512 * KiB), (2 * GiB, None, MiB),
+    (20 * GiB, None, 16 * MiB), (100 * GiB, None, 16 * MiB),
+    # sparse: counted by the data
+    (4 * GiB, 512 * MiB, 256 * KiB), (20 * GiB, 2 * GiB, MiB), (20 * GiB, 20 * GiB + 4096, 16 * MiB),
+    # ... but never more than 65,536 pieces in all
+    (100 * GiB, GiB, 2 * MiB), (64 * GiB, 0, MiB),
 ])
-def test_piece_size_policy(size: int, piece: int) -> None:
-    assert piece_size_for(size) == piece
+def test_piece_size_policy(size: int, data: int | None, piece: int) -> None:
+    assert piece_size_for(size, data) == piece
 
 
 async def test_published_image_gets_a_private_torrent_with_web_seed(catalogue: RunningCatalogue,

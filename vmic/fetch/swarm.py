@@ -153,8 +153,10 @@ class Swarm:
         path.write_bytes(torrent.data)
         return torrent
 
-    def _add(self, image: Image, torrent: Torrent, seed_mode: bool, piece_priorities: list[int] | None = None
-             ) -> Transfer:
+    def _add(self, image: Image, torrent: Torrent, seed_mode: bool, piece_priorities: list[int] | None = None,
+             zeros: list[bool] | None = None) -> Transfer:
+        """Add (or find) the torrent; ``zeros``: its pieces of zeros, declared present in a
+        new download (:meth:`_declare`)."""
         assert self._session is not None
         if torrent.btih in self.transfers:
             transfer = self.transfers[torrent.btih]
@@ -175,7 +177,7 @@ class Swarm:
             if seed_mode:
                 params.flags |= lt.torrent_flags.seed_mode  # verified whole by sha512 at staging
             else:
-                params.have_pieces = self._zero_pieces(image, torrent)
+                params.have_pieces = self._declare(image, zeros or [])
         params.save_path = str(self.data_dir)
         if piece_priorities:
             params.piece_priorities = piece_priorities
@@ -194,10 +196,9 @@ class Swarm:
             transfer.done.set_result(None)
         return transfer
 
-    def _zero_pieces(self, image: Image, torrent: Torrent) -> list[bool]:
-        """The pieces the signed torrent says are zeros, declared present in a new file that
-        is one hole (:mod:`.zero_pieces`); none if the file exists or the torrent is hybrid."""
-        zeros = _zeros_of(torrent)
+    def _declare(self, image: Image, zeros: list[bool]) -> list[bool]:
+        """``zeros`` (the pieces the signed torrent says are zeros) to declare present, in a
+        new file that is one hole (:mod:`.zero_pieces`); none if the file exists."""
         if not any(zeros) or not create_hole(self.data_dir / image.sha512, image.size):
             return []
         event(log, "swarm.zero_pieces", image=image.identifier, pieces=sum(zeros), of=len(zeros))
@@ -211,8 +212,9 @@ class Swarm:
         ``on_sha512``: told the sha512 of the file's bytes, hashed while they arrived
         (:mod:`vmic.fetch.prefix_hash`), before this returns."""
         shares = OriginShares(torrent.btih, self._share_url(torrent, http), torrent.web_seeds)
-        first = await shares.first(http, torrent.info.num_pieces(), _zeros_of(torrent)) if http is not None else None
-        transfer = self._add(image, torrent, seed_mode=False, piece_priorities=first)
+        zeros = _zeros_of(torrent)
+        first = await shares.first(http, torrent.info.num_pieces(), zeros) if http is not None else None
+        transfer = self._add(image, torrent, seed_mode=False, piece_priorities=first, zeros=zeros)
         shares.handle = transfer.handle
         share = shares.policy.share
         event(log, "swarm.fetching", image=image.identifier, btih=torrent.btih,
