@@ -97,6 +97,16 @@ def test_runs_of_a_range_start_and_end_inside_holes_and_data(tmp_path: Path) -> 
         os.close(fd)
 
 
+def test_a_file_that_ends_before_the_range_is_never_taken_for_zeros(tmp_path: Path) -> None:
+    path = write_sparse_image(tmp_path / "f", MiB, [(0, 4096)])
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError, match="ends at 1048576, before 1048577"):
+            list(runs(fd, 0, MiB + 1))
+    finally:
+        os.close(fd)
+
+
 # --- the extents body -------------------------------------------------------------------
 
 def test_the_extents_body_round_trips_whatever_the_chunking() -> None:

@@ -75,7 +75,7 @@ def is_zero(data: bytes | bytearray | memoryview) -> bool:
 def _split_zero_blocks(block: bytes, offset: int) -> Iterator[Run]:
     """``block`` (starting at file ``offset``) with its aligned zero blocks as Zeros."""
     view = memoryview(block)
-    start = position = 0
+    start = 0
     # the first boundary of ZERO_BLOCK at or after offset, relative to the block
     position = (-offset) % ZERO_BLOCK
     while position + ZERO_BLOCK <= len(view):
@@ -96,9 +96,18 @@ def _split_zero_blocks(block: bytes, offset: int) -> Iterator[Run]:
         yield bytes(view[start:])
 
 
+def _require(fd: int, end: int) -> None:
+    """OSError unless the file reaches ``end`` (past its end, SEEK_DATA would report a hole)."""
+    size = os.fstat(fd).st_size
+    if size < end:
+        raise OSError(errno.EIO, f"the file ends at {size}, before {end} (changed while read?)")
+
+
 def runs(fd: int, start: int, end: int) -> Iterator[Run]:
     """The bytes of ``[start, end)`` as data blocks (at most :data:`READ_BLOCK`) and
-    Zeros, adjacent Zeros merged; holes are never read."""
+    Zeros, adjacent Zeros merged; holes are never read. OSError if the file does not
+    reach ``end``, before or after (a file cut short is never taken for zeros)."""
+    _require(fd, end)
     pending = 0  # zeros not yet yielded
 
     def pieces() -> Iterator[Run]:
@@ -124,6 +133,7 @@ def runs(fd: int, start: int, end: int) -> Iterator[Run]:
             yield Zeros(pending)
             pending = 0
         yield piece
+    _require(fd, end)
     if pending:
         yield Zeros(pending)
 

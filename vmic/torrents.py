@@ -34,6 +34,7 @@ in the time the data takes. Nodes use the same fact the other way round
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Iterator
@@ -126,6 +127,12 @@ def make_torrent(blob: Path, web_seed: str, trackers: tuple[str, ...] = (), comm
     return Torrent.parse(lt.bencode(creator.generate()))
 
 
+@functools.cache
+def zero_piece_hash(length: int) -> bytes:
+    """The SHA-1 of a piece of ``length`` zeros (what a v1 torrent lists for one)."""
+    return hashlib.sha1(bytes(length)).digest()
+
+
 def v1_piece_hashes(path: Path, piece_size: int) -> Iterator[bytes]:
     """The SHA-1 of each ``piece_size`` piece of ``path``, in order: pieces in holes from
     memory, the others read and hashed by a thread per core."""
@@ -137,13 +144,11 @@ def v1_piece_hashes(path: Path, piece_size: int) -> Iterator[bytes]:
         for first, after in data_extents(fd, 0, size):
             for index in range(first // piece_size, -(-after // piece_size)):
                 has_data[index] = True
-        zero = {length: hashlib.sha1(bytes(length)).digest()
-                for length in {piece_size, size - (count - 1) * piece_size}}
 
         def piece_hash(index: int) -> bytes:
             length = min(piece_size, size - index * piece_size)
             if not has_data[index]:
-                return zero[length]
+                return zero_piece_hash(length)
             data = os.pread(fd, length, index * piece_size)
             if len(data) != length:
                 raise OSError(f"{path} changed while it was hashed")

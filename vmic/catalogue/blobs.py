@@ -137,7 +137,7 @@ class BlobStore:
         writer = ThreadPoolExecutor(1, thread_name_prefix="vmic-write")
         hasher_pool = ThreadPoolExecutor(1, thread_name_prefix="vmic-hash")
         fd = os.open(self.part(upload_id), os.O_WRONLY | os.O_APPEND)
-        start, initial = state.count, state.hasher.copy()
+        start, initial = state.count, state.hasher  #: the hasher as it was: only ``hasher`` takes bytes
         hasher = state.hasher.copy()  #: runs ahead of the writes
         #: (hashed, written, bytes of the image, bytes of memory held)
         in_flight: deque[tuple[asyncio.Future[None], asyncio.Future[None], int, int]] = deque()

@@ -18,19 +18,18 @@ checks it piece by piece as always.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
+
+from vmic.torrents import zero_piece_hash
 
 
 def zero_pieces(hashes: Sequence[bytes], piece_size: int, total_size: int) -> list[bool]:
     """For each piece, whether its SHA-1 (``hashes``) is that of zeros of its length."""
     if not hashes:
         return []
-    last = total_size - (len(hashes) - 1) * piece_size
-    zero = hashlib.sha1(bytes(piece_size)).digest()
-    zero_last = hashlib.sha1(bytes(last)).digest()
+    zero, zero_last = zero_piece_hash(piece_size), zero_piece_hash(total_size - (len(hashes) - 1) * piece_size)
     return [digest == (zero_last if index == len(hashes) - 1 else zero) for index, digest in enumerate(hashes)]
 
 
