@@ -16,7 +16,10 @@ d each), the tracker on the lab's bridge. Printed per N:
 Each node is tools/bench/node_fetch.py (libtorrent with the shared session settings; T
 ends when each has the verified file), or with ``--daemons`` a real node daemon
 (``nodecache run``: it follows the catalogue, fetches, verifies and stages; T ends when
-each reports the image staged). Needs root (namespaces, tc).
+each reports the image staged). With ``--stock``, right after ours and on the same hosts and
+shaping, stock BitTorrent fetches the same image (tools/bench/stock_node.py: libtorrent's
+default settings, opentracker, a plain seeder) and the run prints ours/stock. Needs root
+(namespaces, tc).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 from common import CatalogueUnderTest, wait_port, write_result  # noqa: E402
-from netlab import Host, Lab  # noqa: E402
+from netlab import Host, Lab, Rack  # noqa: E402
 
 from vmic.client import CatalogueClient  # noqa: E402
 
@@ -102,6 +105,7 @@ class Run:
     #: --stock: stock libtorrent (default settings) + opentracker on the same hosts, same run
     stock_seconds: float | None = None
     stock_copies: float | None = None
+    stock_cross_rack_copies: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -294,6 +298,15 @@ def stock_swarm(lab: Lab, origin: Host, nodes: list[Host], work: Path, sha512: s
         shutil.rmtree(work / "stock", ignore_errors=True)
 
 
+def stock_beside(lab: Lab, origin: Host, nodes: list[Host], racks: list[Rack], work: Path, sha512: str,
+                 size: int) -> tuple[float | None, ...]:
+    """The stock column of a run: stock BitTorrent's seconds, origin copies and copies
+    across the racks' links, on the hosts ours just used."""
+    crossed_before = sum(link_bytes(r.uplink) for r in racks)
+    seconds, copies = stock_swarm(lab, origin, nodes, work, sha512, size)
+    return seconds, copies, (sum(link_bytes(r.uplink) for r in racks) - crossed_before) / size
+
+
 async def stop_all(procs: list[asyncio.subprocess.Process]) -> None:
     for proc in procs:
         if proc.returncode is None:
@@ -354,8 +367,7 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
                                                                 str(work / "distributor.toml")), stderr=logs))
                 swarm, phases, copies, cpu_busy, _, sha512 = asyncio.run(publish_to_staged(
                     nodes, origin, work, catalogue, keys.ca_dir, dn, size, not args.no_web_seed))
-                stock = stock_swarm(lab, origin, nodes, work, sha512, size) \
-                    if args.stock else (None, None)
+                stock = stock_beside(lab, origin, nodes, racks, work, sha512, size) if args.stock else (None,) * 3
                 u_s, u, d = rate_bytes(args.origin_up), rate_bytes(args.node_up), rate_bytes(args.node_down)
                 bound = max(size / u_s, size / d, n * size / (u_s + n * u))
                 return Run(n, size, swarm, bound, None, copies, 0.0, cpu_busy, phases, *stock)
@@ -384,6 +396,7 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
             cross_rack = (sum(link_bytes(r.uplink) for r in racks) - crossed_before) / size
             shutil.rmtree(work / "nodes", ignore_errors=True)
             shutil.rmtree(work / "daemons", ignore_errors=True)
+            stock = stock_beside(lab, origin, nodes, racks, work, sha512, size) if args.stock else (None,) * 3
             unicast = None
             if not args.no_unicast:
                 image_url = f"{catalogue.url}/images/{record['identifier']}"
@@ -393,7 +406,7 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
                 shutil.rmtree(work / "http", ignore_errors=True)
     u_s, u, d = rate_bytes(args.origin_up), rate_bytes(args.node_up), rate_bytes(args.node_down)
     bound = max(size / u_s, size / d, n * size / (u_s + n * u))
-    return Run(n, size, swarm, bound, unicast, copies, cross_rack, cpu_busy, phases)
+    return Run(n, size, swarm, bound, unicast, copies, cross_rack, cpu_busy, phases, *stock)
 
 
 #: the endorser of the demo keys the benchmark's catalogue makes (vmic/pki.py)
@@ -497,8 +510,8 @@ def main() -> None:
                         help="with --daemons: daemons and seeder run and follow first; T runs from the image "
                              "published to every node having it staged")
     parser.add_argument("--stock", action="store_true",
-                        help="with --from-publish: then stock libtorrent (default settings) + opentracker on the "
-                             "same hosts and shaping, and the ratio ours/stock")
+                        help="then stock libtorrent (default settings) + opentracker on the same hosts and "
+                             "shaping, and the ratio ours/stock")
     parser.add_argument("--racks", type=int, default=0, help="put the hosts in this many racks (2 or 3)")
     parser.add_argument("--uplink", default="100mbit", help="each rack's link to the others")
     parser.add_argument("--topology", action="store_true", help="give the tracker the racks' subnets")
@@ -524,7 +537,8 @@ def main() -> None:
             if run.stock_seconds is not None and run.stock_copies is not None:
                 print(f"      stock libtorrent + opentracker, same hosts: T {run.stock_seconds:.1f} s, T/T* "
                       f"{run.stock_seconds / run.bound_seconds:.2f}, origin copies {run.stock_copies:.2f}; "
-                      f"ours/stock {run.swarm_seconds / run.stock_seconds:.2f}", flush=True)
+                      f"ours/stock {run.swarm_seconds / run.stock_seconds:.2f}"
+                      + (f", cross-rack copies {run.stock_cross_rack_copies:.2f}" if args.racks else ""), flush=True)
             if run.phases:
                 print("      where the time went (median / slowest node, s): " + ", ".join(
                     f"{name} {median:.1f} / {slowest:.1f}" for name, (median, slowest) in run.phases.items()), flush=True)
@@ -537,7 +551,8 @@ def main() -> None:
                   "bound_seconds": r.bound_seconds, "ratio": r.ratio, "unicast_seconds": r.unicast_seconds,
                   "origin_copies": r.origin_copies, "cross_rack_copies": r.cross_rack_copies,
                   "cpu_busy": r.cpu_busy, "phases": r.phases, "stock_seconds": r.stock_seconds,
-                  "stock_copies": r.stock_copies} for r in runs],
+                  "stock_copies": r.stock_copies, "stock_cross_rack_copies": r.stock_cross_rack_copies}
+                 for r in runs],
     })
 
 
