@@ -36,7 +36,7 @@ from vmic.extent_stream import HEADER, MEDIA_TYPE, Decoder, encode
 from vmic.fetch.zero_pieces import create_hole, zero_pieces
 from vmic.pki import KeyPaths
 from vmic.sparse import ZERO_BLOCK, Zeros, allocated_bytes, runs, sha512_file
-from vmic.torrents import make_torrent, piece_size_for
+from vmic.torrents import make_torrent
 
 KiB, MiB = 2**10, 2**20
 #: 64 MiB of virtual disk holding 6 MiB of data, in three runs (one not piece-aligned)
@@ -165,7 +165,7 @@ def test_a_file_already_there_is_never_declared_into(tmp_path: Path) -> None:
 def test_the_catalogues_torrent_is_libtorrents_in_the_time_the_data_takes(tmp_path: Path) -> None:
     blob = write_sparse_image(tmp_path / ("e" * 128), SIZE + 5, DATA)
     ours = make_torrent(blob, "http://127.0.0.1:1/images/x", ("http://127.0.0.1:2/announce",))
-    creator = lt.create_torrent(lt.list_files(str(blob)), piece_size_for(SIZE), lt.create_torrent.v1_only)
+    creator = lt.create_torrent(lt.list_files(str(blob)), ours.piece_size, lt.create_torrent.v1_only)
     lt.set_piece_hashes(creator, str(tmp_path))
     theirs = lt.torrent_info(lt.bencode(creator.generate()))
     info = ours.info

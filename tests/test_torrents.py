@@ -11,7 +11,7 @@ import libtorrent as lt
 import pytest
 from support import RunningCatalogue, publish_and_wait, run_until_file, stock_client, write_image
 
-from vmic.torrents import piece_size_for
+from vmic.torrents import carried_bytes, piece_size_for
 
 KiB, MiB, GiB = 2**10, 2**20, 2**30
 
@@ -26,6 +26,43 @@ KiB, MiB, GiB = 2**10, 2**20, 2**30
 ])
 def test_piece_size_policy(size: int, data: int | None, piece: int) -> None:
     assert piece_size_for(size, data) == piece
+
+
+#: a file system's image: 2 GiB of data from the start, a 4 KiB block of metadata every 128 MiB
+FILE_SYSTEM = [(0, 2 * GiB)] + [(g * 128 * MiB, g * 128 * MiB + 4 * KiB) for g in range(16, 160)]
+
+
+@pytest.mark.parametrize(("extents", "piece", "size", "carried"), [
+    ([], MiB, 10 * MiB, 0),
+    ([(0, 1)], MiB, 10 * MiB, MiB),
+    ([(MiB - 1, MiB + 1)], MiB, 10 * MiB, 2 * MiB),  # one byte each side of a border: two pieces
+    ([(0, 10), (20, 30), (MiB - 1, MiB)], MiB, 10 * MiB, MiB),  # three runs in one piece: once
+    ([(0, 10), (2 * MiB, 2 * MiB + 1), (5 * MiB, 5 * MiB)], MiB, 10 * MiB, 2 * MiB),  # an empty run: none
+    ([(9 * MiB + 5, 9 * MiB + 6)], MiB, 9 * MiB + 10, 10),  # the short last piece counts what it holds
+    ([(0, 9 * MiB + 10)], MiB, 9 * MiB + 10, 9 * MiB + 10),  # dense: the whole image
+    (FILE_SYSTEM, MiB, 20 * GiB, 2 * GiB + 144 * MiB),
+    (FILE_SYSTEM, 512 * KiB, 20 * GiB, 2 * GiB + 72 * MiB),
+])
+def test_carried_bytes(extents: list[tuple[int, int]], piece: int, size: int, carried: int) -> None:
+    assert carried_bytes(extents, piece, size) == carried
+
+
+@pytest.mark.parametrize(("size", "extents", "piece"), [
+    # dense: as by the size alone
+    (2 * GiB, [(0, 2 * GiB)], MiB), (20 * GiB, [(0, 20 * GiB)], 16 * MiB),
+    # the data in one place: as by the data alone
+    (20 * GiB, [(0, 2 * GiB)], MiB), (4 * GiB, [(0, 512 * MiB)], 256 * KiB),
+    # metadata every 128 MiB: 1 MiB pieces would carry 7 % of zeros, 512 KiB pieces 3.5 %
+    (20 * GiB, FILE_SYSTEM, 512 * KiB),
+    # every 64 MiB: 5.5 % at 512 KiB, so 256 KiB
+    (8 * GiB, [(0, GiB)] + [(g * 64 * MiB, g * 64 * MiB + 4 * KiB) for g in range(16, 128)], 256 * KiB),
+    # every 32 MiB of 20 GiB: 14 % at 512 KiB, but 256 KiB pieces would be more than 65,536
+    (20 * GiB, [(0, 2 * GiB)] + [(g * 32 * MiB, g * 32 * MiB + 4 * KiB) for g in range(64, 640)], 512 * KiB),
+    # never below 256 KiB: 4 KiB every MiB carries 256 times its data whatever the piece size
+    (GiB, [(m * MiB, m * MiB + 4 * KiB) for m in range(1024)], 256 * KiB),
+])
+def test_piece_size_follows_where_the_data_lies(size: int, extents: list[tuple[int, int]], piece: int) -> None:
+    assert piece_size_for(size, sum(b - a for a, b in extents), extents) == piece
 
 
 async def test_published_image_gets_a_private_torrent_with_web_seed(catalogue: RunningCatalogue,

@@ -64,7 +64,7 @@ from swarm import (  # noqa: E402
 )
 
 from vmic.sparse import allocated_bytes, sha512_file  # noqa: E402
-from vmic.torrents import piece_size_for  # noqa: E402
+from vmic.torrents import piece_size_of  # noqa: E402
 
 PY = sys.executable
 KiB, MiB = 2**10, 2**20
@@ -221,7 +221,7 @@ async def measure(args: argparse.Namespace, work: Path, lab: Lab, origin: Host, 
     n = len(nodes)
     bound = max(data_bytes / u_s, data_bytes / d, n * data_bytes / (u_s + n * u))
     return {"virtual_bytes": image.stat().st_size, "data_bytes": data_bytes, "layout": args.layout,
-            "piece_size": piece_size_for(image.stat().st_size, data_bytes), "sha512_pass_seconds": hash_pass,
+            "piece_size": piece_size_of(image), "sha512_pass_seconds": hash_pass,
             "publish_seconds": publish_seconds, "publish_wire_bytes": wire,
             "catalogue_disk_bytes": allocated_bytes(blob), "node_received_bytes": received, "origin_sent_bytes": origin_sent,
             "node_download_disk_bytes": downloads,
