@@ -367,6 +367,7 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
                                                                 str(work / "distributor.toml")), stderr=logs))
                 swarm, phases, copies, cpu_busy, _, sha512 = asyncio.run(publish_to_staged(
                     nodes, origin, work, catalogue, keys.ca_dir, dn, size, not args.no_web_seed))
+                shutil.rmtree(work / "daemons", ignore_errors=True)  # room for stock's copies
                 stock = stock_beside(lab, origin, nodes, racks, work, sha512, size) if args.stock else (None,) * 3
                 u_s, u, d = rate_bytes(args.origin_up), rate_bytes(args.node_up), rate_bytes(args.node_down)
                 bound = max(size / u_s, size / d, n * size / (u_s + n * u))
