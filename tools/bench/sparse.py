@@ -50,10 +50,12 @@ from netlab import Host, Lab  # noqa: E402
 from swarm import (  # noqa: E402
     DEMO_DN,
     PUBLISH_PHASES,
+    SEEDER_METRICS,
     busy_since,
     cpu_ticks,
     phase_split,
     rate_bytes,
+    seeder_sent,
     services_running,
     start_daemons,
     stop_all,
@@ -183,6 +185,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
             wait_port(6969, services[-1], host=lab.gateway)
             services.append(subprocess.Popen(origin.command(PY, "-m", "distributor.cli", "seeder", "-c",
                                                             str(work / "distributor.toml")), stderr=logs))
+            wait_port(SEEDER_METRICS, services[-1], host=origin.address)
             return asyncio.run(measure(args, work, lab, origin, nodes, catalogue, image, sha512, data_bytes,
                                        hash_pass))
 
@@ -195,12 +198,12 @@ async def measure(args: argparse.Namespace, work: Path, lab: Lab, origin: Host, 
         await until_following(daemons)
         wire_before, received_before = lo_bytes(origin), [received_bytes(n) for n in nodes]
         cpu_before = cpu_ticks()
-        sent_before = tx_bytes(origin)
+        sent_before, seeded_before = tx_bytes(origin), seeder_sent(origin)
         publish_seconds = await publish(origin, catalogue.url, image)
         published, published_wall = time.monotonic(), time.time()
         wire = lo_bytes(origin) - wire_before
         staged = await until_staged(daemons, sha512) - published
-        origin_sent = tx_bytes(origin) - sent_before
+        origin_sent, seeded = tx_bytes(origin) - sent_before, seeder_sent(origin) - seeded_before
         cpu = busy_since(cpu_before)
         received = [received_bytes(n) - b for n, b in zip(nodes, received_before)]
         phases = phase_split(daemons.logs, published_wall, PUBLISH_PHASES)
@@ -224,6 +227,7 @@ async def measure(args: argparse.Namespace, work: Path, lab: Lab, origin: Host, 
             "piece_size": piece_size_of(image), "sha512_pass_seconds": hash_pass,
             "publish_seconds": publish_seconds, "publish_wire_bytes": wire,
             "catalogue_disk_bytes": allocated_bytes(blob), "node_received_bytes": received, "origin_sent_bytes": origin_sent,
+            "seeder_sent_bytes": seeded,
             "node_download_disk_bytes": downloads,
             "node_base_disk_bytes": bases, "phases": phases, "staged_seconds": staged, "dense_publish_seconds": dense_publish,
             "dense_staged_seconds": dense_staged, "bound_data_seconds": bound, "cpu_busy": cpu,
@@ -246,6 +250,7 @@ def report(r: dict) -> None:
           f"{statistics.median(received) / data:8.3f} / {max(received) / data:.3f}")
     print(f"{'origin sent (copies of the data)':34} {r['origin_sent_bytes'] / MiB:9.1f} MiB "
           f"{r['origin_sent_bytes'] / data:14.3f}")
+    print(f"{'  of which the seeder':34} {r['seeder_sent_bytes'] / MiB:9.1f} MiB {r['seeder_sent_bytes'] / data:14.3f}")
     print(f"{'node disk: kept download':34} {statistics.median(downloads) / MiB:9.1f} MiB "
           f"{statistics.median(downloads) / data:8.3f} / {max(downloads) / data:.3f}")
     print(f"{'node disk: base (raw / qcow2)':34} {'':>12} " + " / ".join(

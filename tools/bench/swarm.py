@@ -106,6 +106,8 @@ class Run:
     stock_seconds: float | None = None
     stock_copies: float | None = None
     stock_cross_rack_copies: float | None = None
+    #: of origin_copies, the seeder's (its payload bytes, from its metrics); the rest is the web seed's
+    seeder_copies: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -298,6 +300,19 @@ def stock_swarm(lab: Lab, origin: Host, nodes: list[Host], work: Path, sha512: s
         shutil.rmtree(work / "stock", ignore_errors=True)
 
 
+#: the seeder's metrics port on the origin (write_distributor_config)
+SEEDER_METRICS = 9466
+
+
+def seeder_sent(origin: Host) -> int:
+    """Payload bytes the seeder on ``origin`` has uploaded so far (its metrics)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{origin.address}:{SEEDER_METRICS}/metrics", timeout=10) as response:
+        found = re.search(r"^vmic_seeder_uploaded_bytes_total (\S+)$", response.read().decode(), re.M)
+    return int(float(found.group(1))) if found else 0
+
+
 def stock_beside(lab: Lab, origin: Host, nodes: list[Host], racks: list[Rack], work: Path, sha512: str,
                  size: int) -> tuple[float | None, ...]:
     """The stock column of a run: stock BitTorrent's seconds, origin copies and copies
@@ -365,13 +380,16 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
             if args.from_publish:  # daemons and seeder running and following before the image exists
                 services.append(subprocess.Popen(origin.command(PY, "-m", "distributor.cli", "seeder", "-c",
                                                                 str(work / "distributor.toml")), stderr=logs))
+                wait_port(SEEDER_METRICS, services[-1], host=origin.address)
+                seeded_before = seeder_sent(origin)
                 swarm, phases, copies, cpu_busy, _, sha512 = asyncio.run(publish_to_staged(
                     nodes, origin, work, catalogue, keys.ca_dir, dn, size, not args.no_web_seed))
+                seeded = (seeder_sent(origin) - seeded_before) / size
                 shutil.rmtree(work / "daemons", ignore_errors=True)  # room for stock's copies
                 stock = stock_beside(lab, origin, nodes, racks, work, sha512, size) if args.stock else (None,) * 3
                 u_s, u, d = rate_bytes(args.origin_up), rate_bytes(args.node_up), rate_bytes(args.node_down)
                 bound = max(size / u_s, size / d, n * size / (u_s + n * u))
-                return Run(n, size, swarm, bound, None, copies, 0.0, cpu_busy, phases, *stock)
+                return Run(n, size, swarm, bound, None, copies, 0.0, cpu_busy, phases, *stock, seeder_copies=seeded)
             image = work / "image.raw"
             sha512 = write_image(image, size)
             record = asyncio.run(publish(catalogue.url, image, sha512))
@@ -381,7 +399,7 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
             services.append(subprocess.Popen(origin.command(PY, "-m", "distributor.cli", "seeder", "-c",
                                                             str(work / "distributor.toml")), stderr=logs))
             wait_tracker(lab.gateway, tracker_port, torrent_url, seeds=1)
-            sent_before = tx_bytes(origin)
+            sent_before, seeded_before = tx_bytes(origin), seeder_sent(origin)
             crossed_before = sum(link_bytes(r.uplink) for r in racks)
             cpu_before = cpu_ticks()
             phases = None
@@ -394,6 +412,7 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
                                  str(work / "nodes" / node.name), node.address) for node in nodes]))
             cpu_busy = busy_since(cpu_before)
             copies = (tx_bytes(origin) - sent_before) / size
+            seeded = (seeder_sent(origin) - seeded_before) / size
             cross_rack = (sum(link_bytes(r.uplink) for r in racks) - crossed_before) / size
             shutil.rmtree(work / "nodes", ignore_errors=True)
             shutil.rmtree(work / "daemons", ignore_errors=True)
@@ -407,7 +426,7 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
                 shutil.rmtree(work / "http", ignore_errors=True)
     u_s, u, d = rate_bytes(args.origin_up), rate_bytes(args.node_up), rate_bytes(args.node_down)
     bound = max(size / u_s, size / d, n * size / (u_s + n * u))
-    return Run(n, size, swarm, bound, unicast, copies, cross_rack, cpu_busy, phases, *stock)
+    return Run(n, size, swarm, bound, unicast, copies, cross_rack, cpu_busy, phases, *stock, seeder_copies=seeded)
 
 
 #: the endorser of the demo keys the benchmark's catalogue makes (vmic/pki.py)
@@ -427,7 +446,7 @@ def write_distributor_config(work: Path, tracker: str, catalogue: CatalogueUnder
         f'[seeder.catalogue]\nurl = "{catalogue.url}"\nca = "{keys.ca_dir}"\nendorser_dn = "{dn}"\n'
         f'[seeder]\nblob_dir = "{work / "catalogue" / "blobs" / "sha512"}"\n'
         f'state_dir = "{work / "seeder"}"\nlisten = "{origin.address}:6881"\nlog_level = "warning"\n'
-        f'super_seed = {"true" if super_seed else "false"}\n')
+        f'super_seed = {"true" if super_seed else "false"}\nmetrics_listen = "{origin.address}:{SEEDER_METRICS}"\n')
     return path
 
 
@@ -535,6 +554,9 @@ def main() -> None:
                 if run.unicast_seconds else f"{'-':>10} {'-':>10}"
             print(f"{n:>3} {size_mib:>6} {run.swarm_seconds:7.1f} {run.bound_seconds:7.1f} {run.ratio:6.2f} "
                   f"{unicast} {run.origin_copies:14.2f} {run.cross_rack_copies:18.2f} {run.cpu_busy:9.0%}", flush=True)
+            if run.seeder_copies is not None:
+                print(f"      of the origin's copies, the seeder sent {run.seeder_copies:.2f}, the web seed the rest",
+                      flush=True)
             if run.stock_seconds is not None and run.stock_copies is not None:
                 print(f"      stock libtorrent + opentracker, same hosts: T {run.stock_seconds:.1f} s, T/T* "
                       f"{run.stock_seconds / run.bound_seconds:.2f}, origin copies {run.stock_copies:.2f}; "
@@ -552,7 +574,8 @@ def main() -> None:
                   "bound_seconds": r.bound_seconds, "ratio": r.ratio, "unicast_seconds": r.unicast_seconds,
                   "origin_copies": r.origin_copies, "cross_rack_copies": r.cross_rack_copies,
                   "cpu_busy": r.cpu_busy, "phases": r.phases, "stock_seconds": r.stock_seconds,
-                  "stock_copies": r.stock_copies, "stock_cross_rack_copies": r.stock_cross_rack_copies}
+                  "stock_copies": r.stock_copies, "stock_cross_rack_copies": r.stock_cross_rack_copies,
+                  "seeder_copies": r.seeder_copies}
                  for r in runs],
     })
 
