@@ -31,6 +31,7 @@ from support import (
     write_sparse_image,
 )
 
+from vmic import writeback
 from vmic.errors import BadRequest
 from vmic.extent_stream import HEADER, MEDIA_TYPE, Decoder, encode
 from vmic.fetch.zero_pieces import create_hole, zero_pieces
@@ -202,6 +203,17 @@ async def test_a_sparse_image_crosses_the_network_and_lands_as_its_data(catalogu
     assert len(body) == SIZE and hashlib.sha512(body).hexdigest() == record["sha512"]
     async with http.get(record["uri"], headers={"Range": f"bytes={20 * MiB}-{21 * MiB - 1}"}) as response:
         assert response.status == 206 and await response.read() == image.read_bytes()[20 * MiB:21 * MiB]
+
+
+async def test_data_past_many_write_back_steps_lands_byte_for_byte(catalogue: RunningCatalogue,
+                                                                   tmp_path: Path) -> None:
+    # the blob store starts each 16 MiB of data on its way to the disk while the upload goes on
+    # (vmic/writeback.py); what it publishes is still every byte, in place
+    image = write_sparse_image(tmp_path / "dense.raw", 3 * writeback.EVERY + 5, [(0, 3 * writeback.EVERY + 5)])
+    async with catalogue.client() as client:
+        record = await client.upload(image, upload_request(image))
+    blob = catalogue.catalogue.blobs.path(record["sha512"])
+    assert record["sha512"] == whole(image) and blob.read_bytes() == image.read_bytes()
 
 
 async def test_vmic_publish_hashes_while_it_sends_only_the_data(catalogue: RunningCatalogue, tmp_path: Path) -> None:

@@ -285,6 +285,7 @@ def main() -> None:
             result = run(args, Path(tmp))
         finally:
             if args.keep_logs:
+                Path(args.keep_logs).mkdir(parents=True, exist_ok=True)
                 for log in Path(tmp).glob("daemons/*/node.log"):
                     shutil.copy(log, Path(args.keep_logs) / f"{log.parent.name}.log")
                 shutil.copy(Path(tmp) / "services.log", Path(args.keep_logs))

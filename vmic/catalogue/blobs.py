@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from .. import writeback
 from ..errors import StorageError, VmicError
 from ..sparse import Run, Zeros, hash_range, hash_zeros
 
@@ -144,8 +145,10 @@ class BlobStore:
         held = 0  #: bytes of data in flight
         failed = threading.Event()  #: a write failed: no later write may land (O_APPEND would misplace it)
         taken = 0  #: bytes handed to the threads
+        unsynced = start  #: where the part file's bytes not yet sent to the disk begin (writing thread)
 
         def write(data: bytes | bytearray | Zeros, end: int) -> None:
+            nonlocal unsynced
             if failed.is_set():
                 raise OSError(errno.ECANCELED, "an earlier write failed")
             try:
@@ -155,6 +158,9 @@ class BlobStore:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
+                if end - unsynced >= writeback.EVERY:  # the disk works while the upload goes on
+                    writeback.start_writeback(fd, unsynced, end - unsynced)
+                    unsynced = end
             except BaseException:
                 failed.set()
                 raise
