@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
@@ -53,6 +52,7 @@ from swarm import (  # noqa: E402
     SEEDER_METRICS,
     busy_since,
     cpu_ticks,
+    keep_logs,
     phase_split,
     rate_bytes,
     seeder_sent,
@@ -284,11 +284,7 @@ def main() -> None:
         try:
             result = run(args, Path(tmp))
         finally:
-            if args.keep_logs:
-                Path(args.keep_logs).mkdir(parents=True, exist_ok=True)
-                for log in Path(tmp).glob("daemons/*/node.log"):
-                    shutil.copy(log, Path(args.keep_logs) / f"{log.parent.name}.log")
-                shutil.copy(Path(tmp) / "services.log", Path(args.keep_logs))
+            keep_logs(Path(tmp), args.keep_logs)
     report(result)
     write_result(args.result, {**vars(args), **result})
 

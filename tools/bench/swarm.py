@@ -300,6 +300,16 @@ def stock_swarm(lab: Lab, origin: Host, nodes: list[Host], work: Path, sha512: s
         shutil.rmtree(work / "stock", ignore_errors=True)
 
 
+def keep_logs(work: Path, into: str | None, prefix: str = "") -> None:
+    """Copy the node daemons' logs and the services' log of a run into the directory ``into``."""
+    if not into:
+        return
+    Path(into).mkdir(parents=True, exist_ok=True)
+    for log in [*work.glob("daemons/*/node.log"), work / "services.log"]:
+        if log.is_file():
+            shutil.copy(log, Path(into) / f"{prefix}{log.parent.name if log.name == 'node.log' else 'services'}.log")
+
+
 #: the seeder's metrics port on the origin (write_distributor_config)
 SEEDER_METRICS = 9466
 
@@ -373,7 +383,8 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
             keys = catalogue.keys
             dn = DEMO_DN
             write_distributor_config(work, f"{lab.gateway}:{tracker_port}", catalogue, origin, topology,
-                                     super_seed=not args.no_super_seed)
+                                     super_seed=not args.no_super_seed,
+                                     seeder_limit=round(rate_bytes(args.seeder_limit)) if args.seeder_limit else 0)
             services.append(subprocess.Popen([PY, "-m", "distributor.cli", "tracker", "-c",
                                               str(work / "distributor.toml")], stderr=logs))
             wait_port(tracker_port, services[-1], host=lab.gateway)
@@ -385,6 +396,7 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
                 swarm, phases, copies, cpu_busy, _, sha512 = asyncio.run(publish_to_staged(
                     nodes, origin, work, catalogue, keys.ca_dir, dn, size, not args.no_web_seed))
                 seeded = (seeder_sent(origin) - seeded_before) / size
+                keep_logs(work, args.keep_logs, f"n{n}-")
                 shutil.rmtree(work / "daemons", ignore_errors=True)  # room for stock's copies
                 stock = stock_beside(lab, origin, nodes, racks, work, sha512, size) if args.stock else (None,) * 3
                 u_s, u, d = rate_bytes(args.origin_up), rate_bytes(args.node_up), rate_bytes(args.node_down)
@@ -414,6 +426,7 @@ def run_one(n: int, size: int, args: argparse.Namespace, work: Path) -> Run:
             copies = (tx_bytes(origin) - sent_before) / size
             seeded = (seeder_sent(origin) - seeded_before) / size
             cross_rack = (sum(link_bytes(r.uplink) for r in racks) - crossed_before) / size
+            keep_logs(work, args.keep_logs, f"n{n}-")
             shutil.rmtree(work / "nodes", ignore_errors=True)
             shutil.rmtree(work / "daemons", ignore_errors=True)
             stock = stock_beside(lab, origin, nodes, racks, work, sha512, size) if args.stock else (None,) * 3
@@ -434,7 +447,7 @@ DEMO_DN = "/C=CH/O=vmic demo/CN=vmic catalogue endorser"
 
 
 def write_distributor_config(work: Path, tracker: str, catalogue: CatalogueUnderTest, origin: Host,
-                             topology: str = "", super_seed: bool = True) -> Path:
+                             topology: str = "", super_seed: bool = True, seeder_limit: int = 0) -> Path:
     """``work/distributor.toml``: the tracker on ``tracker``, the seeder on the origin
     seeding the catalogue's blob store, both following the catalogue."""
     keys, dn = catalogue.keys, DEMO_DN
@@ -446,7 +459,8 @@ def write_distributor_config(work: Path, tracker: str, catalogue: CatalogueUnder
         f'[seeder.catalogue]\nurl = "{catalogue.url}"\nca = "{keys.ca_dir}"\nendorser_dn = "{dn}"\n'
         f'[seeder]\nblob_dir = "{work / "catalogue" / "blobs" / "sha512"}"\n'
         f'state_dir = "{work / "seeder"}"\nlisten = "{origin.address}:6881"\nlog_level = "warning"\n'
-        f'super_seed = {"true" if super_seed else "false"}\nmetrics_listen = "{origin.address}:{SEEDER_METRICS}"\n')
+        f'super_seed = {"true" if super_seed else "false"}\nupload_limit = {seeder_limit}\n'
+        f'metrics_listen = "{origin.address}:{SEEDER_METRICS}"\n')
     return path
 
 
@@ -524,6 +538,7 @@ def main() -> None:
     parser.add_argument("--no-unicast", action="store_true")
     parser.add_argument("--no-web-seed", action="store_true", help="nodes fetch from peers only")
     parser.add_argument("--no-super-seed", action="store_true", help="the seeder does not super-seed")
+    parser.add_argument("--seeder-limit", help="the seeder's upload_limit, as a rate (e.g. 10mbit; default: none)")
     parser.add_argument("--daemons", action="store_true",
                         help="real node daemons (nodecache): T ends when every node has the image *staged*")
     parser.add_argument("--from-publish", action="store_true",
@@ -536,6 +551,7 @@ def main() -> None:
     parser.add_argument("--uplink", default="100mbit", help="each rack's link to the others")
     parser.add_argument("--topology", action="store_true", help="give the tracker the racks' subnets")
     parser.add_argument("--result", default="swarm", help="name of the JSON result (default: swarm)")
+    parser.add_argument("--keep-logs", metavar="DIR", help="copy the node daemons' and services' logs here")
     args = parser.parse_args()
     args.daemons = args.daemons or args.from_publish
     if args.no_web_seed:
