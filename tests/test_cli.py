@@ -109,6 +109,18 @@ async def test_publish_killed_midway_resumes_and_sends_only_the_rest(catalogue: 
     assert not list((tmp_path / "cache" / "vmic" / "uploads").iterdir()), "resume state is removed when done"
 
 
+async def test_a_publish_that_fails_does_not_wait_for_its_hash(tmp_path: Path) -> None:
+    # 1 TiB of holes: hashing it would take a quarter of an hour; the error comes at once
+    huge = tmp_path / "huge.raw"
+    with open(huge, "wb") as out:
+        out.truncate(2**40)
+    rc, _, err = await asyncio.wait_for(vmic(
+        "publish", str(huge), "--url", "http://127.0.0.1:9", "--namespace", "alice", "--name", "golden",
+        "--version", "1", env={"VMIC_TOKEN": "x", "XDG_CACHE_HOME": str(tmp_path)}), 120)
+    assert rc == 1
+    one_line_error(err, "cannot reach")
+
+
 async def test_cli_errors_are_one_line_with_nonzero_exit(catalogue: RunningCatalogue, keys: KeyPaths,
                                                          other_keys: KeyPaths, tmp_path: Path) -> None:
     image_file = write_image(tmp_path / "a.raw", 4096)

@@ -11,7 +11,7 @@ import libtorrent as lt
 import pytest
 from support import RunningCatalogue, publish_and_wait, run_until_file, stock_client, write_image
 
-from vmic.torrents import carried_bytes, piece_size_for
+from vmic.torrents import carried_bytes, piece_size_for, touched_blocks
 
 KiB, MiB, GiB = 2**10, 2**20, 2**30
 
@@ -45,6 +45,19 @@ FILE_SYSTEM = [(0, 2 * GiB)] + [(g * 128 * MiB, g * 128 * MiB + 4 * KiB) for g i
 ])
 def test_carried_bytes(extents: list[tuple[int, int]], piece: int, size: int, carried: int) -> None:
     assert carried_bytes(extents, piece, size) == carried
+
+
+@pytest.mark.parametrize(("extents", "size"), [
+    (FILE_SYSTEM, 20 * GiB),
+    ([(m * MiB + 5, m * MiB + 4 * KiB) for m in range(0, 1024, 3)], GiB),
+    ([(0, 1), (256 * KiB - 1, 256 * KiB + 1), (GiB - 3, GiB - 1)], GiB - 1),  # borders, a short last block
+    ([(i * 4 * KiB, i * 4 * KiB + 1) for i in range(0, 8192, 2)], 32 * MiB),  # 4,096 runs: 128 blocks
+])
+def test_the_blocks_data_touches_carry_what_the_data_does(extents: list[tuple[int, int]], size: int) -> None:
+    data, blocks = touched_blocks(extents, size)
+    assert data == sum(b - a for a, b in extents) and len(blocks) <= -(-size // (2 * 256 * KiB)) + 1
+    for piece in (256 * KiB, 512 * KiB, MiB, 2 * MiB, 4 * MiB, 8 * MiB, 16 * MiB):
+        assert carried_bytes(blocks, piece, size) == carried_bytes(extents, piece, size)
 
 
 @pytest.mark.parametrize(("size", "extents", "piece"), [

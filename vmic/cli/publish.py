@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,12 +88,18 @@ async def publish(args: argparse.Namespace, client: CatalogueClient) -> dict[str
                TimeRemainingColumn())
     with Progress(*columns, disable=args.no_progress or not sys.stderr.isatty(), transient=False) as bar:
         digest: asyncio.Future[str] = loop.create_future()
+        stop = threading.Event()  #: the upload failed: the hash stops at its next step
         if "sha512" in state:
             digest.set_result(state["sha512"])
         else:
             task = bar.add_task("hashing", total=stat.st_size)
-            digest = asyncio.ensure_future(loop.run_in_executor(
-                None, sha512_file, path, lambda done: bar.update(task, completed=done)))
+
+            def hashed(done: int) -> None:
+                if stop.is_set():
+                    raise _Stopped
+                bar.update(task, completed=done)
+
+            digest = asyncio.ensure_future(loop.run_in_executor(None, sha512_file, path, hashed))
 
             def keep(done: asyncio.Future[str]) -> None:
                 if not done.cancelled() and done.exception() is None:
@@ -120,10 +127,15 @@ async def publish(args: argparse.Namespace, client: CatalogueClient) -> dict[str
                     path, _request(args, stat.st_size), location=location, sha512=digest,
                     progress=lambda done: bar.update(upload_task, completed=done), on_location=remember)
         finally:
-            if not digest.done():
+            if not digest.done():  # else the command would end only once a hash nobody waits for ends
+                stop.set()
                 digest.cancel()
     state_file.unlink(missing_ok=True)
     return image
+
+
+class _Stopped(Exception):
+    """Raised in the hashing thread to stop it."""
 
 
 def _save(state_file: Path, state: dict[str, Any]) -> None:
