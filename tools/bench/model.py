@@ -34,7 +34,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import write_result  # noqa: E402
-from swarm import rate_bytes  # noqa: E402
+from lab_services import rate_bytes  # noqa: E402
 
 #: a calibration run whose machine was this busy (tools/bench/swarm.py's "CPU busy") is left out
 CPU_BOUND = 0.9

@@ -45,25 +45,20 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 from common import CatalogueUnderTest, sha512_seconds, wait_port, write_result  # noqa: E402
-from netlab import Host, Lab  # noqa: E402
-from swarm import (  # noqa: E402
+from lab_services import (  # noqa: E402
     DEMO_DN,
-    PUBLISH_PHASES,
     SEEDER_METRICS,
     busy_since,
     cpu_ticks,
-    keep_logs,
-    phase_split,
     rate_bytes,
     seeder_sent,
     services_running,
-    start_daemons,
     stop_all,
     tx_bytes,
-    until_following,
-    until_staged,
     write_distributor_config,
 )
+from netlab import Host, Lab  # noqa: E402
+from node_daemons import PUBLISH_PHASES, keep_logs, phase_split, start_daemons, until_following, until_staged  # noqa: E402
 
 from vmic.sparse import allocated_bytes, sha512_file  # noqa: E402
 from vmic.torrents import piece_size_of  # noqa: E402
