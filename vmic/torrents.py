@@ -78,13 +78,18 @@ def piece_size_for(size: int, data: int | None = None, extents: Sequence[tuple[i
 
 def piece_size_of(path: Path) -> int:
     """:func:`piece_size_for` the file at ``path``, its data where the file system says."""
+    size, data, blocks = _where_data_is(path)
+    return piece_size_for(size, data, blocks)
+
+
+def _where_data_is(path: Path) -> tuple[int, int, list[tuple[int, int]]]:
+    """The file's size, its data bytes and the blocks they touch (:func:`touched_blocks`)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
-        data, blocks = touched_blocks(data_extents(fd, 0, size), size)
+        return (size, *touched_blocks(data_extents(fd, 0, size), size))
     finally:
         os.close(fd)
-    return piece_size_for(size, data, blocks)
 
 
 def touched_blocks(extents: Iterable[tuple[int, int]], size: int) -> tuple[int, list[tuple[int, int]]]:
@@ -163,7 +168,8 @@ def make_torrent(blob: Path, web_seed: str, trackers: tuple[str, ...] = (), comm
     """Hash ``blob`` (blocking: run it in an executor) into a private torrent."""
     blob = Path(blob)
     flags = lt.create_torrent.v1_only if torrent_format == "v1" else 0
-    creator = lt.create_torrent(lt.list_files(str(blob)), piece_size_of(blob), flags)
+    size, data, blocks = _where_data_is(blob)
+    creator = lt.create_torrent(lt.list_files(str(blob)), piece_size_for(size, data, blocks), flags)
     creator.set_priv(True)
     creator.add_url_seed(web_seed)
     for tier, tracker in enumerate(trackers):
@@ -172,7 +178,7 @@ def make_torrent(blob: Path, web_seed: str, trackers: tuple[str, ...] = (), comm
     if comment:
         creator.set_comment(comment)
     if torrent_format == "v1":
-        for index, digest in enumerate(v1_piece_hashes(blob, creator.piece_length())):
+        for index, digest in enumerate(v1_piece_hashes(blob, creator.piece_length(), blocks)):
             creator.set_hash(index, digest)
     else:  # v2 hashes every 16 KiB block into a merkle tree: libtorrent's own pass
         lt.set_piece_hashes(creator, str(blob.parent))
@@ -185,15 +191,16 @@ def zero_piece_hash(length: int) -> bytes:
     return hashlib.sha1(bytes(length)).digest()
 
 
-def v1_piece_hashes(path: Path, piece_size: int) -> Iterator[bytes]:
-    """The SHA-1 of each ``piece_size`` piece of ``path``, in order: pieces in holes from
-    memory, the others read and hashed by a thread per core."""
+def v1_piece_hashes(path: Path, piece_size: int, blocks: Sequence[tuple[int, int]]) -> Iterator[bytes]:
+    """The SHA-1 of each ``piece_size`` piece of ``path``, in order: pieces outside
+    ``blocks`` (where the data is, :func:`touched_blocks`) from memory, the others read
+    and hashed by a thread per core."""
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
         count = -(-size // piece_size)
         has_data = [False] * count
-        for first, after in data_extents(fd, 0, size):
+        for first, after in blocks:
             for index in range(first // piece_size, -(-after // piece_size)):
                 has_data[index] = True
 

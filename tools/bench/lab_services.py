@@ -32,7 +32,7 @@ def rate_bytes(rate: str) -> float:
     """tc rate ("100mbit", "1gbit") in bytes per second."""
     match = re.fullmatch(r"([\d.]+)([kmg]?)bit", rate.lower())
     if match is None:
-        raise SystemExit(f"swarm.py: a rate is like 100mbit or 1gbit, not {rate!r}")
+        raise SystemExit(f"a rate is like 100mbit or 1gbit, not {rate!r}")
     number, unit = match.groups()
     return float(number) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[unit] / 8
 

@@ -157,9 +157,9 @@ async def metrics(request: web.Request) -> web.Response:
     m.images.set(len(current.images))
     m.list_expiry.set(current.expires.timestamp())
     m.endorser_expiry.set(catalogue.listing.signer.certificate.not_valid_after_utc.timestamp())
-    loop = asyncio.get_running_loop()
-    m.blob_bytes.set(await loop.run_in_executor(None, catalogue.blobs.used_bytes))
-    m.blob_disk_bytes.set(await loop.run_in_executor(None, catalogue.blobs.allocated_bytes))
+    used, on_disk = await asyncio.get_running_loop().run_in_executor(None, catalogue.blobs.usage)
+    m.blob_bytes.set(used)
+    m.blob_disk_bytes.set(on_disk)
     return web.Response(body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
