@@ -150,7 +150,7 @@ async def test_a_database_outage_is_a_503_and_sigterm_after_it_is_exit_0(postgre
     get a clear error (never a hang), the catalogue serves again by itself, and a SIGTERM
     afterwards is a clean exit 0 (systemd must not mark the unit failed)."""
     import aiohttp
-    from support import TOKENS, CatalogueProcess, make_config, sha512
+    from support import TOKENS, CatalogueProcess, make_config, sha512, until
 
     from vmic.client import CatalogueClient
     from vmic.errors import RemoteError
@@ -177,6 +177,9 @@ async def test_a_database_outage_is_a_503_and_sigterm_after_it_is_exit_0(postgre
                 async with CatalogueClient(url, TOKENS["alice"]) as client:
                     with pytest.raises(RemoteError):
                         await client.upload(image, upload_request(image))
+                # the subscription loop (once killed for good by this) meets the outage too
+                await until(lambda: "subscription.schedule_failed" in catalogue.log.read_text(),
+                            "the subscription loop to meet the outage")
             finally:
                 postgres.start()
             for _ in range(200):  # the pool reconnects by itself
@@ -192,6 +195,7 @@ async def test_a_database_outage_is_a_503_and_sigterm_after_it_is_exit_0(postgre
         catalogue.proc.send_signal(signal.SIGTERM)
         assert catalogue.proc.wait(30) == 0, catalogue.log.read_text()[-3000:]
         assert "s3cret" not in catalogue.log.read_text()
+        assert "background.crashed" not in catalogue.log.read_text()
     finally:
         catalogue.stop()
 

@@ -179,11 +179,16 @@ class ListSigner:
         deadline = min([renew, *expiries])
         return max(1.0, (deadline - now).total_seconds())
 
-    async def run(self) -> None:
-        """Keep the list fresh: re-sign before expiry, drop images when they expire."""
+    async def run(self, retry: float = 10.0) -> None:
+        """Keep the list fresh: re-sign before expiry, drop images when they expire. A round
+        that fails (the database away for a moment) is logged and tried again ``retry``
+        seconds later: this loop must outlive any outage, or the list would expire."""
         while True:
-            now = utcnow()
-            delay = self.next_deadline(await self.store.images(), now)
+            try:
+                delay = self.next_deadline(await self.store.images(), utcnow())
+            except Exception:
+                log.exception("imagelist.schedule_failed")
+                delay = retry
             await asyncio.sleep(min(delay, 60.0))
             try:
                 await self.refresh()

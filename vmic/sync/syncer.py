@@ -267,15 +267,22 @@ class Syncer:
             log.exception("subscription.sync_crashed", extra={"fields": {"subscription": name}})
 
     async def run(self, tick: float = 1.0) -> None:
-        """Sync each subscription when due; follow each partner's event stream."""
+        """Sync each subscription when due; follow each partner's event stream. A round whose
+        schedule cannot be read (the database away for a moment) is logged and the next tick
+        tries again: this loop must outlive any outage."""
         while True:
-            now = utcnow()
-            for name, url, interval, last_attempt in await self.records.schedule():
-                if last_attempt is None or (now - last_attempt).total_seconds() >= interval:
-                    await self.sync_quietly(name)
-                if name not in self._followers and events_url(url):
-                    self._followers[name] = asyncio.create_task(self._follow(name, url))
+            try:
+                await self._sync_due(utcnow())
+            except Exception:
+                log.exception("subscription.schedule_failed")
             await asyncio.sleep(tick)
+
+    async def _sync_due(self, now: dt.datetime) -> None:
+        for name, url, interval, last_attempt in await self.records.schedule():
+            if last_attempt is None or (now - last_attempt).total_seconds() >= interval:
+                await self.sync_quietly(name)
+            if name not in self._followers and events_url(url):
+                self._followers[name] = asyncio.create_task(self._follow(name, url))
 
     async def _follow(self, name: str, list_url: str) -> None:
         """Sync at once whenever the partner's ``/events`` stream announces a new list."""
