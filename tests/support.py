@@ -375,14 +375,14 @@ async def run_until_file(cmd: list[str], target: Path, sha512: str, timeout: flo
 @contextlib.asynccontextmanager
 async def running_seeder(catalogue: RunningCatalogue, keys: KeyPaths, state_dir: Path,
                          listen: str | None = None, endorser_dn: str = ENDORSER_DN,
-                         tls_ca: Path | None = None) -> AsyncIterator[Any]:
+                         tls_ca: Path | None = None, **overrides: Any) -> AsyncIterator[Any]:
     """A seeder daemon following ``catalogue``, seeding its blob store in place (on loopback
     unless ``listen`` says otherwise)."""
     from distributor.seeder.daemon import Seeder, SeederConfig
 
     seeder = Seeder(SeederConfig(CatalogueSource(catalogue.url, keys.ca_dir, endorser_dn, tls_ca=tls_ca),
                                  blob_dir=catalogue.catalogue.blobs.blob_dir, state_dir=state_dir,
-                                 listen=listen or f"127.0.0.1:{free_port()}", poll_interval=3600))
+                                 listen=listen or f"127.0.0.1:{free_port()}", poll_interval=3600, **overrides))
     await seeder.start()
     task = asyncio.create_task(seeder.run())
     try:

@@ -97,6 +97,7 @@ async def test_every_daemon_s_metrics_pass_promtool_and_follow_the_conventions(s
     assert value(texts["nodecache"], "vmic_node_bittorrent_downloaded_bytes_total") >= 3 * 2**20
     assert value(texts["seeder"], "vmic_seeder_uploaded_bytes_total") >= 3 * 2**20
     assert value(texts["seeder"], "vmic_seeder_torrents") == 1
+    assert value(texts["seeder"], "vmic_seeder_yielding_torrents") == 0  # one node is no crowd
     assert value(texts["nodecache"], "vmic_node_piece_hash_failures_total") == 0
     assert value(texts["nodecache"], "vmic_node_fetch_seconds_count") == 1
     assert value(texts["nodecache"], "vmic_node_stage_seconds_count") == 1

@@ -1,5 +1,6 @@
 """Faults in a real swarm (libtorrent on loopback): a peer sending corrupt pieces, the
-tracker going down, a seeder killed with SIGKILL."""
+tracker going down, a seeder killed with SIGKILL, the catalogue (the web seed) going away
+under a crowd."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from pathlib import Path
 import libtorrent as lt
 import pytest
 from aiohttp import web
+from prometheus_client import generate_latest
 from support import ENDORSER_DN, free_port, publish_and_wait, running_seeder, until, write_image
 
+from distributor.seeder.web import SeederMetrics
 from vmic.bittorrent.alerts import AlertPump
 from vmic.bittorrent.session import make_session
 from vmic.pki import KeyPaths
@@ -206,3 +209,46 @@ async def test_a_seeder_killed_with_sigkill_seeds_again_without_hashing(site, ke
             await second.communicate()
     finally:
         downloader.close()
+
+
+async def test_the_seeder_holds_back_for_the_web_seed_and_serves_in_full_when_the_catalogue_goes(
+        site, no_web_seed, keys: KeyPaths, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A crowd takes a new image from the catalogue's web seed: the seeder, on the same link,
+    holds back (what it sent on top was a second copy from the origin). The catalogue goes
+    away, its web seed with it: the seeder notices within seconds and is the origin again."""
+    catalogue, tracker, _ = site
+    record, torrent = await publish_and_wait(catalogue, write_image(tmp_path / "a.raw", 8 * 2**20), tracker)
+    crowd: list[Peer] = []
+    try:
+        async with running_seeder(catalogue, keys, tmp_path / "seeder", web_seed_yield=64 * 1024) as seeder:
+            await until(lambda: torrent.btih in seeder.seeding, "the seeder seeds")
+            seeding = seeder.seeding[torrent.btih]
+            host, port = seeder.config.listen.rsplit(":", 1)
+            for i in range(3):  # a crowd, each held to 128 KiB/s so that it is still downloading
+                peer = Peer(torrent, tmp_path / f"node{i}")
+                peer.session.apply_settings({"download_rate_limit": 128 * 1024})
+                peer.handle.connect_peer((host, int(port)))
+                crowd.append(peer)
+            await until(lambda: seeding.serving.yielding, "the seeder holds back for the web seed")
+            assert seeding.handle.upload_limit() == 64 * 1024
+            metrics = SeederMetrics(seeder)
+            metrics.refresh()
+            assert b"vmic_seeder_yielding_torrents 1.0" in generate_latest(metrics.registry)
+
+            await no_web_seed()
+            await until(lambda: not seeding.serving.yielding, "the seeder sees the catalogue gone", seconds=60)
+            assert seeding.handle.upload_limit() <= 0 and seeder.follower.unreachable
+            for peer in crowd:
+                peer.session.apply_settings({"download_rate_limit": 0})
+            await until(lambda: all(p.handle.status().is_seeding for p in crowd), "the crowd completes without it")
+            # what the seeder sent was pieces: peers connected before super-seeding went on once
+            # asked for pieces it rejected, again at once, at megabytes a second and for a minute
+            sent = seeding.handle.status()
+            assert sent.total_payload_upload > 0
+            assert sent.total_upload < 1.5 * sent.total_payload_upload + 2**20, (sent.total_upload,
+                                                                                 sent.total_payload_upload)
+    finally:
+        for peer in crowd:
+            peer.close()
+    for i in range(3):
+        assert sha512_of(tmp_path / f"node{i}" / record["sha512"]) == record["sha512"]

@@ -150,6 +150,11 @@ class ListFollower:
         self.known.update({image.identifier: image.sha512 for image in image_list.images})
         return image_list
 
+    async def look(self, session: aiohttp.ClientSession) -> ImageList | None:
+        """:meth:`fetch`, one look at a time with :meth:`follow`'s."""
+        async with self._looking:
+            return await self.fetch(session)
+
     def _refused(self, exc: ImageListError, last: int | None) -> ImageList | None:
         """Keep the last good list; say why this one was refused (status, log, metric)."""
         self.refused = exc

@@ -29,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,10 +49,17 @@ from vmic.imagelist.model import Image, ImageList
 from vmic.log import event
 from vmic.torrents import Torrent
 
+from .crowd import CrowdRules, Serving, serving
+
 log = logging.getLogger("distributor.seeder")
 
 #: re-announces, 2 s apart, after the tracker did not know a new torrent yet
 QUICK_RETRIES = 10
+#: while the seeder holds back for the web seed, how often it checks that the catalogue answers
+YIELD_LOOK_SECONDS = 5.0
+#: after super-seeding went on or off (and the image's peers were dropped), how long the
+#: crowd is taken to be as it was while they come back
+SWITCH_SETTLE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -68,10 +77,16 @@ class SeederConfig(FollowsCatalogue):
     #: nodes' uploads carry more of the load (tools/bench/swarm.py, 256 MiB, N = 8 / 16:
     #: T/T* 1.40 -> 1.26 / 1.63 -> 1.40, origin copies 2.08 -> 1.86 / 2.65 -> 2.15). With
     #: fewer, it seeds normally: a lone downloader without the web seed would otherwise get
-    #: one piece at a time.
+    #: one piece at a time. Each switch drops the image's peers, so that each hears the new
+    #: mode (distributor/seeder/crowd.py).
     super_seed: bool = True
     #: (see super_seed)
     super_seed_leechers: int = 3
+    #: bytes per second per image while at least ``super_seed_leechers`` peers download it
+    #: and the catalogue, its web seed, answers: the nodes take each piece from the web seed
+    #: once, and what the seeder sends them on top is a second copy over the same link
+    #: (distributor/seeder/crowd.py). 0: never hold back
+    web_seed_yield: Size = 128 * 1024
     #: re-read the catalogue's list at least this often (its event stream is faster)
     poll_interval: Duration = 60.0
     #: host:port of a plain-HTTP listener for /metrics, /healthz and /readyz (empty: none)
@@ -85,6 +100,9 @@ class Seeding:
     image: Image
     torrent: Torrent
     handle: lt.torrent_handle
+    serving: Serving  #: as libtorrent was last told
+    has_web_seed: bool  #: the torrent names one (BEP 19 ``url-list``): the catalogue's
+    switched_at: float = -math.inf  #: when super-seeding last went on or off (time.monotonic)
 
 
 @dataclass
@@ -100,6 +118,7 @@ class Seeder:
 
     def __post_init__(self) -> None:
         self.follower = ListFollower(self.config.catalogue, log)
+        self.rules = CrowdRules(self.config.super_seed, self.config.super_seed_leechers, self.config.web_seed_yield)
 
     @property
     def list_version(self) -> int | None:
@@ -131,7 +150,7 @@ class Seeder:
     async def run(self) -> None:
         """Follow the catalogue until cancelled."""
         assert self._http is not None
-        tuner = asyncio.create_task(self._tune_super_seeding())
+        tuner = asyncio.create_task(self._serve_crowds())
         try:
             await self.follower.follow(self._http, self.seed, self.config.poll_interval)
         finally:
@@ -139,25 +158,53 @@ class Seeder:
             with contextlib.suppress(asyncio.CancelledError):
                 await tuner
 
-    async def _tune_super_seeding(self, every: float = 1.0) -> None:
-        """Super-seed an image while enough peers download it; seed normally otherwise."""
-        while self.config.super_seed:
+    async def _serve_crowds(self, every: float = 1.0) -> None:
+        """Every second, how to serve each image (:func:`distributor.seeder.crowd.serving`).
+        While it holds back on any, it looks at the catalogue's list every
+        :data:`YIELD_LOOK_SECONDS` (a conditional GET): a catalogue gone away, and its web
+        seed with it, is noticed within seconds rather than at the next poll."""
+        since_look = 0.0
+        while True:
             await asyncio.sleep(every)
+            since_look += every
+            if since_look >= YIELD_LOOK_SECONDS and any(s.serving.yielding for s in self.seeding.values()):
+                since_look = 0.0
+                await self.reconcile()
+            answers = self.follower.current is not None and self.follower.unreachable is None
             for seeding in list(self.seeding.values()):
-                status = seeding.handle.status()
-                want = status.num_peers - status.num_seeds >= self.config.super_seed_leechers
-                if want != bool(seeding.handle.flags() & lt.torrent_flags.super_seeding):
-                    if want:
-                        seeding.handle.set_flags(lt.torrent_flags.super_seeding)
-                    else:
-                        seeding.handle.unset_flags(lt.torrent_flags.super_seeding)
+                self._serve(seeding, answers)
+
+    def _serve(self, seeding: Seeding, catalogue_answers: bool) -> None:
+        status = seeding.handle.status()
+        settled = time.monotonic() - seeding.switched_at >= SWITCH_SETTLE_SECONDS
+        want = serving(status.num_peers - status.num_seeds, seeding.has_web_seed, catalogue_answers, self.rules,
+                       seeding.serving, settled)
+        if want.super_seeding != seeding.serving.super_seeding:
+            if want.super_seeding:
+                seeding.handle.set_flags(lt.torrent_flags.super_seeding)
+            else:
+                seeding.handle.unset_flags(lt.torrent_flags.super_seeding)
+            # Peers connected before the switch keep what they were told then: a peer that heard
+            # "have all" before super-seeding asks for pieces the super-seed rejects, again at once,
+            # forever (measured: 2 MB/s of requests and rejects per peer, no payload, a crowd
+            # stalled for a minute). Dropping the connections makes every peer hear the new mode.
+            seeding.handle.pause()
+            seeding.handle.resume()
+            seeding.switched_at = time.monotonic()
+            event(log, "seeder.super_seeding", on=want.super_seeding, image=seeding.image.identifier,
+                  peers=status.num_peers)
+        if want.upload_limit != seeding.serving.upload_limit:
+            seeding.handle.set_upload_limit(want.upload_limit)
+            event(log, "seeder.yielding", on=want.yielding, image=seeding.image.identifier,
+                  peers=status.num_peers, limit=want.upload_limit)
+        seeding.serving = want
 
     # --- following the list --------------------------------------------------------------
 
     async def reconcile(self) -> None:
         """Look at the catalogue's list once, and seed what it names."""
         assert self._http is not None
-        image_list = await self.follower.fetch(self._http)
+        image_list = await self.follower.look(self._http)
         if image_list is not None:
             await self.seed(image_list)
 
@@ -199,7 +246,9 @@ class Seeder:
         params.save_path = str(blob_dir)
         handle = self._session.add_torrent(params)
         self._state(info_hash, ".torrent").write_bytes(torrent.data)
-        self.seeding[info_hash] = Seeding(image, torrent, handle)
+        as_resumed = Serving(super_seeding=bool(handle.flags() & lt.torrent_flags.super_seeding),
+                             upload_limit=max(0, handle.upload_limit()))  # resume data keeps both
+        self.seeding[info_hash] = Seeding(image, torrent, handle, as_resumed, bool(torrent.web_seeds))
         event(log, "seeder.seeding", image=image.identifier, btih=info_hash, resumed=resume.is_file())
 
     def _drop(self, info_hash: str) -> None:
@@ -245,5 +294,6 @@ class Seeder:
         for info_hash, seeding in self.seeding.items():
             s = seeding.handle.status()
             rows.append({"image": seeding.image.identifier, "btih": info_hash, "state": str(s.state),
-                         "seeding": s.is_seeding, "peers": s.num_peers, "uploaded": s.total_upload})
+                         "seeding": s.is_seeding, "peers": s.num_peers, "uploaded": s.total_upload,
+                         "super_seeding": seeding.serving.super_seeding, "yielding": seeding.serving.yielding})
         return rows

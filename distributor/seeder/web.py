@@ -2,7 +2,8 @@
 and ``/readyz`` (the catalogue's verified list in force and not expired).
 
 Metrics, besides every daemon's (:mod:`vmic.service_metrics`): torrents seeded, peers
-connected, payload bytes uploaded (a counter), and the followed list's state."""
+connected, payload bytes uploaded (a counter), images held back for the web seed
+(:mod:`distributor.seeder.crowd`), and the followed list's state."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ class SeederMetrics:
         self.torrents = Gauge("vmic_seeder_torrents", "Images seeded now", registry=r)
         self.peers = Gauge("vmic_seeder_peers", "Peers connected, over every torrent", registry=r)
         self.uploaded = Counter("vmic_seeder_uploaded_bytes", "Payload bytes uploaded to peers", registry=r)
+        self.yielding = Gauge("vmic_seeder_yielding_torrents",
+                              "Images the seeder holds back on while their crowd takes them from the web seed",
+                              registry=r)
         self._uploaded_seen = Accumulated()
         r.register(FollowerCollector("vmic_seeder", lambda: {seeder.config.catalogue.url: seeder.follower}))
 
@@ -32,6 +36,7 @@ class SeederMetrics:
         statuses = {h: s.handle.status() for h, s in self.seeder.seeding.items()}
         self.torrents.set(len(statuses))
         self.peers.set(sum(s.num_peers for s in statuses.values()))
+        self.yielding.set(sum(s.serving.yielding for s in self.seeder.seeding.values()))
         self.uploaded.inc(self._uploaded_seen.increase({h: s.total_payload_upload for h, s in statuses.items()}))
 
 
