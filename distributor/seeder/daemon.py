@@ -167,12 +167,15 @@ class Seeder:
         while True:
             await asyncio.sleep(every)
             since_look += every
-            if since_look >= YIELD_LOOK_SECONDS and any(s.serving.yielding for s in self.seeding.values()):
-                since_look = 0.0
-                await self.reconcile()
-            answers = self.follower.current is not None and self.follower.unreachable is None
-            for seeding in list(self.seeding.values()):
-                self._serve(seeding, answers)
+            try:
+                if since_look >= YIELD_LOOK_SECONDS and any(s.serving.yielding for s in self.seeding.values()):
+                    since_look = 0.0
+                    await self.reconcile()
+                answers = self.follower.current is not None and self.follower.unreachable is None
+                for seeding in list(self.seeding.values()):
+                    self._serve(seeding, answers)
+            except Exception:  # one bad round (a torrent dropped meanwhile): the next second tries again
+                log.exception("seeder.serving_failed")
 
     def _serve(self, seeding: Seeding, catalogue_answers: bool) -> None:
         status = seeding.handle.status()
