@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any, cast
 
 import pytest
@@ -64,18 +65,23 @@ async def test_a_run_that_raises_is_logged_and_started_again_and_cleanup_is_clea
     assert len(crashed) == 2 and all(r.levelno == logging.ERROR for r in crashed)
 
 
-async def test_the_subscription_loop_survives_a_database_outage() -> None:
-    records = FailingOnce(calls_failing=3, answer=[])
-    stub = type("Records", (), {"schedule": lambda self: records.read()})()
-    syncer = Syncer(cast(Any, None), cast(Any, stub), cast(Any, None), cast(Any, None))
-    task = asyncio.create_task(syncer.run(tick=0.0))
+async def survives(loop: Coroutine[Any, Any, None], store: FailingOnce) -> None:
+    """Run ``loop`` until ``store`` answers after its failures; the loop must still be running."""
+    task = asyncio.create_task(loop)
     try:
-        await asyncio.wait_for(records.answered.wait(), 30)
+        await asyncio.wait_for(store.answered.wait(), 30)
         assert not task.done()
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_the_subscription_loop_survives_a_database_outage() -> None:
+    records = FailingOnce(calls_failing=3, answer=[])
+    stub = type("Records", (), {"schedule": lambda self: records.read()})()
+    syncer = Syncer(cast(Any, None), cast(Any, stub), cast(Any, None), cast(Any, None))
+    await survives(syncer.run(tick=0.0), records)
 
 
 async def test_the_list_refresher_survives_a_database_outage() -> None:
@@ -83,11 +89,4 @@ async def test_the_list_refresher_survives_a_database_outage() -> None:
     images = FailingOnce(calls_failing=3, answer=[])
     stub = type("Store", (), {"images": lambda self: images.read()})()
     listing = ListSigner(cast(Any, stub), cast(Any, None), cast(Any, None))
-    task = asyncio.create_task(listing.run(retry=0.0))
-    try:
-        await asyncio.wait_for(images.answered.wait(), 30)
-        assert not task.done()
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+    await survives(listing.run(retry=0.0), images)
