@@ -288,7 +288,10 @@ async def test_nodes_download_the_data_only_and_keep_the_holes(site: object, key
         held = await wait_staged(node, record["sha512"])
         downloaded, _ = node.swarm.payload_by_torrent()
         piece = torrent.piece_size
-        assert downloaded[torrent.btih] <= DATA_BYTES + 2 * piece, "only pieces holding data travelled"
+        # which pieces travelled, not how often: a block the web seed and the seeder both sent
+        # near the end (libtorrent's end game; CI once saw two, 32 KiB) is counted redundant
+        redundant = node.swarm.transfers[torrent.btih].handle.status().total_redundant_bytes
+        assert downloaded[torrent.btih] - redundant <= DATA_BYTES + 2 * piece, "only pieces holding data travelled"
         download = config.cache_dir / "data" / record["sha512"]
         base = Path(held.location)
         assert whole(download) == record["sha512"] and sha512_file(download) == record["sha512"]
