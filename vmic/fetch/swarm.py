@@ -7,11 +7,11 @@ seeding what the node holds to its peers.
 - A torrent is used only if it matches the signed list: v1 info hash = ``vmic:btih``,
   its one file named by the sha512 (so nothing can name a path), size = ``hv:size``.
 - Resume data is saved every few seconds while downloading and on shutdown, to
-  ``<torrents>/<btih>.resume``, always after flushing the torrent's queued writes
-  (``flush_disk_cache``): libtorrent counts a piece as had once it passed its hash,
-  which can be before it is written, so resume data saved without the flush could vouch
-  for bytes a SIGKILL lost. After a crash, a restart continues with the pieces it had.
-- ``fetch`` returns only after that flush: the bytes staging reads are on disk.
+  ``<torrents>/<btih>.resume``, and vouches only for pieces known to be written
+  (:mod:`.disk_flush`: libtorrent counts a piece as had once it passed its hash, which
+  can be before it is written). After a crash, a restart continues with those pieces.
+- ``fetch`` returns only after the torrent's cached blocks are written: the bytes staging
+  reads are on disk; the sha512 hashed while they arrived reads only flushed pieces.
 - ``recheck`` forgets the resume data and hashes the file again (then fetches what is
   missing): what the daemon does once if complete bytes fail the signed sha512, before
   it blames the publisher.
@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +49,7 @@ from vmic.torrents import Torrent
 
 from ..errors import FetchFailed
 from ..private import private_dir
+from .disk_flush import DiskFlushes, Flush
 from .prefix_hash import PrefixHasher
 from .shares import OriginShares
 from .zero_pieces import create_hole, zero_pieces
@@ -58,6 +58,7 @@ log = logging.getLogger("vmic.swarm")
 RESUME_SECONDS = 2.0
 TICK_SECONDS = 1.0
 QUICK_RETRIES = 10
+FLUSH_SECONDS = 60.0  #: for libtorrent to write what its disk cache holds of a finished torrent
 
 
 CHECKING = (lt.torrent_status.states.checking_resume_data, lt.torrent_status.states.checking_files)
@@ -101,21 +102,21 @@ class Swarm:
     hash_failures: int = 0
     _session: lt.session | None = None
     _pump: AlertPump | None = None
-    #: per torrent, the resume-data requests not answered yet (libtorrent answers in order)
-    _saved: dict[str, deque[asyncio.Event]] = field(default_factory=dict)
+    _flushes: DiskFlushes | None = None
 
     async def start(self) -> None:
         private_dir(self.data_dir)  # downloads and their resume data
         private_dir(self.torrent_dir)
+        self._flushes = DiskFlushes(self.torrent_dir)
         self._session = make_session(self.listen, self.upload_limit, self.download_limit, self.user_agent,
                                      self.verify_https)
         self._pump = AlertPump(self._session, self._on_alert)
 
     async def close(self) -> None:
         for info_hash in list(self.transfers):
-            self._save_resume(info_hash)
+            self._flush(info_hash, save=True)
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(e.wait() for q in self._saved.values() for e in q)), 10)
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self._pending_flushes())), 10)
         for transfer in self.transfers.values():
             if not transfer.done.done():
                 transfer.done.cancel()
@@ -223,35 +224,41 @@ class Swarm:
             if on_sha512 is not None else None
         try:
             await self._download(image, torrent.btih, transfer, shares, hasher, progress, http, stall_seconds)
+            saved = self._flush(torrent.btih, save=True)  # every piece's bytes written, before they are read
+            if saved is not None:
+                try:
+                    await asyncio.wait_for(saved.done.wait(), FLUSH_SECONDS)
+                except asyncio.TimeoutError:  # staging hashes the file whole, whatever the hasher says
+                    event(log, "swarm.flush_late", level=logging.WARNING, image=image.identifier,
+                          seconds=FLUSH_SECONDS)
             if hasher is not None and on_sha512 is not None:
                 with contextlib.suppress(OSError):  # unread: staging hashes the file whole instead
                     on_sha512(await hasher.finish())
         finally:
             if hasher is not None:
                 hasher.cancel()
-        saved = self._save_resume(torrent.btih)
-        if saved is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(saved.wait(), 60)
         progress(image.size)
         return self.data_dir / image.sha512
 
     async def _download(self, image: Image, btih: str, transfer: Transfer, shares: OriginShares,
                         hasher: PrefixHasher | None, progress: Callable[[int], None],
                         http: aiohttp.ClientSession | None, stall_seconds: float) -> None:
-        """Until every piece is in and checked (or the transfer stalls for ``stall_seconds``)."""
+        """Until every piece is in and checked (or the transfer stalls for ``stall_seconds``).
+        Each tick, the blocks libtorrent holds are flushed; the hasher reads the pieces of
+        the last flush that is done; every few ticks the flush also saves resume data."""
         last, still, ticks = -1, 0.0, 0
+        flush: Flush | None = None
         while not transfer.done.done():
             await asyncio.wait([transfer.done], timeout=TICK_SECONDS)
             ticks += 1
             status = transfer.handle.status()
             progress(status.total_wanted_done)
-            if hasher is not None:
-                hasher.advance(status.pieces)
+            if flush is None or flush.done.is_set():
+                if hasher is not None and flush is not None:
+                    hasher.advance(flush.pieces)
+                flush = self._flush(btih, save=ticks % round(RESUME_SECONDS / TICK_SECONDS) == 0)
             if _complete(status) and not transfer.done.done():  # complete once its resume data was checked
                 transfer.done.set_result(None)
-            if ticks % round(RESUME_SECONDS / TICK_SECONDS) == 0:
-                self._save_resume(btih)
             if http is not None:
                 await shares.step(http, list(status.pieces), TICK_SECONDS)
             if status.total_wanted_done == last:
@@ -287,6 +294,8 @@ class Swarm:
         transfer = self.transfers.pop(info_hash, None)
         if transfer is not None:
             self._session.remove_torrent(transfer.handle)
+            if self._flushes is not None:
+                self._flushes.forget(info_hash)
             if not transfer.done.done():
                 transfer.done.set_exception(FetchFailed(f"image {transfer.image.identifier}: download cancelled"))
                 transfer.done.exception()  # retrieved: nobody may be waiting
@@ -294,35 +303,23 @@ class Swarm:
             for suffix in (".torrent", ".resume"):
                 (self.torrent_dir / f"{info_hash}{suffix}").unlink(missing_ok=True)
 
-    def _save_resume(self, info_hash: str) -> asyncio.Event | None:
-        """Ask for resume data (after the torrent's writes are flushed); the event is set
-        when it is saved (or could not be)."""
+    def _flush(self, info_hash: str, save: bool = False) -> Flush | None:
+        """Have the torrent's cached blocks written (:mod:`.disk_flush`); with ``save``,
+        then save resume data for the pieces written."""
         transfer = self.transfers.get(info_hash)
-        if transfer is None or not transfer.handle.is_valid():
+        if transfer is None or self._flushes is None:
             return None
-        saved = asyncio.Event()
-        self._saved.setdefault(info_hash, deque()).append(saved)
-        transfer.handle.save_resume_data(lt.save_resume_flags_t.flush_disk_cache)
-        return saved
+        return self._flushes.flush(info_hash, transfer.handle, save)
 
-    def _answered(self, info_hash: str) -> None:
-        pending = self._saved.get(info_hash)
-        if pending:
-            pending.popleft().set()
+    def _pending_flushes(self) -> list[asyncio.Event]:
+        return self._flushes.pending() if self._flushes is not None else []
 
     # --- alerts and numbers -------------------------------------------------------------------
 
     def _on_alert(self, alert: lt.alert) -> None:
-        if isinstance(alert, lt.save_resume_data_alert):
-            info_hash = str(alert.handle.info_hashes().v1)
-            if info_hash in self.transfers:
-                path = self.torrent_dir / f"{info_hash}.resume"
-                temporary = path.with_suffix(".resume.new")
-                temporary.write_bytes(lt.write_resume_data_buf(alert.params))
-                temporary.rename(path)
-            self._answered(info_hash)
-        elif isinstance(alert, lt.save_resume_data_failed_alert):
-            self._answered(str(alert.handle.info_hashes().v1))
+        if isinstance(alert, (lt.cache_flushed_alert, lt.save_resume_data_alert, lt.save_resume_data_failed_alert)):
+            if self._flushes is not None:
+                self._flushes.on_alert(alert)
         elif isinstance(alert, lt.torrent_finished_alert):
             transfer = self.transfers.get(str(alert.handle.info_hashes().v1))
             if transfer is not None and not transfer.done.done():
