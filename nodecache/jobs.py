@@ -127,6 +127,9 @@ class JobRunner:
                 hashed: list[str] = []  # the download's sha512, hashed while it arrived (swarm)
                 source = await self.fetcher.fetch(image, job.progress, hashed.append)
                 self.metrics.fetch_seconds.observe(self.clock() - fetch_started)
+                if hashed and hashed[-1] != image.sha512:  # read before it was written, or bad bytes
+                    event(log, "node.hash_while_arriving_differs", level=logging.WARNING, image=image.identifier,
+                          then="the file is hashed again, whole")
                 try:
                     staged = await self._stage(job, source, hashed[-1] if hashed else None)
                 except ImageRefused:
