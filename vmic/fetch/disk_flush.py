@@ -17,7 +17,9 @@ Answers come in the order the flushes were asked for, per torrent. libtorrent al
 flushes by itself when a torrent finishes and posts the same alert (the session's alert
 mask has the storage category); that extra answer may release a later request early,
 which is still right: that flush ran after every piece was in, and no request made after
-it can name a piece it did not cover. An answer from a torrent's earlier handle (dropped
+it can name a piece it did not cover. An answer lost (a full alert queue) only delays: the
+caller asks again, and the answer to the later request releases the earlier one, whose
+pieces that later flush covered too. An answer from a torrent's earlier handle (dropped
 and added again) is ignored.
 """
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,7 @@ RESUME_SECONDS = 2.0
 TICK_SECONDS = 1.0
 QUICK_RETRIES = 10
 FLUSH_SECONDS = 60.0  #: for libtorrent to write what its disk cache holds of a finished torrent
+REASK_SECONDS = 5.0  #: a flush not answered by then is asked for again
 
 
 CHECKING = (lt.torrent_status.states.checking_resume_data, lt.torrent_status.states.checking_files)
@@ -224,13 +226,8 @@ class Swarm:
             if on_sha512 is not None else None
         try:
             await self._download(image, torrent.btih, transfer, shares, hasher, progress, http, stall_seconds)
-            saved = self._flush(torrent.btih, save=True)  # every piece's bytes written, before they are read
-            if saved is not None:
-                try:
-                    await asyncio.wait_for(saved.done.wait(), FLUSH_SECONDS)
-                except asyncio.TimeoutError:  # staging hashes the file whole, whatever the hasher says
-                    event(log, "swarm.flush_late", level=logging.WARNING, image=image.identifier,
-                          seconds=FLUSH_SECONDS)
+            if not await self._written(torrent.btih):  # staging hashes the file whole, whatever the hasher says
+                event(log, "swarm.flush_late", level=logging.WARNING, image=image.identifier, seconds=FLUSH_SECONDS)
             if hasher is not None and on_sha512 is not None:
                 with contextlib.suppress(OSError):  # unread: staging hashes the file whole instead
                     on_sha512(await hasher.finish())
@@ -244,19 +241,28 @@ class Swarm:
                         hasher: PrefixHasher | None, progress: Callable[[int], None],
                         http: aiohttp.ClientSession | None, stall_seconds: float) -> None:
         """Until every piece is in and checked (or the transfer stalls for ``stall_seconds``).
-        Each tick, the blocks libtorrent holds are flushed; the hasher reads the pieces of
-        the last flush that is done; every few ticks the flush also saves resume data."""
-        last, still, ticks = -1, 0.0, 0
-        flush: Flush | None = None
+        Each tick with no flush outstanding, the blocks libtorrent holds are flushed (and every
+        :data:`RESUME_SECONDS`, resume data saved); the hasher reads the pieces of the last
+        flush answered. A flush unanswered for :data:`REASK_SECONDS` (an alert lost from a
+        full queue) is asked again: a later answer covers every earlier request."""
+        last, still, ticks, saved_at = -1, 0.0, 0, 0
+        asked: deque[tuple[int, Flush]] = deque()  #: flushes not answered yet, with the tick of asking
         while not transfer.done.done():
             await asyncio.wait([transfer.done], timeout=TICK_SECONDS)
             ticks += 1
             status = transfer.handle.status()
             progress(status.total_wanted_done)
-            if flush is None or flush.done.is_set():
-                if hasher is not None and flush is not None:
-                    hasher.advance(flush.pieces)
-                flush = self._flush(btih, save=ticks % round(RESUME_SECONDS / TICK_SECONDS) == 0)
+            answered = None
+            while asked and asked[0][1].done.is_set():
+                answered = asked.popleft()[1]
+            if hasher is not None and answered is not None:
+                hasher.advance(answered.pieces)
+            if not asked or ticks - asked[-1][0] >= REASK_SECONDS / TICK_SECONDS:
+                save = ticks - saved_at >= RESUME_SECONDS / TICK_SECONDS
+                request = self._flush(btih, save)
+                if request is not None:
+                    asked.append((ticks, request))
+                    saved_at = ticks if save else saved_at
             if _complete(status) and not transfer.done.done():  # complete once its resume data was checked
                 transfer.done.set_result(None)
             if http is not None:
@@ -310,6 +316,18 @@ class Swarm:
         if transfer is None or self._flushes is None:
             return None
         return self._flushes.flush(info_hash, transfer.handle, save)
+
+    async def _written(self, info_hash: str) -> bool:
+        """Until the torrent's cached blocks are written and its resume data saved, asking
+        again every :data:`REASK_SECONDS`; False after :data:`FLUSH_SECONDS` (or if the
+        torrent is gone)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FLUSH_SECONDS
+        while loop.time() < deadline and (request := self._flush(info_hash, save=True)) is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(request.done.wait(), REASK_SECONDS)
+                return True
+        return False
 
     def _pending_flushes(self) -> list[asyncio.Event]:
         return self._flushes.pending() if self._flushes is not None else []
