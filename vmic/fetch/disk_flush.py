@@ -39,16 +39,25 @@ from vmic.log import event
 log = logging.getLogger("vmic.swarm")
 
 
+#: states in which a torrent has downloaded nothing since it was added: its pieces are its resume data's
+CHECKING = (lt.torrent_status.states.checking_resume_data, lt.torrent_status.states.checking_files)
+
+
 @dataclass
 class Flush:
     handle: lt.torrent_handle
-    pieces: list[bool]  #: had when the flush was asked for: on disk once ``done``
+    #: had when the flush was asked for, on disk once ``done``; None while the torrent was
+    #: still checking (it has written nothing since it was added: its resume data stands)
+    pieces: list[bool] | None
     save: bool  #: then save resume data for those pieces
     done: asyncio.Event = field(default_factory=asyncio.Event)  #: flushed (and saved), or given up
 
 
-def vouched(params: lt.add_torrent_params, flushed: Sequence[bool]) -> lt.add_torrent_params:
-    """``params`` (resume data) claiming only the pieces in ``flushed`` and no partial piece."""
+def vouched(params: lt.add_torrent_params, flushed: Sequence[bool] | None) -> lt.add_torrent_params:
+    """``params`` (resume data) claiming only the pieces in ``flushed`` and no partial piece
+    (as they are, if ``flushed`` is None)."""
+    if flushed is None:
+        return params
     have = list(params.have_pieces)
     params.have_pieces = [bool(h) and i < len(flushed) and bool(flushed[i]) for i, h in enumerate(have)]
     params.unfinished_pieces = {}
@@ -65,7 +74,8 @@ class DiskFlushes:
         """Ask for the torrent's cached blocks to be written (None if the torrent is gone)."""
         if not handle.is_valid():
             return None
-        request = Flush(handle, list(handle.status().pieces), save)
+        status = handle.status()
+        request = Flush(handle, None if status.state in CHECKING else list(status.pieces), save)
         self._flushing.setdefault(info_hash, deque()).append(request)
         handle.flush_cache()
         return request

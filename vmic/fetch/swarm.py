@@ -50,7 +50,7 @@ from vmic.torrents import Torrent
 
 from ..errors import FetchFailed
 from ..private import private_dir
-from .disk_flush import DiskFlushes, Flush
+from .disk_flush import CHECKING, DiskFlushes, Flush
 from .prefix_hash import PrefixHasher
 from .shares import OriginShares
 from .zero_pieces import create_hole, zero_pieces
@@ -63,7 +63,6 @@ FLUSH_SECONDS = 60.0  #: for libtorrent to write what its disk cache holds of a 
 REASK_SECONDS = 5.0  #: a flush not answered by then is asked for again
 
 
-CHECKING = (lt.torrent_status.states.checking_resume_data, lt.torrent_status.states.checking_files)
 
 
 def _complete(status: lt.torrent_status) -> bool:
@@ -255,7 +254,7 @@ class Swarm:
             answered = None
             while asked and asked[0][1].done.is_set():
                 answered = asked.popleft()[1]
-            if hasher is not None and answered is not None:
+            if hasher is not None and answered is not None and answered.pieces is not None:
                 hasher.advance(answered.pieces)
             if not asked or ticks - asked[-1][0] >= REASK_SECONDS / TICK_SECONDS:
                 save = ticks - saved_at >= RESUME_SECONDS / TICK_SECONDS
