@@ -12,6 +12,10 @@ does not wait for that flush: it queues the flush and posts its alert at once
 - A flush with ``save`` then saves resume data whose pieces are those flushed ones, and
   without partial pieces (their blocks may be in the cache still), so after a SIGKILL a
   restart may fetch some bytes again but never trusts bytes that are not there.
+- A flush asked while libtorrent still checks the torrent (its resume data, or its files)
+  leaves what libtorrent saves as it is: nothing was downloaded since it was added, and
+  what a check finds it read from disk. (Meanwhile its status shows no piece: masking
+  with that would save resume data with none.)
 
 Answers come in the order the flushes were asked for, per torrent. libtorrent also
 flushes by itself when a torrent finishes and posts the same alert (the session's alert
