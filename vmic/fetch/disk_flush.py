@@ -98,7 +98,7 @@ class DiskFlushes:
             request = self._answer(self._flushing, alert)
             if request is None:
                 return
-            if request.save and request.handle.is_valid():
+            if request.save and request.handle.is_valid() and self._savable(request):
                 self._saving.setdefault(str(alert.handle.info_hashes().v1), deque()).append(request)
                 request.handle.save_resume_data(0)  # no flush_disk_cache: it would not be waited for
             else:
@@ -112,6 +112,13 @@ class DiskFlushes:
             request = self._answer(self._saving, alert)
             if request is not None:
                 request.done.set()
+
+    @staticmethod
+    def _savable(request: Flush) -> bool:
+        """Asked while libtorrent checked the torrent and answered once it no longer does:
+        pieces may have come since, unwritten, so not saved (the resume data on disk stays
+        until the next save)."""
+        return request.pieces is not None or request.handle.status().state in CHECKING
 
     @staticmethod
     def _answer(queues: dict[str, deque[Flush]], alert: lt.torrent_alert) -> Flush | None:
