@@ -74,11 +74,13 @@ class DiskFlushes:
     _flushing: dict[str, deque[Flush]] = field(default_factory=dict)  #: by v1 info hash
     _saving: dict[str, deque[Flush]] = field(default_factory=dict)
 
-    def flush(self, info_hash: str, handle: lt.torrent_handle, save: bool = False) -> Flush | None:
-        """Ask for the torrent's cached blocks to be written (None if the torrent is gone)."""
+    def flush(self, info_hash: str, handle: lt.torrent_handle, save: bool = False,
+              status: lt.torrent_status | None = None) -> Flush | None:
+        """Ask for the torrent's cached blocks to be written (None if the torrent is gone);
+        ``status``: the torrent's, if the caller has just read it."""
         if not handle.is_valid():
             return None
-        status = handle.status()
+        status = status if status is not None else handle.status()
         request = Flush(handle, None if status.state in CHECKING else list(status.pieces), save)
         self._flushing.setdefault(info_hash, deque()).append(request)
         handle.flush_cache()

@@ -64,7 +64,6 @@ REASK_SECONDS = 5.0  #: a flush not answered by then is asked for again
 
 
 
-
 def _complete(status: lt.torrent_status) -> bool:
     """Seeding, and not merely because resume data says so before it was checked
     (right after adding, libtorrent reports the resume data's word)."""
@@ -117,7 +116,8 @@ class Swarm:
         for info_hash in list(self.transfers):
             self._flush(info_hash, save=True)
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self._pending_flushes())), 10)
+            pending = self._flushes.pending() if self._flushes is not None else []
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in pending)), 10)
         for transfer in self.transfers.values():
             if not transfer.done.done():
                 transfer.done.cancel()
@@ -258,7 +258,7 @@ class Swarm:
                 hasher.advance(answered.pieces)
             if not asked or ticks - asked[-1][0] >= REASK_SECONDS / TICK_SECONDS:
                 save = ticks - saved_at >= RESUME_SECONDS / TICK_SECONDS
-                request = self._flush(btih, save)
+                request = self._flush(btih, save, status)
                 if request is not None:
                     asked.append((ticks, request))
                     saved_at = ticks if save else saved_at
@@ -308,13 +308,13 @@ class Swarm:
             for suffix in (".torrent", ".resume"):
                 (self.torrent_dir / f"{info_hash}{suffix}").unlink(missing_ok=True)
 
-    def _flush(self, info_hash: str, save: bool = False) -> Flush | None:
+    def _flush(self, info_hash: str, save: bool = False, status: lt.torrent_status | None = None) -> Flush | None:
         """Have the torrent's cached blocks written (:mod:`.disk_flush`); with ``save``,
         then save resume data for the pieces written."""
         transfer = self.transfers.get(info_hash)
         if transfer is None or self._flushes is None:
             return None
-        return self._flushes.flush(info_hash, transfer.handle, save)
+        return self._flushes.flush(info_hash, transfer.handle, save, status)
 
     async def _written(self, info_hash: str) -> bool:
         """Until the torrent's cached blocks are written and its resume data saved, asking
@@ -327,9 +327,6 @@ class Swarm:
                 await asyncio.wait_for(request.done.wait(), REASK_SECONDS)
                 return True
         return False
-
-    def _pending_flushes(self) -> list[asyncio.Event]:
-        return self._flushes.pending() if self._flushes is not None else []
 
     # --- alerts and numbers -------------------------------------------------------------------
 
