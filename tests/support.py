@@ -193,6 +193,13 @@ def write_sparse_image(path: Path, size: int, data: list[tuple[int, int]], seed:
     return path
 
 
+def have_pieces(resume: Path) -> int:
+    """How many pieces a libtorrent resume file records as verified and written."""
+    import libtorrent as lt
+
+    return sum(1 for piece in lt.read_resume_data(resume.read_bytes()).have_pieces if piece)
+
+
 def sha512(path: Path) -> str:
     from vmic.sparse import sha512_file
 

@@ -42,7 +42,7 @@ async def test_a_restart_stopped_at_once_keeps_the_pieces_its_resume_data_named(
     """A complete download, saved; the daemon starts again and stops at once, perhaps before
     libtorrent has checked that resume data (its status then shows no piece): the resume
     data saved still names every piece."""
-    from support import free_port, publish_and_wait, write_image
+    from support import free_port, have_pieces, publish_and_wait, write_image
 
     from vmic.fetch.swarm import Swarm
 
@@ -60,10 +60,10 @@ async def test_a_restart_stopped_at_once_keeps_the_pieces_its_resume_data_named(
     finally:
         await first.close()
     pieces = torrent.info.num_pieces()
-    assert sum(lt.read_resume_data(resume.read_bytes()).have_pieces) == pieces
+    assert have_pieces(resume) == pieces
     for _ in range(3):
         again = swarm()
         await again.start()
         again.seed(image, torrent)  # from its resume data
         await again.close()
-        assert sum(lt.read_resume_data(resume.read_bytes()).have_pieces) == pieces
+        assert have_pieces(resume) == pieces

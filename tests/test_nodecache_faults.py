@@ -14,14 +14,9 @@ from typing import Any
 
 import libtorrent as lt
 import pytest
-from support import NodeProcess, node_config, publish_and_wait, running_seeder, sha512, write_image
+from support import NodeProcess, have_pieces, node_config, publish_and_wait, running_seeder, sha512, write_image
 
 from vmic.pki import KeyPaths
-
-
-def have_pieces(resume: Path) -> int:
-    """How many pieces a libtorrent resume file records as verified and written."""
-    return sum(1 for piece in lt.read_resume_data(resume.read_bytes()).have_pieces if piece)
 
 
 def pieces_not_on_disk(path: Path, info: lt.torrent_info, claimed: list[bool]) -> list[int]:
